@@ -1,0 +1,96 @@
+-- luasock.loader: loads a handler script into an environment of its own, runs its start hook
+-- and checks the table it returns. `luasock serve` and `luasock check` both go through here, so
+-- they accept and refuse exactly the same scripts.
+local M = {}
+
+-- Settings a script may set, with the smallest value each accepts.
+local SIZE_SETTINGS = { max_line = 1, max_all = 1, high_water = 0 }
+local TIME_SETTINGS = { "idle_timeout", "send_timeout" }
+
+local function directory_of(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+local function check_listen(path, listen)
+  if type(listen) == "string" then
+    return { listen }
+  end
+  if listen == nil then
+    return {}
+  end
+  if type(listen) ~= "table" then
+    return nil, ("%s: 'listen' must be a string or a list of strings"):format(path)
+  end
+  for i, address in ipairs(listen) do
+    if type(address) ~= "string" then
+      return nil, ("%s: listen[%d] must be a string"):format(path, i)
+    end
+  end
+  return listen
+end
+
+-- Returns the settings C needs, with nil where the script keeps the default.
+local function check_settings(path, script)
+  local listen, err = check_listen(path, script.listen)
+  if not listen then
+    return nil, err
+  end
+  local settings = { listen = listen }
+  for name, least in pairs(SIZE_SETTINGS) do
+    local value = script[name]
+    if value ~= nil and (math.type(value) ~= "integer" or value < least) then
+      return nil, ("%s: '%s' must be an integer of at least %d"):format(path, name, least)
+    end
+    settings[name] = value
+  end
+  for _, name in ipairs(TIME_SETTINGS) do
+    local value = script[name]
+    if value ~= nil and value ~= false and type(value) ~= "number" then
+      return nil, ("%s: '%s' must be a number of seconds, or false for none"):format(path, name)
+    end
+    settings[name] = (value == false or (value and value < 0)) and -1 or value
+  end
+  return settings
+end
+
+-- Loads the script at path. Returns its table, or nil and "path:line: message".
+function M.load(path)
+  local dir = directory_of(path)
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  local env = setmetatable({}, { __index = _G })
+  local chunk, err = loadfile(path, "t", env)
+  if not chunk then
+    return nil, err
+  end
+  local ok, script = pcall(chunk)
+  if not ok then
+    return nil, tostring(script)
+  end
+  if type(script) ~= "table" then
+    return nil, ("%s: the script must return a table of callbacks, not %s"):format(path, type(script))
+  end
+  if type(script.handle) ~= "function" then
+    return nil, ("%s: the returned table has no 'handle' function"):format(path)
+  end
+  if script.start ~= nil and type(script.start) ~= "function" then
+    return nil, ("%s: 'start' must be a function"):format(path)
+  end
+  local settings, problem = check_settings(path, script)
+  if not settings then
+    return nil, problem
+  end
+  return script
+end
+
+-- Runs the start hook, then reads the settings it may have changed.
+function M.configure(path, script)
+  if script.start then
+    local ok, err = xpcall(script.start, debug.traceback)
+    if not ok then
+      return nil, err
+    end
+  end
+  return check_settings(path, script)
+end
+
+return M

@@ -1,0 +1,46 @@
+/* buf.h -- growable byte buffers that hold memory only while they hold data.
+ *
+ * A connection has one input and one output buffer. Idle connections are the common case on a
+ * busy server, so an empty buffer owns no storage; storage comes from a small pool of chunks so
+ * that taking and giving back a chunk per message costs no malloc. */
+#ifndef BUF_H
+#define BUF_H
+
+#include <stddef.h>
+
+#define BUF_CHUNK 16384
+
+struct buf {
+    char *data;
+    size_t start; /* first unread byte */
+    size_t end;   /* one past the last byte */
+    size_t cap;
+};
+
+static inline size_t buf_len(const struct buf *b)
+{
+    return b->end - b->start;
+}
+
+static inline const char *buf_head(const struct buf *b)
+{
+    return b->data != NULL ? b->data + b->start : "";
+}
+
+/* Makes room for at least want more bytes and returns where they go, or NULL when out of memory.
+ * The caller writes there and then calls buf_commit with what it wrote. */
+char *buf_reserve(struct buf *b, size_t want);
+void buf_commit(struct buf *b, size_t n);
+
+/* Returns 0, or -1 when out of memory (the buffer is unchanged). */
+int buf_append(struct buf *b, const void *data, size_t n);
+
+/* Drops n bytes from the front; gives the storage back once the buffer is empty. */
+void buf_consume(struct buf *b, size_t n);
+
+void buf_free(struct buf *b);
+
+/* Frees the pooled chunks (at exit, so leak checkers see a clean heap). */
+void buf_pool_drain(void);
+
+#endif

@@ -1,0 +1,545 @@
+/* conn.c -- connection buffers, watchers and closing; see conn.h.
+ *
+ * Reads: a receive first tries the input buffer, then reads the socket if it may hold more, and
+ * only then waits. The read watcher stays started while a handler keeps reading, so a loop of
+ * receive/send costs no epoll_ctl; it is stopped the first time it fires with nobody reading.
+ *
+ * Writes: send only appends to the output buffer and puts the connection on the flush list.
+ * conn_flush_all runs when the loop is about to wait, so all writes of one iteration leave in one
+ * send(2). What the socket does not take is written by the write watcher.
+ *
+ * Callbacks resume a task as their very last step: the task may close the connection, after
+ * which the garbage collector may free it. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "container.h"
+#include "conn.h"
+#include "errors.h"
+#include "luasock.h"
+#include "net.h"
+#include "task.h"
+
+/* How long a closed connection keeps reading (and dropping) input while it waits for the
+ * peer's FIN; closing with unread input would make the kernel send RST, which can destroy the
+ * reply the peer has not read yet. */
+#define LINGER_SECONDS 2.0
+
+struct conn_settings conn_defaults = {
+    .max_line = 65536,
+    .max_all = 1048576,
+    .high_water = 65536,
+    .read_timeout = 60,
+    .send_timeout = 60,
+};
+
+static struct ev_loop *loop;
+static lua_State *main_L;
+static struct conn *open_head;
+static struct conn *flush_head;
+static size_t open_count;
+static uint64_t last_id;
+
+static void flush_list_add(struct conn *c)
+{
+    c->flush_listed = true;
+    c->flush_prev = NULL;
+    c->flush_next = flush_head;
+    if (flush_head != NULL)
+        flush_head->flush_prev = c;
+    flush_head = c;
+}
+
+static void flush_list_remove(struct conn *c)
+{
+    if (!c->flush_listed)
+        return;
+    c->flush_listed = false;
+    if (c->flush_prev != NULL)
+        c->flush_prev->flush_next = c->flush_next;
+    else
+        flush_head = c->flush_next;
+    if (c->flush_next != NULL)
+        c->flush_next->flush_prev = c->flush_prev;
+}
+
+static void open_list_remove(struct conn *c)
+{
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        open_head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+}
+
+void conn_describe(struct conn *c, char *out, size_t size)
+{
+    char peer[128] = "?";
+    if (c->fd >= 0)
+        net_describe(c->fd, 1, peer, sizeof peer);
+    snprintf(out, size, "conn %llu from %s", (unsigned long long)c->id, peer);
+}
+
+/* Starts (or shortens) a timer so that it fires no later than timeout seconds from now. The
+ * timer is not stopped when the operation completes early: its callback compares the deadline
+ * with the clock and re-arms itself, which is cheaper than a heap update per operation. */
+static void arm(ev_timer *w, ev_tstamp *deadline, double timeout)
+{
+    if (timeout < 0) {
+        *deadline = 0;
+        return;
+    }
+    *deadline = ev_now(loop) + timeout;
+    if (ev_is_active(w) && ev_timer_remaining(loop, w) <= timeout)
+        return;
+    ev_timer_stop(loop, w);
+    ev_timer_set(w, timeout, 0);
+    ev_timer_start(loop, w);
+}
+
+/* Returns true if the deadline has passed; otherwise re-arms the timer for what is left. */
+static bool deadline_passed(ev_timer *w, ev_tstamp deadline)
+{
+    ev_tstamp left = deadline - ev_now(loop);
+    if (left <= 0)
+        return true;
+    ev_timer_set(w, left, 0);
+    ev_timer_start(loop, w);
+    return false;
+}
+
+static void close_fd(struct conn *c)
+{
+    ev_io_stop(loop, &c->rio);
+    ev_io_stop(loop, &c->wio);
+    ev_timer_stop(loop, &c->rtimer);
+    ev_timer_stop(loop, &c->wtimer);
+    flush_list_remove(c);
+    open_list_remove(c);
+    open_count--;
+    luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
+    close(c->fd);
+    c->fd = -1;
+    c->state = CONN_CLOSED;
+    buf_free(&c->in);
+    buf_free(&c->out);
+    luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
+    c->ref = LUA_NOREF;
+}
+
+/* Failed reads return what had been read so far, and it is consumed, as in LuaSocket. */
+static int push_failure(struct conn *c, lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    lua_pushlstring(L, buf_head(&c->in), buf_len(&c->in));
+    buf_consume(&c->in, buf_len(&c->in));
+    c->searched = 0;
+    return 3;
+}
+
+/* Hands err to the coroutines waiting on c. They run on the next loop iteration: this may be
+ * called from Lua code, which must not resume another coroutine. */
+static void wake_waiters(struct conn *c, const char *err)
+{
+    struct task *t = c->reader;
+    if (t != NULL) {
+        c->reader = NULL;
+        task_wake(t, push_failure(c, t->co, err));
+    }
+    t = c->writer;
+    if (t != NULL) {
+        c->writer = NULL;
+        lua_pushnil(t->co);
+        lua_pushstring(t->co, err);
+        task_wake(t, 2);
+    }
+}
+
+/* Closes at once, dropping queued output: after a reset, a timeout or a write error. */
+static void conn_abort(struct conn *c, const char *err)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    c->state = CONN_CLOSING;
+    wake_waiters(c, err);
+    close_fd(c);
+}
+
+static void fail(struct conn *c, const char *op, int err)
+{
+    luasock_log(LUASOCK_LOG_DEBUG, "conn %llu: %s: %s (%s)", (unsigned long long)c->id, op,
+                errors_string(err), errors_name(err));
+    conn_abort(c, errors_string(err));
+}
+
+/* Reads once into the input buffer. Returns 0 when bytes or end of stream arrived, EAGAIN when
+ * there was nothing, or the errno of a failure. */
+static int fill(struct conn *c)
+{
+    char *room = buf_reserve(&c->in, BUF_CHUNK / 4);
+    if (room == NULL)
+        return ENOMEM;
+    size_t space = c->in.cap - c->in.end;
+    ssize_t n;
+    do
+        n = read(c->fd, room, space);
+    while (n < 0 && errno == EINTR);
+
+    if (n > 0) {
+        buf_commit(&c->in, (size_t)n);
+        /* A short read means the kernel had no more: skip the read that would say EAGAIN. */
+        c->readable = (size_t)n == space;
+        return 0;
+    }
+    int err = n == 0 ? 0 : errno;
+    if (buf_len(&c->in) == 0)
+        buf_free(&c->in);
+    c->readable = false;
+    if (n == 0) {
+        c->eof = true;
+        return 0;
+    }
+    return err == EWOULDBLOCK ? EAGAIN : err;
+}
+
+static int push_data(struct conn *c, lua_State *L, size_t len)
+{
+    if (c->prefix_len > 0) {
+        lua_pushlstring(L, c->prefix, c->prefix_len);
+        lua_pushlstring(L, buf_head(&c->in), len);
+        lua_concat(L, 2);
+    } else {
+        lua_pushlstring(L, buf_head(&c->in), len);
+    }
+    return 1;
+}
+
+/* Drops the rest of an over-long line or record. Returns true once its delimiter is gone. */
+static bool skip_rest(struct conn *c)
+{
+    bool found;
+    buf_consume(&c->in, read_skip(&c->req, buf_head(&c->in), buf_len(&c->in), &found));
+    if (found)
+        c->skipping = false;
+    return found;
+}
+
+static int push_too_long(struct conn *c, lua_State *L, const struct read_span *span)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, c->req.kind == READ_ALL ? ERR_TOO_LARGE : ERR_LINE_TOO_LONG);
+    lua_pushlstring(L, buf_head(&c->in), span->len);
+    buf_consume(&c->in, span->consumed);
+    c->searched = 0;
+    if (c->req.kind == READ_ALL)
+        conn_abort(c, ERR_TOO_LARGE);
+    else
+        c->skipping = span->skip_rest;
+    return 3;
+}
+
+int conn_read(struct conn *c, lua_State *L)
+{
+    bool delimited = c->req.kind == READ_LINE || c->req.kind == READ_UNTIL;
+    if (!delimited)
+        c->skipping = false;
+    for (;;) {
+        if (c->state != CONN_OPEN)
+            return push_failure(c, L, ERR_CLOSED);
+        if (!c->skipping || skip_rest(c)) {
+            struct read_span span;
+            const char *data = buf_head(&c->in);
+            switch (read_scan(&c->req, data, buf_len(&c->in), c->eof, &c->searched, &span)) {
+            case READ_DONE:
+                push_data(c, L, span.len);
+                buf_consume(&c->in, span.consumed);
+                c->searched = 0;
+                return 1;
+            case READ_TOO_LONG:
+                return push_too_long(c, L, &span);
+            case READ_MORE:
+                break;
+            }
+        }
+        if (c->eof)
+            return push_failure(c, L, ERR_CLOSED);
+        if (!c->readable)
+            return -1;
+        int err = fill(c);
+        if (err == EAGAIN)
+            return -1;
+        if (err != 0) {
+            int n = push_failure(c, L, errors_string(err));
+            fail(c, "read", err);
+            return n;
+        }
+    }
+}
+
+int conn_wait_read(struct conn *c, lua_State *L)
+{
+    struct task *t = task_check(L, "receive");
+    if (c->set.read_timeout == 0)
+        return push_failure(c, L, ERR_TIMEOUT);
+    c->reader = t;
+    ev_io_start(loop, &c->rio);
+    arm(&c->rtimer, &c->rdeadline, c->set.read_timeout);
+    return task_suspend(L);
+}
+
+static void linger_drain(struct conn *c)
+{
+    static char discard[65536];
+    ssize_t n;
+    while ((n = read(c->fd, discard, sizeof discard)) > 0)
+        ;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        close_fd(c);
+}
+
+static void on_readable(struct ev_loop *l, ev_io *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct conn *c = container_of(w, struct conn, rio);
+    c->readable = true;
+    if (c->state == CONN_CLOSING) {
+        linger_drain(c);
+        return;
+    }
+    struct task *t = c->reader;
+    if (t == NULL) {
+        ev_io_stop(loop, w);
+        return;
+    }
+    /* Cleared while reading, so that a failure closing c does not also wake t. */
+    c->reader = NULL;
+    lua_checkstack(t->co, 4);
+    int n = conn_read(c, t->co);
+    if (n < 0) {
+        c->reader = t;
+        return;
+    }
+    task_resume(t, n);
+}
+
+static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct conn *c = container_of(w, struct conn, rtimer);
+    if (c->state == CONN_CLOSING) {
+        close_fd(c); /* the peer never sent its FIN */
+        return;
+    }
+    struct task *t = c->reader;
+    if (t == NULL || c->rdeadline == 0 || !deadline_passed(w, c->rdeadline))
+        return;
+    c->reader = NULL;
+    lua_checkstack(t->co, 4);
+    task_resume(t, push_failure(c, t->co, ERR_TIMEOUT));
+}
+
+/* Output is delivered: finish a shutdown or a close that was waiting for it. */
+static void drained(struct conn *c)
+{
+    ev_io_stop(loop, &c->wio);
+    if (c->state == CONN_OPEN) {
+        if (c->shut_wr)
+            shutdown(c->fd, SHUT_WR);
+        return;
+    }
+    ev_timer_stop(loop, &c->wtimer);
+    if (c->eof) {
+        close_fd(c);
+        return;
+    }
+    shutdown(c->fd, SHUT_WR);
+    buf_free(&c->in);
+    ev_io_start(loop, &c->rio);
+    ev_timer_stop(loop, &c->rtimer);
+    ev_timer_set(&c->rtimer, LINGER_SECONDS, 0);
+    ev_timer_start(loop, &c->rtimer);
+}
+
+/* Sends what is queued. Returns 0 (all of it sent, or the socket is full) or an errno. */
+static int write_out(struct conn *c)
+{
+    while (buf_len(&c->out) > 0) {
+        size_t len = buf_len(&c->out);
+        ssize_t n = send(c->fd, buf_head(&c->out), len, MSG_NOSIGNAL);
+        if (n >= 0) {
+            buf_consume(&c->out, (size_t)n);
+            if ((size_t)n < len)
+                return 0; /* the socket is full; a second try would only say EAGAIN */
+        } else if (errno != EINTR) {
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
+        }
+    }
+    return 0;
+}
+
+/* Writes, and tells whether the connection is still open. Never runs Lua code. */
+static bool write_and_settle(struct conn *c)
+{
+    int err = write_out(c);
+    if (err != 0) {
+        fail(c, "write", err);
+        return false;
+    }
+    if (buf_len(&c->out) == 0) {
+        drained(c);
+        return c->state != CONN_CLOSED;
+    }
+    ev_io_start(loop, &c->wio);
+    return true;
+}
+
+static bool writer_may_go_on(struct conn *c)
+{
+    return c->writer != NULL && buf_len(&c->out) <= c->set.high_water;
+}
+
+static void on_writable(struct ev_loop *l, ev_io *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct conn *c = container_of(w, struct conn, wio);
+    if (!write_and_settle(c) || !writer_may_go_on(c))
+        return;
+    struct task *t = c->writer;
+    c->writer = NULL;
+    lua_pushinteger(t->co, (lua_Integer)c->writer_result);
+    task_resume(t, 1);
+}
+
+static void on_write_timer(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct conn *c = container_of(w, struct conn, wtimer);
+    if (c->state == CONN_CLOSING) {
+        luasock_log(LUASOCK_LOG_INFO, "conn %llu: closed with %zu bytes undelivered: send timeout",
+                    (unsigned long long)c->id, buf_len(&c->out));
+        conn_abort(c, ERR_TIMEOUT);
+        return;
+    }
+    if (c->writer == NULL || c->wdeadline == 0 || !deadline_passed(w, c->wdeadline))
+        return;
+    conn_abort(c, ERR_TIMEOUT);
+}
+
+int conn_queue(struct conn *c, const char *data, size_t len)
+{
+    if (buf_append(&c->out, data, len) < 0)
+        return -1;
+    /* While the write watcher is on, the socket is full and the watcher will write. */
+    if (!c->flush_listed && !ev_is_active(&c->wio))
+        flush_list_add(c);
+    return 0;
+}
+
+int conn_after_send(struct conn *c, lua_State *L, size_t accepted)
+{
+    if (buf_len(&c->out) <= c->set.high_water) {
+        lua_pushinteger(L, (lua_Integer)accepted);
+        return 1;
+    }
+    struct task *t = task_check(L, "send");
+    if (c->writer != NULL)
+        return luaL_error(L, "conn %llu: another coroutine is already waiting to send",
+                          (unsigned long long)c->id);
+    c->writer = t;
+    c->writer_result = accepted;
+    arm(&c->wtimer, &c->wdeadline, c->set.send_timeout);
+    return task_suspend(L);
+}
+
+void conn_flush_all(void)
+{
+    struct conn *c;
+    while ((c = flush_head) != NULL) {
+        flush_list_remove(c);
+        if (write_and_settle(c) && writer_may_go_on(c)) {
+            struct task *t = c->writer;
+            c->writer = NULL;
+            lua_pushinteger(t->co, (lua_Integer)c->writer_result);
+            task_wake(t, 1);
+        }
+    }
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return;
+    c->state = CONN_CLOSING;
+    c->shut_wr = true;
+    wake_waiters(c, ERR_CLOSED);
+    ev_io_stop(loop, &c->rio);
+    ev_timer_stop(loop, &c->rtimer);
+    ev_timer_stop(loop, &c->wtimer);
+    if (buf_len(&c->out) == 0) {
+        drained(c);
+        return;
+    }
+    if (c->set.send_timeout >= 0) {
+        ev_timer_set(&c->wtimer, c->set.send_timeout, 0);
+        ev_timer_start(loop, &c->wtimer);
+    }
+}
+
+void conn_shutdown(struct conn *c, int how)
+{
+    if (how != SHUT_WR) {
+        shutdown(c->fd, SHUT_RD);
+        c->eof = true;
+        buf_free(&c->in);
+    }
+    if (how != SHUT_RD) {
+        c->shut_wr = true;
+        if (buf_len(&c->out) == 0)
+            shutdown(c->fd, SHUT_WR);
+    }
+}
+
+void conn_close_all(void)
+{
+    while (open_head != NULL)
+        conn_abort(open_head, ERR_CLOSED);
+}
+
+size_t conn_count(void)
+{
+    return open_count;
+}
+
+struct conn *conn_new(lua_State *L, int fd)
+{
+    struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    *c = (struct conn){.fd = fd, .set = conn_defaults, .readable = true, .id = ++last_id};
+    luaL_setmetatable(L, CONN_MT);
+    ev_io_init(&c->rio, on_readable, fd, EV_READ);
+    ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
+    ev_init(&c->rtimer, on_read_timer);
+    ev_init(&c->wtimer, on_write_timer);
+
+    lua_pushvalue(L, -1);
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->next = open_head;
+    if (open_head != NULL)
+        open_head->prev = c;
+    open_head = c;
+    open_count++;
+    return c;
+}
+
+void conn_init(struct ev_loop *l, lua_State *L)
+{
+    loop = l;
+    main_L = L;
+}

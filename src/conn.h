@@ -1,0 +1,99 @@
+/* conn.h -- a TCP or unix stream connection: its buffers, watchers and life cycle.
+ *
+ * The struct is the body of the Lua userdata that handlers see, with the libev watchers embedded
+ * in it, so an event needs no allocation. A connection is anchored in the registry while its
+ * socket is open, so it cannot be collected while the loop still watches it. The Lua methods
+ * are in lconn.c; this file is the engine underneath them. */
+#ifndef CONN_H
+#define CONN_H
+
+#include <ev.h>
+#include <lua.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "reader.h"
+
+#define CONN_MT "luasock.conn"
+
+/* Settings every new connection starts with (the script can change them). A timeout below 0
+ * means none. */
+struct conn_settings {
+    size_t max_line;
+    size_t max_all;
+    size_t high_water;
+    double read_timeout;
+    double send_timeout;
+};
+
+extern struct conn_settings conn_defaults;
+
+enum conn_state {
+    CONN_OPEN,
+    CONN_CLOSING, /* closed by us: delivering queued output, then waiting for the peer's FIN */
+    CONN_CLOSED   /* socket closed */
+};
+
+struct conn {
+    ev_io rio, wio;
+    ev_timer rtimer, wtimer;
+    struct buf in, out;
+    struct task *reader, *writer;
+    struct read_req req;       /* what the reader waits for */
+    const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
+    size_t prefix_len;
+    size_t searched;           /* see read_scan */
+    size_t writer_result;      /* what send returns once the writer may go on */
+    ev_tstamp rdeadline, wdeadline; /* 0: none */
+    struct conn_settings set;
+    uint64_t id;
+    int fd;
+    int ref;
+    enum conn_state state;
+    bool eof;          /* the peer will send nothing more */
+    bool readable;     /* the socket may have unread bytes; read before waiting */
+    bool skipping;     /* dropping the rest of an over-long line */
+    bool shut_wr;      /* no more sends: shutdown("send") or closing */
+    bool flush_listed;
+    struct conn *flush_prev, *flush_next;
+    struct conn *prev, *next; /* all open connections */
+};
+
+void conn_init(struct ev_loop *loop, lua_State *L);
+
+/* Pushes a new connection userdata for the accepted socket fd. */
+struct conn *conn_new(lua_State *L, int fd);
+
+/* "conn 12 from 127.0.0.1:5555", for log lines. */
+void conn_describe(struct conn *c, char *out, size_t size);
+
+/* Tries to complete c->req, reading from the socket while it has bytes. Pushes the results
+ * (data, or nil, err, partial) on L and returns their count; returns -1 when it must wait. */
+int conn_read(struct conn *c, lua_State *L);
+
+/* Suspends the calling task until c->req completes, fails or times out. */
+int conn_wait_read(struct conn *c, lua_State *L);
+
+/* Queues bytes for the next flush. Returns 0, or -1 when out of memory. */
+int conn_queue(struct conn *c, const char *data, size_t len);
+
+/* Called after queueing: returns the number of results if the sender may go on (it pushes
+ * accepted), or suspends the sender until the queue is below the high-water mark. */
+int conn_after_send(struct conn *c, lua_State *L, size_t accepted);
+
+/* Closes gracefully: queued output is delivered first. Waiting coroutines get "closed". */
+void conn_close(struct conn *c);
+
+/* how: SHUT_RD, SHUT_WR or SHUT_RDWR. A send shutdown waits for queued output. */
+void conn_shutdown(struct conn *c, int how);
+
+/* Writes out everything queued in this loop iteration: one system call per connection. */
+void conn_flush_all(void);
+
+/* Closes every connection at once (at exit). */
+void conn_close_all(void);
+
+size_t conn_count(void);
+
+#endif

@@ -1,0 +1,276 @@
+/* lconn.c -- the Lua methods of a connection: conn:receive, conn:send, ...
+ *
+ * Each method checks its arguments (misuse raises), asks conn.c to do the work, and either
+ * returns the results or suspends the calling coroutine until conn.c resumes it with them. */
+#include <errno.h>
+#include <lauxlib.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "errors.h"
+#include "lconn.h"
+#include "net.h"
+#include "task.h"
+
+#define DEFAULT_RECEIVEANY_MAX 65536
+
+static struct conn *toconn(lua_State *L)
+{
+    return luaL_checkudata(L, 1, CONN_MT);
+}
+
+static int push_error(lua_State *L, const char *err)
+{
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
+static int start_read(lua_State *L, struct conn *c, struct read_req *req)
+{
+    if (c->reader != NULL)
+        return luaL_error(L, "conn %llu is already being read by another coroutine",
+                          (unsigned long long)c->id);
+    req->limit = req->kind == READ_ALL ? c->set.max_all : c->set.max_line;
+    c->req = *req;
+    int n = conn_read(c, L);
+    return n >= 0 ? n : conn_wait_read(c, L);
+}
+
+static int conn_receive(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    struct read_req req = {.kind = READ_LINE, .delim = "\n", .delim_len = 1};
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Integer n = luaL_checkinteger(L, 2);
+        luaL_argcheck(L, n >= 0, 2, "byte count must not be negative");
+        req.kind = READ_COUNT;
+        req.count = (size_t)n;
+    } else if (!lua_isnoneornil(L, 2)) {
+        const char *pattern = luaL_checkstring(L, 2);
+        if (read_parse_pattern(pattern, &req) < 0)
+            return luaL_argerror(L, 2, lua_pushfstring(L, "invalid pattern '%s'", pattern));
+    }
+    c->prefix = luaL_optlstring(L, 3, NULL, &c->prefix_len);
+    if (c->prefix == NULL)
+        c->prefix_len = 0;
+    return start_read(L, c, &req);
+}
+
+static int conn_receiveany(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    lua_Integer max = luaL_optinteger(L, 2, DEFAULT_RECEIVEANY_MAX);
+    luaL_argcheck(L, max >= 1, 2, "must be at least 1");
+    struct read_req req = {.kind = READ_ANY, .count = (size_t)max};
+    c->prefix_len = 0;
+    return start_read(L, c, &req);
+}
+
+static int conn_receiveuntil(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    struct read_req req = {.kind = READ_UNTIL};
+    req.delim = luaL_checklstring(L, 2, &req.delim_len);
+    luaL_argcheck(L, req.delim_len > 0, 2, "delimiter must not be empty");
+    c->prefix_len = 0;
+    return start_read(L, c, &req);
+}
+
+/* Walks send's arguments (strings, numbers, arrays of those), adding up their lengths and, when
+ * c is not NULL, queueing them. Returns -1 when out of memory. */
+static int each_piece(lua_State *L, struct conn *c, size_t *total)
+{
+    int top = lua_gettop(L);
+    for (int arg = 2; arg <= top; arg++) {
+        size_t len;
+        const char *s;
+        if (lua_type(L, arg) != LUA_TTABLE) {
+            s = lua_tolstring(L, arg, &len);
+            if (c != NULL && conn_queue(c, s, len) < 0)
+                return -1;
+            *total += len;
+            continue;
+        }
+        lua_Integer n = luaL_len(L, arg);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, arg, i);
+            if (!lua_isstring(L, -1))
+                return luaL_error(L, "bad argument #%d to 'send' (item %d is a %s, not a string)",
+                                  arg - 1, (int)i, luaL_typename(L, -1));
+            s = lua_tolstring(L, -1, &len);
+            if (c != NULL && conn_queue(c, s, len) < 0)
+                return -1;
+            *total += len;
+            lua_pop(L, 1);
+        }
+    }
+    return 0;
+}
+
+static int conn_send(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    int top = lua_gettop(L);
+    luaL_argcheck(L, top >= 2, 2, "string expected, got no value");
+    for (int arg = 2; arg <= top; arg++)
+        if (lua_type(L, arg) != LUA_TTABLE && !lua_isstring(L, arg))
+            luaL_typeerror(L, arg, "string or array of strings");
+
+    size_t total = 0;
+    each_piece(L, NULL, &total); /* checks every array item before anything is queued */
+    if (c->state != CONN_OPEN || c->shut_wr)
+        return push_error(L, ERR_CLOSED);
+    total = 0;
+    if (each_piece(L, c, &total) < 0)
+        return push_error(L, ERR_NO_MEMORY);
+    return conn_after_send(c, L, total);
+}
+
+/* A timeout argument: seconds; nil, false or a negative number for none. */
+static double timeout_arg(lua_State *L, int arg)
+{
+    if (lua_isnoneornil(L, arg) || (lua_isboolean(L, arg) && !lua_toboolean(L, arg)))
+        return -1;
+    double seconds = luaL_checknumber(L, arg);
+    return seconds < 0 ? -1 : seconds;
+}
+
+static int conn_settimeout(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    c->set.read_timeout = c->set.send_timeout = timeout_arg(L, 2);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* settimeouts(connect, send, read): nil leaves a timeout as it is. The connect timeout is
+ * accepted for OpenResty compatibility; accepted connections are connected already. */
+static int conn_settimeouts(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    if (!lua_isnoneornil(L, 2))
+        timeout_arg(L, 2);
+    if (!lua_isnoneornil(L, 3))
+        c->set.send_timeout = timeout_arg(L, 3);
+    if (!lua_isnoneornil(L, 4))
+        c->set.read_timeout = timeout_arg(L, 4);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_close_method(lua_State *L)
+{
+    conn_close(toconn(L));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_shutdown_method(lua_State *L)
+{
+    static const char *const names[] = {"send", "receive", "both", NULL};
+    static const int hows[] = {SHUT_WR, SHUT_RD, SHUT_RDWR};
+    struct conn *c = toconn(L);
+    int how = hows[luaL_checkoption(L, 2, "send", names)];
+    if (c->state != CONN_OPEN)
+        return push_error(L, ERR_CLOSED);
+    conn_shutdown(c, how);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int push_address(lua_State *L, struct conn *c, int peer)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (c->fd < 0)
+        return push_error(L, ERR_CLOSED);
+    int rc = peer ? getpeername(c->fd, (struct sockaddr *)&ss, &len)
+                  : getsockname(c->fd, (struct sockaddr *)&ss, &len);
+    char host[128];
+    int port;
+    if (rc < 0 || net_host_port((struct sockaddr *)&ss, len, host, sizeof host, &port) < 0)
+        return push_error(L, rc < 0 ? errors_string(errno) : "bad address");
+    lua_pushstring(L, host);
+    if (port < 0)
+        lua_pushnil(L);
+    else
+        lua_pushinteger(L, port);
+    return 2;
+}
+
+static int conn_peer(lua_State *L)
+{
+    return push_address(L, toconn(L), 1);
+}
+
+static int conn_local_address(lua_State *L)
+{
+    return push_address(L, toconn(L), 0);
+}
+
+static int conn_id(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)toconn(L)->id);
+    return 1;
+}
+
+static int conn_setoption(lua_State *L)
+{
+    static const char *const names[] = {"max_line", "max_all", "high_water", NULL};
+    struct conn *c = toconn(L);
+    int option = luaL_checkoption(L, 2, NULL, names);
+    lua_Integer value = luaL_checkinteger(L, 3);
+    luaL_argcheck(L, value >= (option == 2 ? 0 : 1), 3, "out of range");
+    size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water};
+    *fields[option] = (size_t)value;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_tostring(lua_State *L)
+{
+    lua_pushfstring(L, "conn %I", (lua_Integer)toconn(L)->id);
+    return 1;
+}
+
+static int conn_gc(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    return 0;
+}
+
+static const luaL_Reg methods[] = {
+    {"receive", conn_receive},
+    {"receiveany", conn_receiveany},
+    {"receiveuntil", conn_receiveuntil},
+    {"send", conn_send},
+    {"settimeout", conn_settimeout},
+    {"settimeouts", conn_settimeouts},
+    {"close", conn_close_method},
+    {"shutdown", conn_shutdown_method},
+    {"peer", conn_peer},
+    {"local_address", conn_local_address},
+    {"id", conn_id},
+    {"setoption", conn_setoption},
+    {NULL, NULL},
+};
+
+static const luaL_Reg metamethods[] = {
+    {"__index", NULL}, /* the methods table */
+    {"__gc", conn_gc},
+    {"__close", conn_close_method},
+    {"__tostring", conn_tostring},
+    {NULL, NULL},
+};
+
+void lconn_open(lua_State *L)
+{
+    luaL_newmetatable(L, CONN_MT);
+    luaL_setfuncs(L, metamethods, 0);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+}

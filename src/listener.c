@@ -1,0 +1,98 @@
+/* listener.c -- accepting connections; see listener.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "container.h"
+#include "errors.h"
+#include "listener.h"
+#include "luasock.h"
+
+#define BACKLOG 511
+#define ACCEPTS_PER_WAKEUP 64
+#define PAUSE_SECONDS 0.1
+
+static void on_connection(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)revents;
+    struct listener *l = container_of(w, struct listener, io);
+    for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            l->on_accept(fd);
+            continue;
+        }
+        switch (errno) {
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+            return;
+        case EINTR:
+        case ECONNABORTED:
+            continue;
+        case EMFILE:
+        case ENFILE:
+        case ENOBUFS:
+        case ENOMEM:
+            /* Waiting for a connection to close beats spinning on a listener we cannot serve. */
+            luasock_log(LUASOCK_LOG_WARN, "accept on %s: %s (%s); pausing accepts for %.1f s",
+                        l->name, errors_string(errno), errors_name(errno), PAUSE_SECONDS);
+            ev_io_stop(loop, &l->io);
+            ev_timer_set(&l->pause, PAUSE_SECONDS, 0);
+            ev_timer_start(loop, &l->pause);
+            return;
+        default:
+            luasock_log(LUASOCK_LOG_WARN, "accept on %s: %s (%s)", l->name,
+                        errors_string(errno), errors_name(errno));
+            return;
+        }
+    }
+}
+
+static void on_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct listener *l = container_of(w, struct listener, pause);
+    ev_io_start(loop, &l->io);
+}
+
+struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
+                               void (*on_accept)(int fd), char *err, size_t err_size)
+{
+    int gai_error;
+    int fd = net_listen(addr, BACKLOG, &gai_error);
+    if (fd < 0) {
+        snprintf(err, err_size, "listen %s: %s", text,
+                 gai_error ? errors_gai_string(gai_error) : errors_string(errno));
+        return NULL;
+    }
+    struct listener *l = calloc(1, sizeof *l);
+    if (l == NULL) {
+        close(fd);
+        snprintf(err, err_size, "listen %s: %s", text, ERR_NO_MEMORY);
+        return NULL;
+    }
+    l->fd = fd;
+    l->on_accept = on_accept;
+    net_describe(fd, 0, l->name, sizeof l->name);
+    if (addr->kind == NET_UNIX)
+        snprintf(l->unix_path, sizeof l->unix_path, "%s", addr->path);
+    ev_io_init(&l->io, on_connection, fd, EV_READ);
+    ev_init(&l->pause, on_pause_end);
+    ev_io_start(loop, &l->io);
+    return l;
+}
+
+void listener_close(struct ev_loop *loop, struct listener *l)
+{
+    ev_io_stop(loop, &l->io);
+    ev_timer_stop(loop, &l->pause);
+    close(l->fd);
+    if (l->unix_path[0] != '\0')
+        unlink(l->unix_path);
+    free(l);
+}

@@ -1,0 +1,150 @@
+/* main.c -- the command line: luasock serve | check | --help | --version. */
+#include <ev.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "luasock.h"
+#include "server.h"
+
+#define USAGE_ERROR 2
+
+static const char usage[] =
+    "Usage: luasock serve [options] SCRIPT   run SCRIPT's handlers as a server\n"
+    "       luasock check SCRIPT             load SCRIPT without serving; report its errors\n"
+    "       luasock --help | --version\n"
+    "\n"
+    "Run 'luasock serve --help' for the server's options. The handler API is in docs/api.md.\n";
+
+static const char serve_usage[] =
+    "Usage: luasock serve [options] SCRIPT\n"
+    "\n"
+    "Runs SCRIPT's handle(conn) in a coroutine for every accepted connection.\n"
+    "\n"
+    "Options:\n"
+    "  --listen ADDR          HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path; repeatable;\n"
+    "                         replaces the script's 'listen' (port 0 picks a free port)\n"
+    "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
+    "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --help                 show this help\n";
+
+static int usage_error(const char *fmt, const char *arg, const char *help_command)
+{
+    fprintf(stderr, "luasock: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry '%s --help'.\n", help_command);
+    return USAGE_ERROR;
+}
+
+/* Returns the value of "--name VALUE" or "--name=VALUE" at argv[*i], or NULL if argv[*i] is
+ * another option. Sets *missing when the value is absent. */
+static const char *option_value(int argc, char **argv, int *i, const char *name, int *missing)
+{
+    size_t len = strlen(name);
+    const char *arg = argv[*i];
+    if (strncmp(arg, name, len) != 0)
+        return NULL;
+    if (arg[len] == '=')
+        return arg + len + 1;
+    if (arg[len] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = 1;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
+static int parse_count(const char *text, size_t *out)
+{
+    char *end;
+    long long value = strtoll(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || value < 1)
+        return -1;
+    *out = (size_t)value;
+    return 0;
+}
+
+static int serve_command(int argc, char **argv)
+{
+    const char *help = "luasock serve";
+    struct serve_options o = {0};
+    o.listen = calloc((size_t)argc, sizeof *o.listen);
+    if (o.listen == NULL)
+        return 1;
+    int status = -1;
+    for (int i = 2; i < argc && status < 0; i++) {
+        const char *arg = argv[i], *value;
+        int missing = 0;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            fputs(serve_usage, stdout);
+            status = 0;
+        } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
+            o.listen[o.listen_count++] = value;
+        } else if ((value = option_value(argc, argv, &i, "--max-connections", &missing))) {
+            if (parse_count(value, &o.max_connections) < 0)
+                status = usage_error("--max-connections: expected a positive integer, got '%s'",
+                                     value, help);
+        } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {
+            int level = log_level_from_name(value);
+            if (level < 0)
+                status = usage_error("--log-level: expected debug, info, warn or error, got '%s'",
+                                     value, help);
+            else
+                log_set_level((enum luasock_log_level)level);
+        } else if (missing) {
+            status = usage_error("option '%s' needs a value", arg, help);
+        } else if (arg[0] == '-' && arg[1] != '\0') {
+            status = usage_error("unknown option '%s'", arg, help);
+        } else if (o.script != NULL) {
+            status = usage_error("unexpected argument '%s': give one SCRIPT", arg, help);
+        } else {
+            o.script = arg;
+        }
+    }
+    if (status < 0 && o.script == NULL)
+        status = usage_error("%s: missing SCRIPT", "serve", help);
+    if (status < 0)
+        status = server_serve(&o);
+    free(o.listen);
+    return status;
+}
+
+static int check_command(int argc, char **argv)
+{
+    if (argc == 3 && strcmp(argv[2], "--help") == 0) {
+        fputs("Usage: luasock check SCRIPT\n\nLoads SCRIPT without serving. Prints "
+              "'SCRIPT: ok', or the error as FILE:LINE: message and exits with status 1.\n",
+              stdout);
+        return 0;
+    }
+    if (argc != 3 || argv[2][0] == '-')
+        return usage_error("%s: expected exactly one SCRIPT", "check", "luasock check");
+    return server_check(argv[2]);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return USAGE_ERROR;
+    }
+    const char *command = argv[1];
+    if (strcmp(command, "--help") == 0 || strcmp(command, "-h") == 0 ||
+        strcmp(command, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(command, "--version") == 0 || strcmp(command, "-V") == 0) {
+        printf("luasock %s (%s, libev %d.%d)\n", LUASOCK_VERSION, LUA_RELEASE, ev_version_major(),
+               ev_version_minor());
+        return 0;
+    }
+    if (strcmp(command, "serve") == 0)
+        return serve_command(argc, argv);
+    if (strcmp(command, "check") == 0)
+        return check_command(argc, argv);
+    return usage_error("unknown command '%s'", command, "luasock");
+}

@@ -1,0 +1,41 @@
+/* net.h -- plain socket helpers: listen addresses, listening sockets, address text.
+ *
+ * No Lua and no event loop here. Functions return -1 and leave errno (or a getaddrinfo code)
+ * for errors.c to translate. */
+#ifndef NET_H
+#define NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+enum net_kind { NET_TCP, NET_UNIX };
+
+struct net_addr {
+    enum net_kind kind;
+    char host[256];                         /* TCP: numeric address or name; "" = any IPv4 */
+    char port[8];                           /* TCP: "0".."65535" */
+    char path[sizeof(struct sockaddr_un){0}.sun_path]; /* UNIX */
+};
+
+/* Parses "HOST:PORT", "[IPv6]:PORT", "*:PORT" or "unix:/path". Returns 0, or -1 with *why set
+ * to a phrase for the usage message. */
+int net_parse_addr(const char *text, struct net_addr *addr, const char **why);
+
+/* Opens a non-blocking listening socket. Returns the fd, or -1 with errno set, or with *gai_error
+ * set (non-zero) when the host did not resolve. A unix socket file left by a dead server (nobody
+ * accepts on it) is replaced; a live one gives EADDRINUSE. */
+int net_listen(const struct net_addr *addr, int backlog, int *gai_error);
+
+/* Formats an address as "127.0.0.1:9090", "[::1]:9090" or "unix:/path". */
+void net_format(const struct sockaddr *sa, socklen_t len, char *out, size_t size);
+
+/* Splits an address into host text and port (-1 for unix sockets). Returns 0 or -1. */
+int net_host_port(const struct sockaddr *sa, socklen_t len, char *host, size_t size, int *port);
+
+/* The text of our end ("local") or the peer's end of a socket; "?" when it has none. */
+void net_describe(int fd, int peer, char *out, size_t size);
+
+void net_set_nodelay(int fd);
+
+#endif

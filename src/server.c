@@ -1,0 +1,308 @@
+/* server.c -- wires the pieces together: the Lua state, the handler script, the listeners and
+ * the loop's per-iteration work (resume woken tasks, then flush output). */
+#include <lauxlib.h>
+#include <libgen.h>
+#include <lualib.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "conn.h"
+#include "lconn.h"
+#include "listener.h"
+#include "luasock.h"
+#include "net.h"
+#include "server.h"
+#include "task.h"
+
+static struct ev_loop *loop;
+static lua_State *L;
+static int handle_ref = LUA_NOREF;
+static size_t max_connections;
+static struct listener *listeners;
+static ev_prepare before_wait;
+static ev_idle keep_polling;
+static ev_signal on_sigint, on_sigterm;
+
+/* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
+static int add_runtime_path(void)
+{
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n < 0)
+        return -1;
+    exe[n] = '\0';
+    const char *dir = dirname(exe);
+    const char *candidates[] = {"%s/lua", "%s/../share/luasock/lua"};
+    for (size_t i = 0; i < 2; i++) {
+        char root[4200], probe[4300];
+        snprintf(root, sizeof root, candidates[i], dir);
+        snprintf(probe, sizeof probe, "%s/luasock/loader.lua", root);
+        if (access(probe, R_OK) == 0) {
+            lua_getglobal(L, "package");
+            lua_pushfstring(L, "%s/?.lua;", root);
+            lua_getfield(L, -2, "path");
+            lua_concat(L, 2);
+            lua_setfield(L, -2, "path");
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    fprintf(stderr, "luasock: cannot find the runtime Lua files (luasock/loader.lua) in %s/lua "
+                    "or %s/../share/luasock/lua\n", dir, dir);
+    return -1;
+}
+
+static void before_wait_cb(struct ev_loop *l, ev_prepare *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    task_run_ready();
+    conn_flush_all();
+    /* Tasks woken meanwhile must run before the loop sleeps: an idle watcher keeps poll from
+     * blocking for one more iteration. */
+    if (task_ready_pending())
+        ev_idle_start(l, &keep_polling);
+    else
+        ev_idle_stop(l, &keep_polling);
+}
+
+static void keep_polling_cb(struct ev_loop *l, ev_idle *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+}
+
+static void on_signal(struct ev_loop *l, ev_signal *w, int revents)
+{
+    (void)revents;
+    luasock_log(LUASOCK_LOG_INFO, "shutting down (%s)", sigabbrev_np(w->signum));
+    ev_break(l, EVBREAK_ALL);
+}
+
+static int on_panic(lua_State *state)
+{
+    fprintf(stderr, "luasock: unprotected Lua error: %s\n", lua_tostring(state, -1));
+    return 0;
+}
+
+static int open_runtime(void)
+{
+    loop = ev_default_loop(0);
+    L = luaL_newstate();
+    if (loop == NULL || L == NULL) {
+        fprintf(stderr, "luasock: out of memory\n");
+        return -1;
+    }
+    lua_atpanic(L, on_panic);
+    luaL_openlibs(L);
+    luaL_requiref(L, "luasock", luaopen_luasock, 0);
+    lua_pop(L, 1);
+    task_init(loop, L);
+    conn_init(loop, L);
+    lconn_open(L);
+    return add_runtime_path();
+}
+
+static void close_runtime(void)
+{
+    while (listeners != NULL) {
+        struct listener *next = listeners->next;
+        listener_close(loop, listeners);
+        listeners = next;
+    }
+    if (L != NULL) {
+        conn_close_all();
+        lua_close(L);
+    }
+    buf_pool_drain();
+    if (loop != NULL)
+        ev_loop_destroy(loop);
+}
+
+/* Calls loader[fn](script path, ...) with nargs more values below; leaves its two results. */
+static int call_loader(const char *fn, const char *path, int nargs)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luasock.loader");
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+        return -1;
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_pushstring(L, path);
+    for (int i = 0; i < nargs; i++)
+        lua_pushvalue(L, -2 - nargs);
+    if (lua_pcall(L, 1 + nargs, 2, 0) != LUA_OK)
+        return -1;
+    if (lua_isnil(L, -2)) {
+        lua_remove(L, -2);
+        return -1;
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* Leaves the script's table on the stack, or prints why it cannot be loaded. */
+static int load_script(const char *path)
+{
+    if (call_loader("load", path, 0) < 0) {
+        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        return -1;
+    }
+    return 0;
+}
+
+int server_check(const char *script)
+{
+    int status = 1;
+    if (open_runtime() == 0 && load_script(script) == 0) {
+        printf("%s: ok\n", script);
+        status = 0;
+    }
+    close_runtime();
+    return status;
+}
+
+static size_t size_setting(const char *name, size_t fallback)
+{
+    lua_getfield(L, -1, name);
+    size_t value = lua_isinteger(L, -1) ? (size_t)lua_tointeger(L, -1) : fallback;
+    lua_pop(L, 1);
+    return value;
+}
+
+static double time_setting(const char *name, double fallback)
+{
+    lua_getfield(L, -1, name);
+    double value = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : fallback;
+    lua_pop(L, 1);
+    return value;
+}
+
+/* With the settings table on top, sets the defaults of new connections. */
+static void apply_settings(void)
+{
+    struct conn_settings *d = &conn_defaults;
+    d->max_line = size_setting("max_line", d->max_line);
+    d->max_all = size_setting("max_all", d->max_all);
+    d->high_water = size_setting("high_water", d->high_water);
+    d->read_timeout = time_setting("idle_timeout", d->read_timeout);
+    d->send_timeout = time_setting("send_timeout", d->send_timeout);
+}
+
+static void on_accept(int fd)
+{
+    if (max_connections > 0 && conn_count() >= max_connections) {
+        char peer[128];
+        net_describe(fd, 1, peer, sizeof peer);
+        luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %zu connections open "
+                    "(--max-connections)", peer, max_connections);
+        close(fd);
+        return;
+    }
+    net_set_nodelay(fd);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref);
+    conn_new(L, fd);
+    struct task *t = task_new(L, 1, -1);
+    task_resume(t, 1);
+}
+
+static int open_listener(const char *text, const char *script)
+{
+    struct net_addr addr;
+    const char *why;
+    char err[512];
+    if (net_parse_addr(text, &addr, &why) < 0) {
+        fprintf(stderr, "luasock: bad listen address '%s': %s\n", text, why);
+        return -1;
+    }
+    struct listener *l = listener_open(loop, text, &addr, on_accept, err, sizeof err);
+    if (l == NULL) {
+        fprintf(stderr, "luasock: %s\n", err);
+        return -1;
+    }
+    l->next = listeners;
+    listeners = l;
+    fprintf(stderr, "luasock: listening on %s (%s)\n", l->name, script);
+    return 0;
+}
+
+/* Opens the command line's listeners, or else the script's (settings table on top). */
+static int open_listeners(const struct serve_options *o)
+{
+    for (size_t i = 0; i < o->listen_count; i++)
+        if (open_listener(o->listen[i], o->script) < 0)
+            return -1;
+    if (o->listen_count > 0)
+        return 0;
+
+    lua_getfield(L, -1, "listen");
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        int rc = open_listener(lua_tostring(L, -1), o->script);
+        lua_pop(L, 1);
+        if (rc < 0)
+            return -1;
+    }
+    lua_pop(L, 1);
+    if (n == 0) {
+        fprintf(stderr, "luasock: %s: nowhere to listen: give --listen or set 'listen' in the "
+                        "script\n", o->script);
+        return -1;
+    }
+    return 0;
+}
+
+/* Serving thousands of connections needs more descriptors than the usual soft limit of 1024. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int start(const struct serve_options *o)
+{
+    if (open_runtime() < 0 || load_script(o->script) < 0)
+        return -1;
+    lua_getfield(L, -1, "handle");
+    handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (call_loader("configure", o->script, 1) < 0) {
+        fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
+        return -1;
+    }
+    apply_settings();
+    max_connections = o->max_connections;
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    if (open_listeners(o) < 0)
+        return -1;
+    lua_settop(L, 0);
+    return 0;
+}
+
+int server_serve(const struct serve_options *o)
+{
+    int status = 1;
+    if (start(o) == 0) {
+        ev_prepare_init(&before_wait, before_wait_cb);
+        ev_prepare_start(loop, &before_wait);
+        ev_idle_init(&keep_polling, keep_polling_cb);
+        ev_signal_init(&on_sigint, on_signal, SIGINT);
+        ev_signal_init(&on_sigterm, on_signal, SIGTERM);
+        ev_signal_start(loop, &on_sigint);
+        ev_signal_start(loop, &on_sigterm);
+        ev_run(loop, 0);
+        status = 0;
+    }
+    close_runtime();
+    return status;
+}

@@ -1,0 +1,18 @@
+/* server.h -- what `luasock serve` and `luasock check` do once the command line is parsed. */
+#ifndef SERVER_H
+#define SERVER_H
+
+#include <stddef.h>
+
+struct serve_options {
+    const char *script;
+    const char **listen; /* overrides the script's listen addresses when count > 0 */
+    size_t listen_count;
+    size_t max_connections; /* 0: no limit */
+};
+
+/* Both return the process exit status. */
+int server_check(const char *script);
+int server_serve(const struct serve_options *options);
+
+#endif

@@ -1,0 +1,161 @@
+/* task.c -- resuming coroutines and reporting their errors; see task.h. */
+#include <lauxlib.h>
+#include <stdlib.h>
+
+#include "conn.h"
+#include "luasock.h"
+#include "task.h"
+
+#define TASK_MT "luasock.task"
+
+static struct ev_loop *loop;
+static lua_State *main_L;
+static struct task *ready_head, *ready_tail;
+
+static int task_gc(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    ev_timer_stop(loop, &t->sleep_timer);
+    return 0;
+}
+
+static void sleep_done(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    struct task *t = w->data;
+    lua_pushboolean(t->co, 1);
+    task_resume(t, 1);
+}
+
+void task_init(struct ev_loop *l, lua_State *L)
+{
+    loop = l;
+    main_L = L;
+    luaL_newmetatable(L, TASK_MT);
+    lua_pushcfunction(L, task_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
+struct task *task_new(lua_State *L, int nargs, int conn_index)
+{
+    if (conn_index != 0)
+        conn_index = lua_absindex(L, conn_index);
+    struct task *t = lua_newuserdatauv(L, sizeof *t, 2);
+    *t = (struct task){.ref = LUA_NOREF};
+    luaL_setmetatable(L, TASK_MT);
+    ev_init(&t->sleep_timer, sleep_done);
+    t->sleep_timer.data = t;
+
+    t->co = lua_newthread(L);
+    *(struct task **)lua_getextraspace(t->co) = t;
+    lua_setiuservalue(L, -2, 1);
+    if (conn_index != 0) {
+        t->conn = lua_touserdata(L, conn_index);
+        lua_pushvalue(L, conn_index);
+        lua_setiuservalue(L, -2, 2);
+    }
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_xmove(L, t->co, nargs + 1);
+    return t;
+}
+
+struct task *task_check(lua_State *L, const char *what)
+{
+    struct task *t = task_current(L);
+    if (t == NULL)
+        luaL_error(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
+    return t;
+}
+
+int task_suspend(lua_State *L)
+{
+    task_current(L)->waiting = true;
+    return lua_yield(L, 0);
+}
+
+static void report_error(struct task *t)
+{
+    const char *message = lua_tostring(t->co, -1);
+    if (message == NULL)
+        message = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
+    luaL_traceback(main_L, t->co, message, 0);
+    if (t->conn != NULL) {
+        char who[160];
+        conn_describe(t->conn, who, sizeof who);
+        luasock_log(LUASOCK_LOG_ERROR, "handler error in %s: %s", who, lua_tostring(main_L, -1));
+    } else {
+        luasock_log(LUASOCK_LOG_ERROR, "error in spawned coroutine: %s", lua_tostring(main_L, -1));
+    }
+    lua_pop(main_L, 1);
+    /* Runs the pending __close handlers of <close> variables the error skipped. */
+    lua_resetthread(t->co);
+}
+
+static void finish(struct task *t)
+{
+    t->done = true;
+    ev_timer_stop(loop, &t->sleep_timer);
+    if (t->conn != NULL)
+        conn_close(t->conn);
+    luaL_unref(main_L, LUA_REGISTRYINDEX, t->ref);
+    t->ref = LUA_NOREF;
+}
+
+void task_resume(struct task *t, int nargs)
+{
+    int nresults;
+    t->waiting = false;
+    int status = lua_resume(t->co, NULL, nargs, &nresults);
+    if (status == LUA_YIELD) {
+        lua_pop(t->co, nresults);
+        /* A bare coroutine.yield() in a handler just lets the others run. */
+        if (!t->waiting)
+            task_wake(t, 0);
+        return;
+    }
+    if (status != LUA_OK)
+        report_error(t);
+    finish(t);
+}
+
+void task_wake(struct task *t, int nargs)
+{
+    if (t->queued)
+        return;
+    t->queued = true;
+    t->nargs = nargs;
+    t->next_ready = NULL;
+    if (ready_tail != NULL)
+        ready_tail->next_ready = t;
+    else
+        ready_head = t;
+    ready_tail = t;
+}
+
+bool task_run_ready(void)
+{
+    struct task *t = ready_head;
+    ready_head = ready_tail = NULL;
+    while (t != NULL) {
+        struct task *next = t->next_ready;
+        t->queued = false;
+        task_resume(t, t->nargs);
+        t = next;
+    }
+    return ready_head != NULL;
+}
+
+bool task_ready_pending(void)
+{
+    return ready_head != NULL;
+}
+
+int task_sleep(lua_State *L, double seconds)
+{
+    struct task *t = task_check(L, "luasock.sleep");
+    ev_timer_set(&t->sleep_timer, seconds > 0 ? seconds : 0, 0);
+    ev_timer_start(loop, &t->sleep_timer);
+    return task_suspend(L);
+}

@@ -1,0 +1,55 @@
+/* task.h -- the coroutine bridge: every handler and spawned function runs as a task.
+ *
+ * One protocol for every call that has to wait: the Lua-facing C function records which task
+ * waits and on what, then returns task_suspend(L). Whoever completes the wait pushes the
+ * results onto the task's thread and calls task_resume (from an event callback, where no task
+ * is running) or task_wake (from inside Lua code, which must not resume another coroutine). */
+#ifndef TASK_H
+#define TASK_H
+
+#include <ev.h>
+#include <lua.h>
+#include <stdbool.h>
+
+struct conn;
+
+struct task {
+    lua_State *co;
+    int ref;             /* registry reference that keeps the task alive until it ends */
+    int nargs;           /* values pushed on co for the next resume (ready queue only) */
+    bool waiting;        /* suspended by a luasock call, not by a bare coroutine.yield */
+    bool queued;
+    bool done;
+    struct conn *conn;   /* the connection a handler task serves, closed when it ends */
+    struct task *next_ready;
+    ev_timer sleep_timer;
+};
+
+void task_init(struct ev_loop *loop, lua_State *L);
+
+/* Moves the function and its nargs arguments from the top of L into a new task; conn_index,
+ * if not 0, is the stack index of the connection the task serves. The task starts on the first
+ * task_resume or task_wake, with nargs. */
+struct task *task_new(lua_State *L, int nargs, int conn_index);
+
+/* The task running on thread L, or NULL for the main thread and plain coroutines. */
+static inline struct task *task_current(lua_State *L)
+{
+    return *(struct task **)lua_getextraspace(L);
+}
+
+/* Like task_current, but raises a clear error when called from outside a task. */
+struct task *task_check(lua_State *L, const char *what);
+
+int task_suspend(lua_State *L);
+void task_resume(struct task *t, int nargs);
+void task_wake(struct task *t, int nargs);
+
+/* Resumes the tasks woken since the last call; returns true if more were woken meanwhile. */
+bool task_run_ready(void);
+bool task_ready_pending(void);
+
+/* luasock.sleep: suspends the calling task for seconds. */
+int task_sleep(lua_State *L, double seconds);
+
+#endif

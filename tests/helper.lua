@@ -1,0 +1,372 @@
+-- helper.lua -- starts and stops luasock servers for the busted specs in tests/spec/.
+--
+-- Every spec does `local helper = require "helper"` and `after_each(helper.cleanup)`. A server is
+-- started with `helper.start(script, opts)`, which waits for its "listening on" lines and parses
+-- the real addresses from them, so every server uses an ephemeral port. Everything a test makes
+-- (servers, temp directories) is registered here and removed by `helper.cleanup`, so a failing
+-- test leaves nothing behind. Handlers report values to the client with `report(conn, ...)`
+-- (see helper.handler) and the spec reads them back with `helper.read_report(client)`.
+local socket = require "socket"
+
+local helper = {}
+
+helper.BIN = os.getenv("LUASOCK_BIN") or "build/luasock"
+helper.START_TIMEOUT = 5   -- seconds to wait for the "listening on" lines
+helper.STOP_TIMEOUT = 15   -- seconds to wait for exit after SIGTERM (AddressSanitizer is slow)
+helper.IO_TIMEOUT = 5      -- timeout of every client socket
+
+local live_servers = {}    -- started and not yet reaped, to kill on cleanup
+local temp_dirs = {}       -- made by helper.tmpdir, removed on cleanup
+local current_dir          -- the temp directory of the running test
+
+-- Quotes one word for /bin/sh.
+local function shell_quote(word)
+  return "'" .. tostring(word):gsub("'", "'\\''") .. "'"
+end
+helper.shell_quote = shell_quote
+
+local function quote_all(words)
+  local quoted = {}
+  for i, word in ipairs(words) do quoted[i] = shell_quote(word) end
+  return table.concat(quoted, " ")
+end
+
+local function read_file(path)
+  local file = io.open(path, "rb")
+  if not file then return "" end
+  local data = file:read("a")
+  file:close()
+  return data
+end
+helper.read_file = read_file
+
+local function write_file(path, data)
+  local file = assert(io.open(path, "wb"))
+  assert(file:write(data))
+  file:close()
+end
+helper.write_file = write_file
+
+-- Makes a new temp directory that cleanup removes; returns its path.
+function helper.tmpdir()
+  local pipe = assert(io.popen("mktemp -d /tmp/luasock-test.XXXXXX"))
+  local dir = pipe:read("l")
+  pipe:close()
+  assert(dir and dir ~= "", "mktemp -d failed")
+  temp_dirs[#temp_dirs + 1] = dir
+  return dir
+end
+
+-- The temp directory of the current test, made on first use.
+function helper.dir()
+  if not current_dir then current_dir = helper.tmpdir() end
+  return current_dir
+end
+
+local script_count = 0
+
+-- Writes `source` to a new .lua file (in the test's temp directory unless `name` is a path
+-- with a directory) and returns its path.
+function helper.script(source, name)
+  script_count = script_count + 1
+  name = name or string.format("handler%d.lua", script_count)
+  local path = name:find("/", 1, true) and name or helper.dir() .. "/" .. name
+  write_file(path, source)
+  return path
+end
+
+-- One line of Lua put in front of handler sources (so line numbers do not move). It defines
+-- `q(v)`, which quotes a value on one line, and `report(conn, ...)`, which sends its arguments
+-- quoted as one line "v1, v2, ...\n" that helper.read_report turns back into values.
+helper.PRELUDE = "local luasock = require 'luasock'; "
+  .. "local function q(v) if type(v) == 'string' then "
+  .. "return '\"' .. v:gsub('[%c\"\\\\\\128-\\255]', function(c) "
+  .. "return string.format('\\\\%03d', c:byte()) end) .. '\"' "
+  .. "elseif type(v) == 'number' or type(v) == 'boolean' or v == nil then "
+  .. "return string.format('%q', v) else return '\"<' .. type(v) .. '>\"' end end; "
+  .. "local function report(conn, ...) local n = select('#', ...); local out = {}; "
+  .. "for i = 1, n do out[i] = q((select(i, ...))) end; "
+  .. "if n == 0 then out[1] = 'nil' end; "
+  .. "return conn:send(table.concat(out, ', '), '\\n') end; "
+
+-- Writes a handler script: PRELUDE followed by `source` on the same first line.
+function helper.handler(source, name)
+  return helper.script(helper.PRELUDE .. source, name)
+end
+
+-- Turns one report line back into a packed table of values.
+function helper.decode_report(line)
+  local chunk, err = load("return " .. line, "=report", "t", {})
+  assert(chunk, "bad report line " .. string.format("%q", line) .. ": " .. tostring(err))
+  return table.pack(chunk())
+end
+
+-- Reads one report line from a client socket; returns the packed values.
+function helper.read_report(client)
+  local line, err, partial = client:receive("*l")
+  assert(line, "no report from the server: " .. tostring(err) .. " after "
+    .. string.format("%q", tostring(partial)))
+  return helper.decode_report(line)
+end
+
+-- The state letter of a process from /proc, or nil once it is gone.
+local function process_state(pid)
+  local stat = read_file("/proc/" .. pid .. "/stat")
+  return stat:match("^%d+ %b() (%a)")
+end
+
+local function has_exited(pid)
+  local state = process_state(pid)
+  return state == nil or state == "Z" or state == "X"
+end
+
+-- Parses the address part of a "listening on" line into a listener table.
+local function parse_listener(address)
+  local path = address:match("^unix:(.+)$")
+  if path then return { unix = path, address = address } end
+  local host, port = address:match("^%[(.+)%]:(%d+)$")
+  if host then return { host = host, port = tonumber(port), ipv6 = true, address = address } end
+  host, port = address:match("^(.+):(%d+)$")
+  assert(host, "cannot parse listening address " .. address)
+  return { host = host, port = tonumber(port), address = address }
+end
+helper.parse_listener = parse_listener
+
+local Server = {}
+Server.__index = Server
+
+function Server:log()
+  return read_file(self.logfile)
+end
+
+function Server:stdout()
+  return read_file(self.outfile)
+end
+
+function Server:exited()
+  return has_exited(self.pid)
+end
+
+-- Length of the log so far, to look only at lines written after it with wait_log.
+function Server:mark()
+  return #self:log()
+end
+
+-- Polls the log until `pattern` matches (after byte `from`, if given); returns the captures.
+-- Fails with the log content after `timeout` seconds or when the server has died.
+function Server:wait_log(pattern, timeout, from)
+  local deadline = socket.gettime() + (timeout or 5)
+  while true do
+    local log = self:log()
+    local found = table.pack(log:find(pattern, (from or 0) + 1))
+    if found[1] then
+      if found.n > 2 then return table.unpack(found, 3, found.n) end
+      return log:sub(found[1], found[2])
+    end
+    if socket.gettime() > deadline or self:exited() then
+      error(string.format("log never matched %q%s; log:\n%s", pattern,
+        self:exited() and " (server exited)" or "", log), 2)
+    end
+    socket.sleep(0.02)
+  end
+end
+
+-- Counts the lines of the log that match `pattern`.
+function Server:count_log(pattern)
+  local n = 0
+  for line in self:log():gmatch("[^\n]+") do
+    if line:find(pattern) then n = n + 1 end
+  end
+  return n
+end
+
+-- A connected LuaSocket client for listener `i` (default 1), with a timeout set.
+function Server:connect(i)
+  local listener = assert(self.listeners[i or 1], "no listener " .. tostring(i))
+  local client
+  if listener.unix then
+    client = assert(require("socket.unix").stream())
+  elseif listener.ipv6 then
+    client = assert(socket.tcp6())
+  else
+    client = assert(socket.tcp())
+  end
+  client:settimeout(helper.IO_TIMEOUT)
+  local ok, err
+  if listener.unix then
+    ok, err = client:connect(listener.unix)
+  else
+    ok, err = client:connect(listener.host, listener.port)
+  end
+  assert(ok, "connect to " .. listener.address .. " failed: " .. tostring(err))
+  return client
+end
+
+-- Sends `signal` (a name such as "TERM") to the server.
+function Server:signal(signal)
+  os.execute("kill -" .. signal .. " " .. self.pid .. " 2>/dev/null")
+end
+
+-- Waits up to `timeout` seconds for the server to exit; returns whether it did.
+function Server:wait_exit(timeout)
+  local deadline = socket.gettime() + timeout
+  while not self:exited() do
+    if socket.gettime() > deadline then return false end
+    socket.sleep(0.02)
+  end
+  return true
+end
+
+-- Reaps the process; returns how it ended ("exit" or "signal") and the code.
+function Server:reap()
+  if self.reaped then return self.how, self.code end
+  local _, how, code = self.pipe:close()
+  self.reaped, self.how, self.code = true, how, code
+  live_servers[self] = nil
+  return how, code
+end
+
+-- Kills the server with SIGKILL (as a crash would) and reaps it.
+function Server:kill()
+  self:signal("KILL")
+  self:wait_exit(helper.STOP_TIMEOUT)
+  return self:reap()
+end
+
+-- Sends SIGTERM, waits for exit and asserts exit status 0; returns the full log.
+function Server:stop()
+  self:signal("TERM")
+  if not self:wait_exit(helper.STOP_TIMEOUT) then
+    self:kill()
+    error("server did not exit within " .. helper.STOP_TIMEOUT .. " s of SIGTERM; log:\n"
+      .. self:log(), 2)
+  end
+  local how, code = self:reap()
+  local log = self:log()
+  if how ~= "exit" or code ~= 0 then
+    error(string.format("server ended with %s %s instead of exit 0; log:\n%s",
+      tostring(how), tostring(code), log), 2)
+  end
+  return log
+end
+
+-- Builds the argument list of `serve` from the script and opts (see helper.start).
+local function serve_args(script, opts)
+  local args = { "serve", script }
+  local listen = opts.listen
+  if listen == nil then listen = { "127.0.0.1:0" } end
+  if type(listen) == "string" then listen = { listen } end
+  for _, address in ipairs(listen) do
+    args[#args + 1] = "--listen"
+    args[#args + 1] = address
+  end
+  for _, arg in ipairs(opts.args or {}) do args[#args + 1] = arg end
+  return args, math.max(#listen, opts.listeners or 1)
+end
+
+-- Waits for `count` "listening on" lines; returns the parsed listeners.
+local function wait_listening(server, count)
+  local deadline = socket.gettime() + helper.START_TIMEOUT
+  while true do
+    local listeners = {}
+    for address in server:log():gmatch("luasock: listening on (%S+) %(") do
+      listeners[#listeners + 1] = parse_listener(address)
+    end
+    if #listeners >= count then return listeners end
+    if server:exited() or socket.gettime() > deadline then
+      local log = server:log()
+      if not server:exited() then server:kill() else server:reap() end
+      error(string.format("server did not start (%s %s); log:\n%s",
+        tostring(server.how), tostring(server.code), log), 3)
+    end
+    socket.sleep(0.01)
+  end
+end
+
+-- Starts `LUASOCK_BIN serve SCRIPT --listen 127.0.0.1:0 ...` and waits until it listens.
+-- opts.listen: address or list of addresses (default "127.0.0.1:0"; {} for none, to use the
+-- script's own `listen`); opts.args: extra arguments; opts.listeners: how many "listening on"
+-- lines to wait for when the script chooses (default: one per --listen, at least one).
+function helper.start(script, opts)
+  opts = opts or {}
+  local dir = helper.dir()
+  local id = tostring(socket.gettime()):gsub("%D", "") .. math.random(1000, 9999)
+  local server = setmetatable({
+    script = script,
+    logfile = dir .. "/server" .. id .. ".log",
+    outfile = dir .. "/server" .. id .. ".out",
+  }, Server)
+  local args, count = serve_args(script, opts)
+  local command = string.format("echo $$; exec %s %s >%s 2>%s </dev/null",
+    shell_quote(helper.BIN), quote_all(args), shell_quote(server.outfile),
+    shell_quote(server.logfile))
+  server.pipe = assert(io.popen(command, "r"))
+  server.pid = assert(tonumber(server.pipe:read("l")), "no pid from the shell")
+  live_servers[server] = true
+  server.listeners = wait_listening(server, count)
+  server.host, server.port = server.listeners[1].host, server.listeners[1].port
+  return server
+end
+
+-- Runs `LUASOCK_BIN args...` (after the words of opts.wrap, e.g. {"runuser", ...}) to
+-- completion, at most opts.timeout seconds; returns exit code, stdout, stderr.
+function helper.run(args, opts)
+  opts = opts or {}
+  local dir = helper.dir()
+  local out, err = dir .. "/run.out", dir .. "/run.err"
+  local words = { "timeout", "-k", "2", tostring(opts.timeout or 20) }
+  for _, word in ipairs(opts.wrap or {}) do words[#words + 1] = word end
+  words[#words + 1] = helper.BIN
+  for _, arg in ipairs(args) do words[#words + 1] = arg end
+  local command = string.format("%s >%s 2>%s </dev/null", quote_all(words),
+    shell_quote(out), shell_quote(err))
+  local _, _, code = os.execute(command)
+  return code, read_file(out), read_file(err)
+end
+
+-- A port that was free a moment ago: bind 127.0.0.1:0, read the port, close.
+function helper.free_port()
+  local probe = assert(socket.bind("127.0.0.1", 0))
+  local _, port = probe:getsockname()
+  probe:close()
+  return tonumber(port)
+end
+
+-- Reads from `client` until the peer closes; returns the data and the final error
+-- ("closed", or e.g. "connection reset by peer").
+function helper.read_all(client)
+  local chunks = {}
+  while true do
+    local data, err, partial = client:receive(65536)
+    if data then
+      chunks[#chunks + 1] = data
+    else
+      chunks[#chunks + 1] = partial
+      return table.concat(chunks), err
+    end
+  end
+end
+
+-- Polls `fn` until it returns a true value (returned) or `timeout` seconds pass (error).
+function helper.eventually(fn, timeout, what)
+  local deadline = socket.gettime() + (timeout or 5)
+  while true do
+    local value = fn()
+    if value then return value end
+    if socket.gettime() > deadline then
+      error("timed out waiting for " .. (what or "a condition"), 2)
+    end
+    socket.sleep(0.02)
+  end
+end
+
+-- Kills servers a failed test left running and removes every temp directory.
+function helper.cleanup()
+  for server in pairs(live_servers) do server:kill() end
+  for _, dir in ipairs(temp_dirs) do os.execute("rm -rf " .. shell_quote(dir)) end
+  temp_dirs, current_dir = {}, nil
+end
+
+math.randomseed(os.time(), tonumber(tostring({}):match("0x(%x+)"), 16) or 0)
+
+return helper

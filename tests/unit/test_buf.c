@@ -1,0 +1,86 @@
+/* Unit tests for buf.c: growth, consumption, compaction, and that an empty buffer owns no
+ * storage (idle connections must cost nothing). */
+#include <stdlib.h>
+
+#include "buf.h"
+#include "check.h"
+#include "container.h"
+
+static void test_append_consume(void)
+{
+    struct buf b = {0};
+    CHECK(buf_len(&b) == 0 && b.data == NULL);
+    CHECK(strcmp(buf_head(&b), "") == 0);
+    CHECK(buf_append(&b, "hello", 5) == 0);
+    CHECK(buf_len(&b) == 5 && memcmp(buf_head(&b), "hello", 5) == 0);
+    CHECK(b.cap == BUF_CHUNK);
+    buf_consume(&b, 2);
+    CHECK(buf_len(&b) == 3 && memcmp(buf_head(&b), "llo", 3) == 0);
+    buf_consume(&b, 3);
+    CHECK(b.data == NULL && b.cap == 0);
+}
+
+static void test_growth_keeps_bytes(void)
+{
+    struct buf b = {0};
+    char block[1000];
+    for (size_t i = 0; i < 100; i++) {
+        memset(block, (int)('a' + i % 26), sizeof block);
+        CHECK(buf_append(&b, block, sizeof block) == 0);
+    }
+    CHECK(buf_len(&b) == 100000 && b.cap >= 100000);
+    int intact = 1;
+    for (size_t i = 0; i < 100; i++)
+        intact &= buf_head(&b)[i * 1000] == (char)('a' + i % 26);
+    CHECK(intact);
+    buf_free(&b);
+    CHECK(b.data == NULL);
+}
+
+static void test_compaction(void)
+{
+    struct buf b = {0};
+    char big[BUF_CHUNK - 10];
+    memset(big, 'x', sizeof big);
+    CHECK(buf_append(&b, big, sizeof big) == 0);
+    buf_consume(&b, sizeof big - 4);
+    /* 4 bytes left at the end of the chunk: room is made by moving them, not by growing. */
+    char *room = buf_reserve(&b, 100);
+    CHECK(room != NULL && b.cap == BUF_CHUNK && b.start == 0 && buf_len(&b) == 4);
+    memcpy(room, "tail", 4);
+    buf_commit(&b, 4);
+    CHECK(memcmp(buf_head(&b), "xxxxtail", 8) == 0);
+    buf_free(&b);
+}
+
+static void test_reserve_without_commit(void)
+{
+    struct buf b = {0};
+    CHECK(buf_reserve(&b, 10) != NULL && buf_len(&b) == 0);
+    buf_free(&b);
+    CHECK(b.data == NULL);
+    buf_consume(&b, 0);
+    CHECK(b.data == NULL);
+}
+
+struct holder {
+    int before;
+    struct buf inner;
+};
+
+static void test_container_of(void)
+{
+    struct holder h;
+    CHECK(container_of(&h.inner, struct holder, inner) == &h);
+}
+
+int main(void)
+{
+    test_append_consume();
+    test_growth_keeps_bytes();
+    test_compaction();
+    test_reserve_without_commit();
+    test_container_of();
+    buf_pool_drain();
+    return check_report();
+}
