@@ -1,12 +1,14 @@
 /* main.c -- the command line: luasock serve | check | --help | --version. */
 #include <ev.h>
 #include <lua.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
 #include "luasock.h"
+#include "net.h"
 #include "server.h"
 
 #define USAGE_ERROR 2
@@ -30,11 +32,17 @@ static const char serve_usage[] =
     "  --log-level LEVEL      debug, info (default), warn or error\n"
     "  --help                 show this help\n";
 
-static int usage_error(const char *fmt, const char *arg, const char *help_command)
+static int usage_error(const char *help_command, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *help_command, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "luasock: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\nTry '%s --help'.\n", help_command);
+    va_end(ap);
     return USAGE_ERROR;
 }
 
@@ -82,30 +90,34 @@ static int serve_command(int argc, char **argv)
             fputs(serve_usage, stdout);
             status = 0;
         } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
+            struct net_addr addr;
+            const char *why;
+            if (net_parse_addr(value, &addr, &why) < 0)
+                status = usage_error(help, "bad listen address '%s': %s", value, why);
             o.listen[o.listen_count++] = value;
         } else if ((value = option_value(argc, argv, &i, "--max-connections", &missing))) {
             if (parse_count(value, &o.max_connections) < 0)
-                status = usage_error("--max-connections: expected a positive integer, got '%s'",
-                                     value, help);
+                status = usage_error(help, "--max-connections: expected a positive integer, "
+                                           "got '%s'", value);
         } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {
             int level = log_level_from_name(value);
             if (level < 0)
-                status = usage_error("--log-level: expected debug, info, warn or error, got '%s'",
-                                     value, help);
+                status = usage_error(help, "--log-level: expected debug, info, warn or error, "
+                                           "got '%s'", value);
             else
                 log_set_level((enum luasock_log_level)level);
         } else if (missing) {
-            status = usage_error("option '%s' needs a value", arg, help);
+            status = usage_error(help, "option '%s' needs a value", arg);
         } else if (arg[0] == '-' && arg[1] != '\0') {
-            status = usage_error("unknown option '%s'", arg, help);
+            status = usage_error(help, "unknown option '%s'", arg);
         } else if (o.script != NULL) {
-            status = usage_error("unexpected argument '%s': give one SCRIPT", arg, help);
+            status = usage_error(help, "unexpected argument '%s': give one SCRIPT", arg);
         } else {
             o.script = arg;
         }
     }
     if (status < 0 && o.script == NULL)
-        status = usage_error("%s: missing SCRIPT", "serve", help);
+        status = usage_error(help, "serve: missing SCRIPT");
     if (status < 0)
         status = server_serve(&o);
     free(o.listen);
@@ -121,7 +133,7 @@ static int check_command(int argc, char **argv)
         return 0;
     }
     if (argc != 3 || argv[2][0] == '-')
-        return usage_error("%s: expected exactly one SCRIPT", "check", "luasock check");
+        return usage_error("luasock check", "check: expected exactly one SCRIPT");
     return server_check(argv[2]);
 }
 
@@ -146,5 +158,5 @@ int main(int argc, char **argv)
         return serve_command(argc, argv);
     if (strcmp(command, "check") == 0)
         return check_command(argc, argv);
-    return usage_error("unknown command '%s'", command, "luasock");
+    return usage_error("luasock", "unknown command '%s'", command);
 }

@@ -147,11 +147,11 @@ static int call_loader(const char *fn, const char *path, int nargs)
     return 0;
 }
 
-/* Leaves the script's table on the stack, or prints why it cannot be loaded. */
-static int load_script(const char *path)
+/* Leaves the script's table on the stack, or prints why it cannot be loaded after prefix. */
+static int load_script(const char *path, const char *prefix)
 {
     if (call_loader("load", path, 0) < 0) {
-        fprintf(stderr, "%s\n", lua_tostring(L, -1));
+        fprintf(stderr, "%s%s\n", prefix, lua_tostring(L, -1));
         return -1;
     }
     return 0;
@@ -160,7 +160,7 @@ static int load_script(const char *path)
 int server_check(const char *script)
 {
     int status = 1;
-    if (open_runtime() == 0 && load_script(script) == 0) {
+    if (open_runtime() == 0 && load_script(script, "") == 0) {
         printf("%s: ok\n", script);
         status = 0;
     }
@@ -271,7 +271,7 @@ static void raise_fd_limit(void)
 
 static int start(const struct serve_options *o)
 {
-    if (open_runtime() < 0 || load_script(o->script) < 0)
+    if (open_runtime() < 0 || load_script(o->script, "luasock: ") < 0)
         return -1;
     lua_getfield(L, -1, "handle");
     handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);

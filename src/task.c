@@ -32,6 +32,9 @@ void task_init(struct ev_loop *l, lua_State *L)
 {
     loop = l;
     main_L = L;
+    /* New threads copy the main thread's extra space, and Lua leaves it uninitialised: plain
+     * coroutines must read as "not a task". */
+    *(struct task **)lua_getextraspace(L) = NULL;
     luaL_newmetatable(L, TASK_MT);
     lua_pushcfunction(L, task_gc);
     lua_setfield(L, -2, "__gc");

@@ -87,7 +87,8 @@ function M.configure(path, script)
   if script.start then
     local ok, err = xpcall(script.start, debug.traceback)
     if not ok then
-      return nil, err
+      -- The frames below start() are the loader's own, of no use to the script's author.
+      return nil, (err:gsub("\n%s*%[C%]: in function 'xpcall'.*", ""))
     end
   end
   return check_settings(path, script)
