@@ -148,12 +148,12 @@ static void wake_waiters(struct conn *c, const char *err)
     struct task *t = c->reader;
     if (t != NULL) {
         c->reader = NULL;
-        task_wake(t, push_failure(c, t->co, err));
+        task_wake(t, push_failure(c, task_stack(t), err));
     }
     t = c->writer;
     if (t != NULL) {
         c->writer = NULL;
-        lua_pushnil(t->co);
+        lua_pushnil(task_stack(t));
         lua_pushstring(t->co, err);
         task_wake(t, 2);
     }
@@ -318,8 +318,7 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
     }
     /* Cleared while reading, so that a failure closing c does not also wake t. */
     c->reader = NULL;
-    lua_checkstack(t->co, 4);
-    int n = conn_read(c, t->co);
+    int n = conn_read(c, task_stack(t));
     if (n < 0) {
         c->reader = t;
         return;
@@ -340,8 +339,7 @@ static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
     if (t == NULL || c->rdeadline == 0 || !deadline_passed(w, c->rdeadline))
         return;
     c->reader = NULL;
-    lua_checkstack(t->co, 4);
-    task_resume(t, push_failure(c, t->co, ERR_TIMEOUT));
+    task_resume(t, push_failure(c, task_stack(t), ERR_TIMEOUT));
 }
 
 /* Output is delivered: finish a shutdown or a close that was waiting for it. */
@@ -399,9 +397,15 @@ static bool write_and_settle(struct conn *c)
     return true;
 }
 
-static bool writer_may_go_on(struct conn *c)
+/* Takes the waiting writer, with send's result pushed, once the queue is below its mark. */
+static struct task *writer_to_resume(struct conn *c)
 {
-    return c->writer != NULL && buf_len(&c->out) <= c->set.high_water;
+    struct task *t = c->writer;
+    if (t == NULL || buf_len(&c->out) > c->set.high_water)
+        return NULL;
+    c->writer = NULL;
+    lua_pushinteger(task_stack(t), (lua_Integer)c->writer_result);
+    return t;
 }
 
 static void on_writable(struct ev_loop *l, ev_io *w, int revents)
@@ -409,12 +413,9 @@ static void on_writable(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct conn *c = container_of(w, struct conn, wio);
-    if (!write_and_settle(c) || !writer_may_go_on(c))
-        return;
-    struct task *t = c->writer;
-    c->writer = NULL;
-    lua_pushinteger(t->co, (lua_Integer)c->writer_result);
-    task_resume(t, 1);
+    struct task *t = write_and_settle(c) ? writer_to_resume(c) : NULL;
+    if (t != NULL)
+        task_resume(t, 1);
 }
 
 static void on_write_timer(struct ev_loop *l, ev_timer *w, int revents)
@@ -464,12 +465,9 @@ void conn_flush_all(void)
     struct conn *c;
     while ((c = flush_head) != NULL) {
         flush_list_remove(c);
-        if (write_and_settle(c) && writer_may_go_on(c)) {
-            struct task *t = c->writer;
-            c->writer = NULL;
-            lua_pushinteger(t->co, (lua_Integer)c->writer_result);
+        struct task *t = write_and_settle(c) ? writer_to_resume(c) : NULL;
+        if (t != NULL)
             task_wake(t, 1);
-        }
     }
 }
 

@@ -24,7 +24,7 @@ static void sleep_done(struct ev_loop *l, ev_timer *w, int revents)
     (void)l;
     (void)revents;
     struct task *t = w->data;
-    lua_pushboolean(t->co, 1);
+    lua_pushboolean(task_stack(t), 1);
     task_resume(t, 1);
 }
 
@@ -60,6 +60,7 @@ struct task *task_new(lua_State *L, int nargs, int conn_index)
         lua_setiuservalue(L, -2, 2);
     }
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_checkstack(t->co, nargs + 1, "too many arguments");
     lua_xmove(L, t->co, nargs + 1);
     return t;
 }
@@ -70,6 +71,12 @@ struct task *task_check(lua_State *L, const char *what)
     if (t == NULL)
         luaL_error(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
     return t;
+}
+
+lua_State *task_stack(struct task *t)
+{
+    lua_checkstack(t->co, 4);
+    return t->co;
 }
 
 int task_suspend(lua_State *L)

@@ -41,6 +41,9 @@ static inline struct task *task_current(lua_State *L)
 /* Like task_current, but raises a clear error when called from outside a task. */
 struct task *task_check(lua_State *L, const char *what);
 
+/* The thread to push a suspended task's resume values on, with room for a few of them. */
+lua_State *task_stack(struct task *t);
+
 int task_suspend(lua_State *L);
 void task_resume(struct task *t, int nargs);
 void task_wake(struct task *t, int nargs);
