@@ -31,9 +31,12 @@ struct conn_settings conn_defaults = {
     .max_line = 65536,
     .max_all = 1048576,
     .high_water = 65536,
+    .max_queue = 262144,
     .read_timeout = 60,
     .send_timeout = 60,
 };
+
+void (*conn_on_close)(struct conn *c, const char *reason);
 
 static struct ev_loop *loop;
 static lua_State *main_L;
@@ -159,13 +162,22 @@ static void wake_waiters(struct conn *c, const char *err)
     }
 }
 
+static void leave_open_state(struct conn *c, const char *reason)
+{
+    c->state = CONN_CLOSING;
+    c->shut_wr = true;
+    wake_waiters(c, reason);
+    if (conn_on_close != NULL)
+        conn_on_close(c, reason);
+}
+
 /* Closes at once, dropping queued output: after a reset, a timeout or a write error. */
 static void conn_abort(struct conn *c, const char *err)
 {
     if (c->state == CONN_CLOSED)
         return;
-    c->state = CONN_CLOSING;
-    wake_waiters(c, err);
+    if (c->state == CONN_OPEN)
+        leave_open_state(c, err);
     close_fd(c);
 }
 
@@ -475,9 +487,7 @@ void conn_close(struct conn *c)
 {
     if (c->state != CONN_OPEN)
         return;
-    c->state = CONN_CLOSING;
-    c->shut_wr = true;
-    wake_waiters(c, ERR_CLOSED);
+    leave_open_state(c, ERR_CLOSED);
     ev_io_stop(loop, &c->rio);
     ev_timer_stop(loop, &c->rtimer);
     ev_timer_stop(loop, &c->wtimer);
@@ -505,8 +515,25 @@ void conn_shutdown(struct conn *c, int how)
     }
 }
 
+int conn_check_queue(struct conn *c)
+{
+    if (buf_len(&c->out) <= c->set.max_queue)
+        return 0;
+    luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: the peer is not reading and %zu bytes "
+                "are queued (max_queue %zu)", (unsigned long long)c->id, buf_len(&c->out),
+                c->set.max_queue);
+    conn_abort(c, ERR_OVERFLOW);
+    return -1;
+}
+
+void conn_push(lua_State *L, struct conn *c)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
+}
+
 void conn_close_all(void)
 {
+    conn_on_close = NULL; /* shutting down: nothing would run the hooks */
     while (open_head != NULL)
         conn_abort(open_head, ERR_CLOSED);
 }

@@ -23,11 +23,18 @@ struct conn_settings {
     size_t max_line;
     size_t max_all;
     size_t high_water;
+    size_t max_queue; /* post: close a peer that lets more than this pile up */
     double read_timeout;
     double send_timeout;
 };
 
 extern struct conn_settings conn_defaults;
+
+struct conn;
+
+/* Called once when an open connection starts closing, for whatever reason ("closed" when the
+ * handler ended or called close, else the error). The connection is still anchored then. */
+extern void (*conn_on_close)(struct conn *c, const char *reason);
 
 enum conn_state {
     CONN_OPEN,
@@ -81,6 +88,13 @@ int conn_queue(struct conn *c, const char *data, size_t len);
 /* Called after queueing: returns the number of results if the sender may go on (it pushes
  * accepted), or suspends the sender until the queue is below the high-water mark. */
 int conn_after_send(struct conn *c, lua_State *L, size_t accepted);
+
+/* post: after queueing, closes the connection if its peer has let more than max_queue bytes pile
+ * up. Returns 0, or -1 when it closed it. */
+int conn_check_queue(struct conn *c);
+
+/* Pushes the connection's userdata (it must not be closed yet). */
+void conn_push(lua_State *L, struct conn *c);
 
 /* Closes gracefully: queued output is delivered first. Waiting coroutines get "closed". */
 void conn_close(struct conn *c);

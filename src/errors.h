@@ -11,6 +11,7 @@
 #define ERR_LINE_TOO_LONG "line too long"
 #define ERR_TOO_LARGE "too large"
 #define ERR_NO_MEMORY "out of memory"
+#define ERR_OVERFLOW "overflow"
 
 /* "reset", "permission denied", ...: for Lua and for user-facing messages. */
 const char *errors_string(int err);

@@ -108,23 +108,49 @@ static int each_piece(lua_State *L, struct conn *c, size_t *total)
     return 0;
 }
 
-static int conn_send(lua_State *L)
+/* Queues the data arguments of send or post. Returns 0, or pushes nil, err and returns -1. */
+static int queue_args(lua_State *L, struct conn *c, size_t *total)
 {
-    struct conn *c = toconn(L);
     int top = lua_gettop(L);
     luaL_argcheck(L, top >= 2, 2, "string expected, got no value");
     for (int arg = 2; arg <= top; arg++)
         if (lua_type(L, arg) != LUA_TTABLE && !lua_isstring(L, arg))
             luaL_typeerror(L, arg, "string or array of strings");
 
-    size_t total = 0;
-    each_piece(L, NULL, &total); /* checks every array item before anything is queued */
-    if (c->state != CONN_OPEN || c->shut_wr)
-        return push_error(L, ERR_CLOSED);
-    total = 0;
-    if (each_piece(L, c, &total) < 0)
-        return push_error(L, ERR_NO_MEMORY);
+    *total = 0;
+    each_piece(L, NULL, total); /* checks every array item before anything is queued */
+    if (c->state != CONN_OPEN || c->shut_wr) {
+        push_error(L, ERR_CLOSED);
+        return -1;
+    }
+    *total = 0;
+    if (each_piece(L, c, total) < 0) {
+        push_error(L, ERR_NO_MEMORY);
+        return -1;
+    }
+    return 0;
+}
+
+static int conn_send(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    size_t total;
+    if (queue_args(L, c, &total) < 0)
+        return 2;
     return conn_after_send(c, L, total);
+}
+
+/* Like send, but never suspends: for broadcasting to connections other than one's own. */
+static int conn_post(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    size_t total;
+    if (queue_args(L, c, &total) < 0)
+        return 2;
+    if (conn_check_queue(c) < 0)
+        return push_error(L, ERR_OVERFLOW);
+    lua_pushinteger(L, (lua_Integer)total);
+    return 1;
 }
 
 /* A timeout argument: seconds; nil, false or a negative number for none. */
@@ -217,12 +243,13 @@ static int conn_id(lua_State *L)
 
 static int conn_setoption(lua_State *L)
 {
-    static const char *const names[] = {"max_line", "max_all", "high_water", NULL};
+    static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue", NULL};
     struct conn *c = toconn(L);
     int option = luaL_checkoption(L, 2, NULL, names);
     lua_Integer value = luaL_checkinteger(L, 3);
     luaL_argcheck(L, value >= (option == 2 ? 0 : 1), 3, "out of range");
-    size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water};
+    size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,
+                        &c->set.max_queue};
     *fields[option] = (size_t)value;
     lua_pushboolean(L, 1);
     return 1;
@@ -247,6 +274,7 @@ static const luaL_Reg methods[] = {
     {"receiveany", conn_receiveany},
     {"receiveuntil", conn_receiveuntil},
     {"send", conn_send},
+    {"post", conn_post},
     {"settimeout", conn_settimeout},
     {"settimeouts", conn_settimeouts},
     {"close", conn_close_method},

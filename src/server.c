@@ -22,6 +22,7 @@
 static struct ev_loop *loop;
 static lua_State *L;
 static int handle_ref = LUA_NOREF;
+static int on_close_ref = LUA_NOREF;
 static size_t max_connections;
 static struct listener *listeners;
 static ev_prepare before_wait;
@@ -191,8 +192,19 @@ static void apply_settings(void)
     d->max_line = size_setting("max_line", d->max_line);
     d->max_all = size_setting("max_all", d->max_all);
     d->high_water = size_setting("high_water", d->high_water);
+    d->max_queue = size_setting("max_queue", d->max_queue);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
+}
+
+/* Runs the script's on_close(conn, reason) in a task of its own: the connection may be closing
+ * from inside another coroutine, which must not be interrupted. */
+static void run_on_close(struct conn *c, const char *reason)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, on_close_ref);
+    conn_push(L, c);
+    lua_pushstring(L, reason);
+    task_wake(task_new(L, 2, 0), 2);
 }
 
 static void on_accept(int fd)
@@ -275,6 +287,10 @@ static int start(const struct serve_options *o)
         return -1;
     lua_getfield(L, -1, "handle");
     handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "on_close");
+    if (!lua_isnil(L, -1))
+        conn_on_close = run_on_close;
+    on_close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (call_loader("configure", o->script, 1) < 0) {
         fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
         return -1;

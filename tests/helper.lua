@@ -115,9 +115,17 @@ local function process_state(pid)
   return stat:match("^%d+ %b() (%a)")
 end
 
+-- Whether a child process has ended (gone, or a zombie waiting to be reaped). A stat file that
+-- cannot be read while /proc/PID exists (as happens while LeakSanitizer stops the process's
+-- threads at exit) counts as still running.
 local function has_exited(pid)
   local state = process_state(pid)
-  return state == nil or state == "Z" or state == "X"
+  if state == nil then
+    local dir = io.open("/proc/" .. pid, "r")
+    if dir then dir:close() return false end
+    return true
+  end
+  return state == "Z" or state == "X"
 end
 
 -- Parses the address part of a "listening on" line into a listener table.
@@ -180,8 +188,9 @@ function Server:count_log(pattern)
   return n
 end
 
--- A connected LuaSocket client for listener `i` (default 1), with a timeout set.
-function Server:connect(i)
+-- A connected LuaSocket client for listener `i` (default 1), with a timeout set. `before`, if
+-- given, is called with the unconnected socket (e.g. to set "recv-buffer-size").
+function Server:connect(i, before)
   local listener = assert(self.listeners[i or 1], "no listener " .. tostring(i))
   local client
   if listener.unix then
@@ -189,9 +198,10 @@ function Server:connect(i)
   elseif listener.ipv6 then
     client = assert(socket.tcp6())
   else
-    client = assert(socket.tcp())
+    client = assert((socket.tcp4 or socket.tcp)())
   end
   client:settimeout(helper.IO_TIMEOUT)
+  if before then before(client) end
   local ok, err
   if listener.unix then
     ok, err = client:connect(listener.unix)
@@ -368,5 +378,9 @@ function helper.cleanup()
 end
 
 math.randomseed(os.time(), tonumber(tostring({}):match("0x(%x+)"), 16) or 0)
+
+-- A safety net for a spec that forgets after_each(helper.cleanup) or dies between tests: when
+-- the Lua state closes (busted exits), kill what is still running and remove temp files.
+helper._sentinel = setmetatable({}, { __gc = function() helper.cleanup() end })
 
 return helper

@@ -4,7 +4,7 @@
 local M = {}
 
 -- Settings a script may set, with the smallest value each accepts.
-local SIZE_SETTINGS = { max_line = 1, max_all = 1, high_water = 0 }
+local SIZE_SETTINGS = { max_line = 1, max_all = 1, high_water = 0, max_queue = 1 }
 local TIME_SETTINGS = { "idle_timeout", "send_timeout" }
 
 local function directory_of(path)
@@ -72,8 +72,10 @@ function M.load(path)
   if type(script.handle) ~= "function" then
     return nil, ("%s: the returned table has no 'handle' function"):format(path)
   end
-  if script.start ~= nil and type(script.start) ~= "function" then
-    return nil, ("%s: 'start' must be a function"):format(path)
+  for _, hook in ipairs({ "start", "on_close" }) do
+    if script[hook] ~= nil and type(script[hook]) ~= "function" then
+      return nil, ("%s: '%s' must be a function"):format(path, hook)
+    end
   end
   local settings, problem = check_settings(path, script)
   if not settings then

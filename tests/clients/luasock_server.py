@@ -1,0 +1,79 @@
+"""luasock_server.py -- starts and stops a luasock server for the Python client tests.
+
+Not a test itself: the *_test.py files next to it import it. The binary is $LUASOCK_BIN
+(default build/luasock); the server listens on an ephemeral port and its stderr goes to a
+temp file, which is polled for the "listening on" line to learn the real port.
+"""
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+BIN = os.environ.get("LUASOCK_BIN", "build/luasock")
+LISTENING = re.compile(r"luasock: listening on (\S+):(\d+) \(")
+
+
+class Server:
+    """A running `luasock serve SCRIPT --listen 127.0.0.1:0`."""
+
+    def __init__(self, script, args=(), start_timeout=5.0):
+        self.logfile = tempfile.NamedTemporaryFile(prefix="luasock-log-", suffix=".log")
+        self.proc = subprocess.Popen(
+            [BIN, "serve", script, "--listen", "127.0.0.1:0", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.logfile)
+        self.pid = self.proc.pid
+        self.host, self.port = self._wait_listening(start_timeout)
+
+    def log(self):
+        with open(self.logfile.name, "r", errors="replace") as f:
+            return f.read()
+
+    def _wait_listening(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = LISTENING.search(self.log())
+            if match:
+                return match.group(1), int(match.group(2))
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        self.kill()
+        raise RuntimeError("server did not start; log:\n" + self.log())
+
+    def rss_kib(self):
+        """The server's resident set size in KiB, from /proc/PID/status."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmRSS in /proc status")
+
+    def stop(self, timeout=15.0):
+        """SIGTERM, wait, and require exit status 0 (AddressSanitizer reports leaks as non-zero)."""
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError("server did not exit after SIGTERM; log:\n" + self.log())
+        if code != 0:
+            raise RuntimeError(f"server exited with {code}; log:\n" + self.log())
+        return self.log()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def close(self):
+        """Kills the server if it is still running and removes the log file."""
+        self.kill()
+        self.logfile.close()
+
+
+def fail(message):
+    print("FAIL: " + message, file=sys.stderr)
+    sys.exit(1)

@@ -1,0 +1,208 @@
+-- send_spec.lua -- conn:send: arguments, byte counts, backpressure, send timeouts and delivery of
+-- output queued just before a handler ends.
+local socket = require "socket"
+local helper = require "helper"
+
+local MiB = 1024 * 1024
+
+local function serve(source, opts)
+  return helper.start(helper.handler(source), opts)
+end
+
+-- Lua source of `chunk(i)`: 64 KiB whose content names i, so lost or reordered bytes show.
+local CHUNK_SOURCE = [[
+  local function chunk(i) return string.rep(string.format("%07d\n", i), 8192) end
+]]
+local chunk = load(CHUNK_SOURCE .. " return chunk")()
+
+-- The bytes of chunks 1..n, as the handlers below send them.
+local function chunks(n)
+  local parts = {}
+  for i = 1, n do parts[i] = chunk(i) end
+  return table.concat(parts)
+end
+
+-- Shrinks a client's receive buffer before it connects, so a non-reading client stalls the
+-- server's sends after little data.
+local function small_rcvbuf(client)
+  assert(client:setoption("recv-buffer-size", 4096))
+end
+
+-- Asserts that `got` equals `want` without printing megabytes when it does not.
+local function assert_bytes(want, got)
+  if got == want then return end
+  local at = 1
+  while at <= #want and got:byte(at) == want:byte(at) do at = at + 1 end
+  error(string.format("got %d bytes instead of %d; first difference at byte %d", #got, #want,
+    at), 2)
+end
+
+describe("conn:send arguments", function()
+  after_each(helper.cleanup)
+
+  it("sends strings, numbers and arrays in order and returns the byte count", function()
+    local server = serve([[
+      return { handle = function(conn)
+        local n = conn:send("a", 1, { "b", 2, "c" }, 3.5, "\n")
+        report(conn, n)
+        report(conn, conn:send(""))
+        report(conn, conn:send({}))
+        report(conn, conn:send(string.rep("z", 100000)))
+      end }]])
+    local client = server:connect()
+    assert.equal("a1b2c3.5", client:receive())
+    assert.same(table.pack(9), helper.read_report(client))
+    assert.same(table.pack(0), helper.read_report(client))
+    assert.same(table.pack(0), helper.read_report(client))
+    assert.equal(string.rep("z", 100000), client:receive(100000))
+    assert.same(table.pack(100000), helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+
+  it("raises for arguments that are not strings, numbers or arrays of them", function()
+    local server = serve([[
+      return { handle = function(conn)
+        report(conn, (pcall(conn.send, conn, true)))
+        report(conn, (pcall(conn.send, conn, { "x", {} })))
+        report(conn, (pcall(conn.send, conn, "x", print)))
+        report(conn, "alive")
+      end }]])
+    local client = server:connect()
+    for _ = 1, 3 do
+      local line = client:receive()
+      assert.equal("false", line)
+    end
+    assert.same(table.pack("alive"), helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+end)
+
+describe("send backpressure", function()
+  after_each(helper.cleanup)
+
+  local source = CHUNK_SOURCE .. [[
+    local status = { sent = 0, done = false }
+    return { high_water = 16384, handle = function(conn)
+      local command = conn:receive()
+      if command == "big" then
+        for i = 1, 128 do
+          local n, err = conn:send(chunk(i))
+          if not n then status.err = err break end
+          status.sent = status.sent + n
+        end
+        status.done = true
+      elseif command == "status" then
+        report(conn, status.sent, status.done, status.err)
+      end
+    end }]]
+
+  -- Asks the server for the status of the big sender on a new connection.
+  local function status(server)
+    local client = server:connect()
+    assert(client:send("status\n"))
+    local result = helper.read_report(client)
+    client:close()
+    return result
+  end
+
+  -- 8 MiB in 64 KiB chunks: more than loopback's kernel buffers take (about 3 MiB here).
+  it("suspends the sender while others are served; every byte arrives in order", function()
+    local server = serve(source)
+    local reader = server:connect(1, small_rcvbuf)
+    assert(reader:send("big\n"))
+    -- Wait until the sender makes no progress for 0.3 s: the kernel buffers are full.
+    local stalled = helper.eventually(function()
+      local before = status(server)
+      socket.sleep(0.3)
+      local after = status(server)
+      return after[1] > 0 and after[1] == before[1] and after
+    end, 10, "the sender to stall")
+    assert.is_false(stalled[2], "the handler finished sending without the client reading")
+    assert.is_true(stalled[1] < 8 * MiB)
+    local data = reader:receive(8 * MiB)
+    assert_bytes(chunks(128), data or "")
+    local final = helper.eventually(function()
+      local result = status(server)
+      return result[2] and result
+    end, 5, "the sender to finish")
+    assert.same(table.pack(8 * MiB, true, nil), final)
+    reader:close()
+    server:stop()
+  end)
+end)
+
+describe("send timeout", function()
+  after_each(helper.cleanup)
+
+  local function check_timeout(source)
+    local server = serve(CHUNK_SOURCE .. source)
+    local reader = server:connect(1, small_rcvbuf)
+    assert(reader:send("go\n"))
+    local err, elapsed = server:wait_log("send failed: (%S+) after ([%d.]+) s", 10)
+    assert.equal("timeout", err)
+    elapsed = tonumber(elapsed)
+    assert.is_true(elapsed >= 0.25 and elapsed < 3, "send waited " .. elapsed .. " s")
+    local data, read_err = helper.read_all(reader)
+    assert.is_true(#data < 128 * 65536, "every byte arrived although the send timed out")
+    assert.is_truthy(read_err == "closed" or read_err:find("reset"), read_err)
+    reader:close()
+    server:stop()
+  end
+
+  local sender = [[
+    local function handle(conn)
+      conn:receive()
+      for i = 1, 128 do
+        local t0 = luasock.now()
+        local n, err = conn:send(chunk(i))
+        if not n then
+          luasock.log("info", "send failed: " .. err .. " after", luasock.now() - t0, "s")
+          return
+        end
+      end
+      luasock.log("info", "send never failed")
+    end
+  ]]
+
+  it("from settimeouts returns nil, 'timeout' on a stalled peer and closes", function()
+    check_timeout(sender .. [[
+      return { high_water = 16384, handle = function(conn)
+        conn:settimeouts(nil, 0.3, nil)
+        handle(conn)
+      end }]])
+  end)
+
+  it("from the script's send_timeout returns nil, 'timeout' on a stalled peer", function()
+    check_timeout(sender .. [[
+      return { high_water = 16384, send_timeout = 0.3, handle = handle }]])
+  end)
+end)
+
+describe("output queued when a handler ends", function()
+  after_each(helper.cleanup)
+
+  local source = CHUNK_SOURCE .. [[
+    return { high_water = 8 * 1024 * 1024, handle = function(conn)
+      local how = conn:receive()
+      for i = 1, 16 do conn:send(chunk(i)) end
+      luasock.log("info", "ending by", how)
+      if how == "close" then conn:close()
+      elseif how == "error" then error("ending with queued output") end
+    end }]]
+
+  for _, how in ipairs { "return", "close", "error" } do
+    it("is fully delivered after " .. how, function()
+      local server = serve(source)
+      local client = server:connect(1, small_rcvbuf)
+      assert(client:send(how .. "\n"))
+      server:wait_log("ending by " .. how)
+      local data, err = helper.read_all(client)
+      assert_bytes(chunks(16), data)
+      assert.equal("closed", err)
+      client:close()
+      server:stop()
+    end)
+  end
+end)
