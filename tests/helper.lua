@@ -140,6 +140,16 @@ local function parse_listener(address)
 end
 helper.parse_listener = parse_listener
 
+-- A safety net for a spec that forgets after_each(helper.cleanup): when the Lua state closes
+-- (busted exits), kill what is still running and remove temp files. Lua finalizes objects in
+-- the reverse order of their marking, so the sentinel is renewed after every io.popen: it must
+-- run before the popen handle's own finalizer, which would wait forever for a running server.
+-- The sentinels are kept in a list so that none is collected (and run) before the state closes.
+local sentinels = {}
+local function renew_sentinel()
+  sentinels[#sentinels + 1] = setmetatable({}, { __gc = function() helper.cleanup() end })
+end
+
 local Server = {}
 Server.__index = Server
 
@@ -243,12 +253,14 @@ function Server:kill()
   return self:reap()
 end
 
--- Sends SIGTERM, waits for exit and asserts exit status 0; returns the full log.
-function Server:stop()
-  self:signal("TERM")
+-- Sends SIGTERM (or `signal`, e.g. "INT"), waits for exit and asserts exit status 0; returns
+-- the full log.
+function Server:stop(signal)
+  self:signal(signal or "TERM")
   if not self:wait_exit(helper.STOP_TIMEOUT) then
     self:kill()
-    error("server did not exit within " .. helper.STOP_TIMEOUT .. " s of SIGTERM; log:\n"
+    error("server did not exit within " .. helper.STOP_TIMEOUT .. " s of SIG" .. (signal or "TERM")
+      .. "; log:\n"
       .. self:log(), 2)
   end
   local how, code = self:reap()
@@ -311,6 +323,7 @@ function helper.start(script, opts)
     shell_quote(helper.BIN), quote_all(args), shell_quote(server.outfile),
     shell_quote(server.logfile))
   server.pipe = assert(io.popen(command, "r"))
+  renew_sentinel()
   server.pid = assert(tonumber(server.pipe:read("l")), "no pid from the shell")
   live_servers[server] = true
   server.listeners = wait_listening(server, count)
@@ -379,8 +392,5 @@ end
 
 math.randomseed(os.time(), tonumber(tostring({}):match("0x(%x+)"), 16) or 0)
 
--- A safety net for a spec that forgets after_each(helper.cleanup) or dies between tests: when
--- the Lua state closes (busted exits), kill what is still running and remove temp files.
-helper._sentinel = setmetatable({}, { __gc = function() helper.cleanup() end })
 
 return helper

@@ -36,7 +36,8 @@ start_server() {
     "$BIN" serve "$1" --listen 127.0.0.1:0 </dev/null >/dev/null 2>"$SERVER_LOG" &
     SERVER_PID=$!
     for _ in $(seq 500); do
-        SERVER_PORT=$(sed -n 's/^luasock: listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$SERVER_LOG")
+        SERVER_PORT=$(sed -n 's/^luasock: listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' \
+            "$SERVER_LOG")
         [ -n "$SERVER_PORT" ] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.01
@@ -51,7 +52,8 @@ stop_server() {
     local rc=0
     wait "$SERVER_PID" || rc=$?
     SERVER_PID=
-    [ "$rc" = 0 ] || fail "server exited with status $rc (137: still running 15 s after SIGTERM): $(cat "$SERVER_LOG")"
+    [ "$rc" = 0 ] ||
+        fail "server exited with status $rc (137: killed 15 s after SIGTERM): $(cat "$SERVER_LOG")"
     echo "ok: server stopped with exit status 0"
 }
 

@@ -72,7 +72,7 @@ describe("luasock check", function()
   end)
 
   it("exits 1 with FILE:LINE: on a syntax error", function()
-    local script = helper.script("local M = {}\nfunction M.handle(conn)\n  if then\nend\nreturn M\n")
+    local script = helper.script("local M = {}\nfunction M.handle(conn)\n  if then\nend\n")
     local code, _, err = helper.run { "check", script }
     assert.equal(1, code)
     assert.is_truthy(err:find(script .. ":3:", 1, true), err)
@@ -134,4 +134,43 @@ describe("serve start-up failures exit 1", function()
     assert.equal(1, code)
     assert_message(err, missing)
   end)
+end)
+
+describe("serve stops cleanly", function()
+  after_each(helper.cleanup)
+
+  -- Handlers that are busy in every way a handler can wait when the signal comes.
+  local BUSY = [[
+    local luasock = require "luasock"
+    return { high_water = 16384, handle = function(conn)
+      local what = conn:receive()
+      conn:send("busy\n")
+      if what == "sleep" then luasock.sleep(60)
+      elseif what == "send" then
+        while conn:send(string.rep("s", 65536)) do end
+      elseif what == "spawn" then
+        luasock.spawn(function() luasock.sleep(60) end)
+        conn:receive()
+      else conn:receive() end
+    end }]]
+
+  for _, signal in ipairs { "TERM", "INT" } do
+    it("on SIG" .. signal .. " with busy connections open, exiting 0", function()
+      local path = helper.dir() .. "/stop.sock"
+      local server = helper.start(helper.script(BUSY),
+        { listen = { "127.0.0.1:0", "unix:" .. path } })
+      local clients = {}
+      for i, what in ipairs { "read", "sleep", "send", "spawn" } do
+        clients[i] = server:connect(1, function(c) c:setoption("recv-buffer-size", 4096) end)
+        assert(clients[i]:send(what .. "\n"))
+        assert.equal("busy", clients[i]:receive())
+      end
+      clients[#clients + 1] = server:connect(2)
+      local log = server:stop(signal)
+      assert.is_falsy(log:find("[error]", 1, true), log)
+      local exists = os.execute("test -e " .. helper.shell_quote(path))
+      assert.is_falsy(exists, "the unix socket file is left after SIG" .. signal)
+      for _, client in ipairs(clients) do client:close() end
+    end)
+  end
 end)

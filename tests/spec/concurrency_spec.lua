@@ -69,3 +69,40 @@ describe("200 concurrent clients", function()
     server:stop()
   end)
 end)
+
+describe("connection churn", function()
+  after_each(helper.cleanup)
+
+  -- One short-lived client of examples/prefix.lua that leaves in way `how`.
+  local function churn_once(server, how)
+    local client = server:connect()
+    if how == "silent" then
+      client:close()
+    elseif how == "half line" then
+      client:send("no newline")
+      client:close()
+    elseif how == "reset" then
+      client:send("reset me\n")
+      client:setoption("linger", { on = true, timeout = 0 })
+      client:close()
+    else
+      assert(client:send("polite\n"))
+      assert.equal("Welcome to the server. Type something and hit enter", client:receive())
+      assert.equal("OK...polite", client:receive())
+      client:close()
+    end
+  end
+
+  it("of 400 clients leaving in every way leaves the server healthy", function()
+    local server = helper.start("examples/prefix.lua")
+    local ways = { "silent", "half line", "reset", "polite" }
+    for i = 1, 400 do churn_once(server, ways[i % #ways + 1]) end
+    local client = server:connect()
+    assert.equal("Welcome to the server. Type something and hit enter", client:receive())
+    assert(client:send("after the churn\n"))
+    assert.equal("OK...after the churn", client:receive())
+    client:close()
+    local log = server:stop()
+    assert.is_falsy(log:find("[error]", 1, true), log)
+  end)
+end)

@@ -7,6 +7,32 @@ local function serve(source, opts)
   return helper.start(helper.handler(source), opts)
 end
 
+-- Ends each connection the way its first line says and logs what on_close got.
+local CLOSER_SOURCE = [[
+  local M = { high_water = 16384 }
+  function M.handle(conn)
+    report(conn, conn:id())
+    local how = conn:receive()
+    if how == "throw" then error("thrown on purpose")
+    elseif how == "close" then conn:close()
+    elseif how == "wait" then conn:receive()
+    elseif how == "flood" then
+      conn:settimeouts(nil, 0.3, nil)
+      while conn:send(string.rep("f", 65536)) do end
+    end
+  end
+  function M.on_close(conn, reason)
+    luasock.log("info", "on_close conn " .. conn:id(), reason)
+    local id_ok = conn:id() and "id ok" or "no id"
+    local read_ok = pcall(conn.receive, conn) and conn:receive() and "receive worked"
+      or "receive failed"
+    local sent = pcall(conn.send, conn, "x") and conn:send("x") and "send worked"
+      or "send failed"
+    luasock.log("info", "on_close details conn " .. conn:id(), id_ok .. ", " .. read_ok .. ", "
+      .. sent)
+  end
+  return M]]
+
 local function expect(client, ...)
   assert.same(table.pack(...), helper.read_report(client))
 end
@@ -192,6 +218,39 @@ describe("timeouts", function()
   end)
 end)
 
+describe("a read that completes in time", function()
+  after_each(helper.cleanup)
+
+  it("cancels its timeout: later sleeps and reads are not cut short", function()
+    local server = serve([[
+      return { handle = function(conn)
+        conn:settimeout(0.3)
+        report(conn, conn:receive())
+        local t0 = luasock.now()
+        report(conn, luasock.sleep(0.6), luasock.now() - t0)
+        report(conn, conn:receive())
+        conn:settimeout(1.5)
+        t0 = luasock.now()
+        report(conn, conn:receive(), luasock.now() - t0)
+      end }]])
+    local client = server:connect()
+    assert(client:send("a\n"))
+    assert.same(table.pack("a"), helper.read_report(client))
+    local slept = helper.read_report(client)
+    assert.is_true(slept[1])
+    assert.is_true(slept[2] >= 0.55, "the sleep ended after " .. slept[2] .. " s")
+    assert(client:send("b\n"))
+    assert.same(table.pack("b"), helper.read_report(client))
+    socket.sleep(0.6)  -- longer than the first timeout, shorter than the second
+    assert(client:send("c\n"))
+    local late = helper.read_report(client)
+    assert.equal("c", late[1])
+    assert.is_true(late[2] >= 0.5, "read returned after " .. late[2] .. " s")
+    client:close()
+    server:stop()
+  end)
+end)
+
 describe("a <close> variable", function()
   after_each(helper.cleanup)
 
@@ -292,6 +351,63 @@ describe("a half-closed connection", function()
     assert.equal(data:reverse(), rest)
     assert.equal("closed", err)
     client:close()
+    server:stop()
+  end)
+end)
+
+describe("on_close", function()
+  after_each(helper.cleanup)
+
+  local source = CLOSER_SOURCE
+
+  -- Connects, says how the handler should end, and returns the reason on_close logged for it.
+  local function reason_for(server, how, before, after)
+    local client = server:connect(1, before)
+    local id = helper.read_report(client)[1]
+    assert(client:send(how .. "\n"))
+    if after then after(client) end
+    local reason = server:wait_log("on_close conn " .. id .. " (%S+)")
+    client:close()
+    return reason, id
+  end
+
+  it("gets 'closed' when the handler returns, throws or closes", function()
+    local server = serve(source)
+    for _, how in ipairs { "return", "throw", "close" } do
+      assert.equal("closed", (reason_for(server, how)))
+    end
+    server:stop()
+  end)
+
+  it("gets 'reset' when the peer resets", function()
+    local server = serve(source)
+    local reason = reason_for(server, "wait", nil, function(client)
+      assert(client:setoption("linger", { on = true, timeout = 0 }))
+      client:close()
+    end)
+    assert.equal("reset", reason)
+    server:stop()
+  end)
+
+  it("gets 'timeout' when a send times out", function()
+    local server = serve(source)
+    local reason = reason_for(server, "flood", function(client)
+      assert(client:setoption("recv-buffer-size", 4096))
+    end)
+    assert.equal("timeout", reason)
+    server:stop()
+  end)
+
+  it("runs once per connection; the connection cannot be used in it but id() works", function()
+    local server = serve(source)
+    local _, id = reason_for(server, "return")
+    local details = server:wait_log("on_close details conn " .. id .. " ([^\n]*)")
+    assert.equal("id ok, receive failed, send failed", details)
+    local other = server:connect()
+    helper.read_report(other)
+    other:close()
+    server:wait_log("on_close conn %d+ closed.*on_close conn %d+ closed")
+    assert.equal(1, server:count_log("on_close conn " .. id .. " "))
     server:stop()
   end)
 end)

@@ -54,6 +54,24 @@ describe("a handler that throws", function()
     server:stop()
   end)
 
+  it("is logged with the peer address even after both sides have closed", function()
+    local server = serve([[
+      return { handle = function(conn)
+        conn:receive()
+        conn:receive()                -- the client has closed
+        conn:shutdown("send")
+        error("late failure")
+      end }]])
+    local client = server:connect()
+    local _, port = client:getsockname()
+    assert(client:send("bye\n"))
+    client:close()
+    local line = server:wait_log("[^\n]*late failure")
+    assert.is_truthy(line:find("127.0.0.1", 1, true) and line:find("%f[%d]" .. port .. "%f[%D]"),
+      "no peer address in: " .. line)
+    server:stop()
+  end)
+
   it("with a non-string error value is logged and survived", function()
     local server = serve([[
       return { handle = function(conn)
@@ -69,6 +87,69 @@ describe("a handler that throws", function()
     assert(client:send("plain\n"))
     assert.same(table.pack("fine"), helper.read_report(client))
     client:close()
+    server:stop()
+  end)
+end)
+
+describe("a connection whose peer or handler is gone", function()
+  after_each(helper.cleanup)
+
+  it("can be written to after the peer left without harming the server", function()
+    local server = serve([[
+      return { handle = function(conn)
+        if conn:receive() ~= "leave" then report(conn, "served") return end
+        luasock.sleep(0.2)
+        local results = {}
+        for i = 1, 3 do
+          local n, err = conn:send(string.rep("w", 100000))
+          results[i] = tostring(n) .. "/" .. tostring(err)
+          luasock.sleep(0.05)
+        end
+        luasock.log("info", "writes after the peer left:", table.concat(results, " "))
+      end }]])
+    local leaver = server:connect()
+    assert(leaver:send("leave\n"))
+    leaver:close()
+    local results = server:wait_log("writes after the peer left: ([^\n]*)")
+    assert.is_truthy(results:find("nil/"), "every send succeeded: " .. results)
+    local client = server:connect()
+    assert(client:send("hello\n"))
+    assert.same(table.pack("served"), helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+
+  it("is safe to use from another handler after its own handler ended", function()
+    local server = serve([[
+      local previous
+      return { handle = function(conn)
+        if previous then
+          local old = previous
+          report(conn, pcall(old.send, old, "late"))
+          report(conn, pcall(old.receive, old))
+          report(conn, pcall(old.peer, old))
+          report(conn, pcall(old.close, old))
+          report(conn, tostring(old) == "conn " .. old:id())
+        end
+        previous = conn
+        report(conn, "done")
+      end }]])
+    local first = server:connect()
+    assert.same(table.pack("done"), helper.read_report(first))
+    assert.equal("closed", select(2, helper.read_all(first)))
+    first:close()
+    local second = server:connect()
+    -- Each call may raise (false, message) or fail softly (true, nil, err); it must not succeed
+    -- in sending or reading, and the server must survive.
+    local send = helper.read_report(second)
+    assert.is_truthy(send[1] == false or send[2] == nil, "send on an ended connection worked")
+    local receive = helper.read_report(second)
+    assert.is_truthy(receive[1] == false or receive[2] == nil, "receive worked")
+    helper.read_report(second)  -- peer(): any answer will do
+    helper.read_report(second)  -- close(): any answer will do
+    assert.same(table.pack(true), helper.read_report(second))
+    assert.same(table.pack("done"), helper.read_report(second))
+    second:close()
     server:stop()
   end)
 end)

@@ -35,6 +35,20 @@ local function file_exists(path)
   return os.execute("test -e " .. helper.shell_quote(path)) == true
 end
 
+describe("a *:PORT listener", function()
+  after_each(helper.cleanup)
+
+  it("listens on all IPv4 interfaces and accepts on loopback", function()
+    local server = serve { listen = "*:0" }
+    assert.equal("0.0.0.0", server.listeners[1].host)
+    server.listeners[1].host = "127.0.0.1"
+    local client = server:connect()
+    check_echo(client, "via the wildcard")
+    client:close()
+    server:stop()
+  end)
+end)
+
 describe("an IPv6 listener", function()
   after_each(helper.cleanup)
 
@@ -196,6 +210,14 @@ describe("listen failures", function()
     check_echo(client, "the first server is unharmed")
     client:close()
     server:stop()
+  end)
+
+  it("report the cause for a unix path in a missing directory and exit 1", function()
+    local address = "unix:" .. helper.dir() .. "/no/such/dir/x.sock"
+    local code, _, err = helper.run { "serve", "examples/echo.lua", "--listen", address }
+    assert.equal(1, code)
+    assert.is_truthy(err:find("luasock: listen " .. address .. ": no such file or directory", 1,
+      true), err)
   end)
 
   it("report 'permission denied' and exit 1 for a privileged port", function()

@@ -206,3 +206,105 @@ describe("output queued when a handler ends", function()
     end)
   end
 end)
+
+describe("a closing connection with a stalled peer", function()
+  after_each(helper.cleanup)
+
+  it("gives up flushing after the send timeout", function()
+    local server = serve(CHUNK_SOURCE .. [[
+      return { high_water = 16 * 1024 * 1024, send_timeout = 0.3, handle = function(conn)
+        conn:receive()
+        for i = 1, 128 do conn:send(chunk(i)) end
+        luasock.log("info", "handler returns with output queued")
+      end }]])
+    local reader = server:connect(1, small_rcvbuf)
+    assert(reader:send("go\n"))
+    server:wait_log("handler returns with output queued")
+    socket.sleep(1)  -- well past the 0.3 s send timeout, with nobody reading
+    local data, err = helper.read_all(reader)
+    assert.is_true(#data < 8 * MiB, "all 8 MiB arrived: the flush never gave up")
+    assert.is_truthy(err == "closed" or err:find("reset"), err)
+    reader:close()
+    server:stop()
+  end)
+end)
+
+describe("conn:post", function()
+  after_each(helper.cleanup)
+
+  -- "listen" connections wait to be posted to; "post N" posts N 64 KiB chunks to every waiting
+  -- connection and reports what each post returned, how long posting took, and the results of
+  -- one more post after them.
+  local source = CHUNK_SOURCE .. [[
+    local waiting = {}
+    return { max_queue = 1024 * 1024, high_water = 16384, handle = function(conn)
+      local command = conn:receive()
+      if command == "listen" then
+        waiting[conn] = true
+        conn:send("listening\n")
+        conn:receive()
+        waiting[conn] = nil
+        return
+      end
+      local count = tonumber(command:match("^post (%d+)$"))
+      local results, t0 = {}, luasock.now()
+      for target in pairs(waiting) do
+        for i = 1, count do
+          local n, err = target:post(chunk(i))
+          results[#results + 1] = n or err
+          if not n then break end
+        end
+        local n, err = target:post("x")
+        results[#results + 1] = n or err
+      end
+      report(conn, luasock.now() - t0, table.concat(results, " "))
+    end }]]
+
+  local function listener(server)
+    local client = server:connect(1, small_rcvbuf)
+    assert(client:send("listen\n"))
+    assert.equal("listening", client:receive())
+    return client
+  end
+
+  local function post(server, count)
+    local client = server:connect()
+    assert(client:send("post " .. count .. "\n"))
+    local result = helper.read_report(client)
+    client:close()
+    return result[1], result[2]
+  end
+
+  it("queues for another connection without suspending and returns the bytes", function()
+    local server = serve(source)
+    local target = listener(server)
+    local elapsed, results = post(server, 8)  -- 512 KiB: far above high_water, below max_queue
+    assert.equal(string.rep("65536 ", 8) .. "1", results)
+    assert.is_true(elapsed < 0.5, "post waited " .. elapsed .. " s")
+    assert_bytes(chunks(8) .. "x", target:receive(8 * 65536 + 1) or "")
+    target:close()
+    server:stop()
+  end)
+
+  it("closes a peer whose queue passes max_queue with 'overflow'; then 'closed'", function()
+    local server = serve(source)
+    local target = listener(server)
+    local mark = server:mark()
+    local _, results = post(server, 64)  -- 4 MiB to a client that does not read
+    local words = {}
+    for word in results:gmatch("%S+") do words[#words + 1] = word end
+    assert.equal("closed", words[#words])
+    assert.equal("overflow", words[#words - 1])
+    assert.is_true(#words - 2 < 64, "every chunk was accepted")
+    server:wait_log("[^\n]*max_queue", 5, mark)  -- the log line names the limit
+    local data, err = helper.read_all(target)
+    assert.is_true(#data < 64 * 65536)
+    assert.is_truthy(err == "closed" or err:find("reset"), err)
+    target:close()
+    local other = listener(server)
+    local _, again = post(server, 1)
+    assert.equal("65536 1", again)
+    other:close()
+    server:stop()
+  end)
+end)
