@@ -11,6 +11,7 @@
  * Callbacks resume a task as their very last step: the task may close the connection, after
  * which the garbage collector may free it. */
 #include <errno.h>
+#include <string.h>
 #include <lauxlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -80,9 +81,8 @@ static void open_list_remove(struct conn *c)
 
 void conn_describe(struct conn *c, char *out, size_t size)
 {
-    char peer[128] = "?";
-    if (c->fd >= 0)
-        net_describe(c->fd, 1, peer, sizeof peer);
+    char peer[128];
+    net_format(&c->peer.sa, c->peer_len, peer, sizeof peer);
     snprintf(out, size, "conn %llu from %s", (unsigned long long)c->id, peer);
 }
 
@@ -181,6 +181,8 @@ static void conn_abort(struct conn *c, const char *err)
     close_fd(c);
 }
 
+static void close_gracefully(struct conn *c, const char *reason);
+
 static void fail(struct conn *c, const char *op, int err)
 {
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu: %s: %s (%s)", (unsigned long long)c->id, op,
@@ -248,7 +250,7 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
     buf_consume(&c->in, span->consumed);
     c->searched = 0;
     if (c->req.kind == READ_ALL)
-        conn_abort(c, ERR_TOO_LARGE);
+        close_gracefully(c, ERR_TOO_LARGE);
     else
         c->skipping = span->skip_rest;
     return 3;
@@ -483,11 +485,12 @@ void conn_flush_all(void)
     }
 }
 
-void conn_close(struct conn *c)
+/* Queued output is still delivered; then the socket is shut down and closed. */
+static void close_gracefully(struct conn *c, const char *reason)
 {
     if (c->state != CONN_OPEN)
         return;
-    leave_open_state(c, ERR_CLOSED);
+    leave_open_state(c, reason);
     ev_io_stop(loop, &c->rio);
     ev_timer_stop(loop, &c->rtimer);
     ev_timer_stop(loop, &c->wtimer);
@@ -499,6 +502,11 @@ void conn_close(struct conn *c)
         ev_timer_set(&c->wtimer, c->set.send_timeout, 0);
         ev_timer_start(loop, &c->wtimer);
     }
+}
+
+void conn_close(struct conn *c)
+{
+    close_gracefully(c, ERR_CLOSED);
 }
 
 void conn_shutdown(struct conn *c, int how)
@@ -543,10 +551,14 @@ size_t conn_count(void)
     return open_count;
 }
 
-struct conn *conn_new(lua_State *L, int fd)
+struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len)
 {
     struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
     *c = (struct conn){.fd = fd, .set = conn_defaults, .readable = true, .id = ++last_id};
+    /* Unix peers are nearly always unnamed, and a path would not fit: keep the family only. */
+    c->peer_len = peer->sa_family == AF_UNIX ? sizeof(sa_family_t)
+                  : peer_len < sizeof c->peer ? peer_len : sizeof c->peer;
+    memcpy(&c->peer, peer, c->peer_len);
     luaL_setmetatable(L, CONN_MT);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);

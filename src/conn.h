@@ -9,6 +9,7 @@
 
 #include <ev.h>
 #include <lua.h>
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,6 +55,14 @@ struct conn {
     size_t writer_result;      /* what send returns once the writer may go on */
     ev_tstamp rdeadline, wdeadline; /* 0: none */
     struct conn_settings set;
+    /* Kept from accept or connect: getpeername fails once both directions are shut down, and
+     * the log line of a late handler error still has to say who it was. */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in4;
+        struct sockaddr_in6 in6;
+    } peer;
+    socklen_t peer_len;
     uint64_t id;
     int fd;
     int ref;
@@ -69,8 +78,8 @@ struct conn {
 
 void conn_init(struct ev_loop *loop, lua_State *L);
 
-/* Pushes a new connection userdata for the accepted socket fd. */
-struct conn *conn_new(lua_State *L, int fd);
+/* Pushes a new connection userdata for the connected socket fd. */
+struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len);
 
 /* "conn 12 from 127.0.0.1:5555", for log lines. */
 void conn_describe(struct conn *c, char *out, size_t size);

@@ -1,7 +1,9 @@
 /* errors.c -- errno and getaddrinfo codes to short strings; see errors.h. */
+#include <ares.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "errors.h"
@@ -83,4 +85,22 @@ const char *errors_gai_string(int gai_error)
         return errors_string(errno);
     const char *text = lookup(gai_phrases, sizeof gai_phrases / sizeof *gai_phrases, gai_error);
     return text != NULL ? text : lowercased(gai_strerror(gai_error));
+}
+
+const char *errors_ares_string(int status)
+{
+    static char text[160];
+    switch (status) {
+    case ARES_ENOTFOUND:
+    case ARES_ENODATA:
+    case ARES_ENONAME:
+        return "host not found";
+    case ARES_ETIMEOUT:
+        return ERR_TIMEOUT;
+    case ARES_ENOMEM:
+        return ERR_NO_MEMORY;
+    default:
+        snprintf(text, sizeof text, "resolver error: %s", lowercased(ares_strerror(status)));
+        return text;
+    }
 }

@@ -22,4 +22,7 @@ const char *errors_name(int err);
 /* getaddrinfo's EAI_* codes: "host not found", ... */
 const char *errors_gai_string(int gai_error);
 
+/* c-ares's ARES_* codes: "host not found", "timeout", "resolver error: ..." */
+const char *errors_ares_string(int status);
+
 #endif

@@ -205,18 +205,12 @@ static int conn_shutdown_method(lua_State *L)
     return 1;
 }
 
-static int push_address(lua_State *L, struct conn *c, int peer)
+static int push_host_port(lua_State *L, const struct sockaddr *sa, socklen_t len)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    if (c->fd < 0)
-        return push_error(L, ERR_CLOSED);
-    int rc = peer ? getpeername(c->fd, (struct sockaddr *)&ss, &len)
-                  : getsockname(c->fd, (struct sockaddr *)&ss, &len);
     char host[128];
     int port;
-    if (rc < 0 || net_host_port((struct sockaddr *)&ss, len, host, sizeof host, &port) < 0)
-        return push_error(L, rc < 0 ? errors_string(errno) : "bad address");
+    if (net_host_port(sa, len, host, sizeof host, &port) < 0)
+        return push_error(L, "bad address");
     lua_pushstring(L, host);
     if (port < 0)
         lua_pushnil(L);
@@ -227,12 +221,22 @@ static int push_address(lua_State *L, struct conn *c, int peer)
 
 static int conn_peer(lua_State *L)
 {
-    return push_address(L, toconn(L), 1);
+    struct conn *c = toconn(L);
+    if (c->fd < 0)
+        return push_error(L, ERR_CLOSED);
+    return push_host_port(L, &c->peer.sa, c->peer_len);
 }
 
 static int conn_local_address(lua_State *L)
 {
-    return push_address(L, toconn(L), 0);
+    struct conn *c = toconn(L);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (c->fd < 0)
+        return push_error(L, ERR_CLOSED);
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &len) < 0)
+        return push_error(L, errors_string(errno));
+    return push_host_port(L, (struct sockaddr *)&ss, len);
 }
 
 static int conn_id(lua_State *L)

@@ -20,9 +20,11 @@ static void on_connection(struct ev_loop *loop, ev_io *w, int revents)
     (void)revents;
     struct listener *l = container_of(w, struct listener, io);
     for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
-        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof peer;
+        int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            l->on_accept(fd);
+            l->on_accept(fd, (struct sockaddr *)&peer, peer_len);
             continue;
         }
         switch (errno) {
@@ -61,7 +63,9 @@ static void on_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
 }
 
 struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
-                               void (*on_accept)(int fd), char *err, size_t err_size)
+                               void (*on_accept)(int fd, const struct sockaddr *peer,
+                                                 socklen_t peer_len),
+                               char *err, size_t err_size)
 {
     int gai_error;
     int fd = net_listen(addr, BACKLOG, &gai_error);

@@ -207,11 +207,11 @@ static void run_on_close(struct conn *c, const char *reason)
     task_wake(task_new(L, 2, 0), 2);
 }
 
-static void on_accept(int fd)
+static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
         char peer[128];
-        net_describe(fd, 1, peer, sizeof peer);
+        net_format(peer_addr, peer_len, peer, sizeof peer);
         luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %zu connections open "
                     "(--max-connections)", peer, max_connections);
         close(fd);
@@ -219,7 +219,7 @@ static void on_accept(int fd)
     }
     net_set_nodelay(fd);
     lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref);
-    conn_new(L, fd);
+    conn_new(L, fd, peer_addr, peer_len);
     struct task *t = task_new(L, 1, -1);
     task_resume(t, 1);
 }
@@ -299,6 +299,11 @@ static int start(const struct serve_options *o)
     max_connections = o->max_connections;
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
+    /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
+    ev_signal_init(&on_sigint, on_signal, SIGINT);
+    ev_signal_init(&on_sigterm, on_signal, SIGTERM);
+    ev_signal_start(loop, &on_sigint);
+    ev_signal_start(loop, &on_sigterm);
     if (open_listeners(o) < 0)
         return -1;
     lua_settop(L, 0);
@@ -312,10 +317,6 @@ int server_serve(const struct serve_options *o)
         ev_prepare_init(&before_wait, before_wait_cb);
         ev_prepare_start(loop, &before_wait);
         ev_idle_init(&keep_polling, keep_polling_cb);
-        ev_signal_init(&on_sigint, on_signal, SIGINT);
-        ev_signal_init(&on_sigterm, on_signal, SIGTERM);
-        ev_signal_start(loop, &on_sigint);
-        ev_signal_start(loop, &on_sigterm);
         ev_run(loop, 0);
         status = 0;
     }

@@ -1,0 +1,48 @@
+/* codec.h -- Lua values to and from MessagePack, framed on a byte stream.
+ *
+ * Values on the wire are plain MessagePack values one after another, with no length prefix, so
+ * that any MessagePack stream reader (Python's msgpack.Unpacker on a socket) talks to us. Packing
+ * and unpacking go through msgpack-c; finding where a value ends is done here, without
+ * allocating, so that a hostile header is refused before anything is sized from it. */
+#ifndef CODEC_H
+#define CODEC_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "buf.h"
+
+#define CODEC_DEFAULT_MAX_SIZE (1024 * 1024)
+#define CODEC_DEFAULT_MAX_DEPTH 100
+
+struct codec_limits {
+    size_t max_size; /* largest encoded value accepted (default 1 MiB) */
+    int max_depth;   /* deepest nesting of arrays/maps accepted (default 100) */
+};
+
+enum codec_status { CODEC_OK, CODEC_MORE, CODEC_ERROR };
+
+/* Encodes the Lua value at index idx, appending its bytes to out. On CODEC_ERROR, *err is a short
+ * static message and out is left as it was before the call. Integers go as the smallest msgpack
+ * int, floats always as float64, valid UTF-8 strings as str and other strings as bin; a table
+ * whose keys are exactly 1..n goes as an array, any other table as a map. Metatables are ignored.
+ * Refuses functions, userdata, threads, cycles, nesting deeper than max_depth and results larger
+ * than max_size. */
+enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
+                               const struct codec_limits *limits, const char **err);
+
+/* Finds the first complete value in data[0..len) without allocating: CODEC_OK with *frame_len
+ * set, CODEC_MORE if the value is not complete yet (only while len < max_size), or CODEC_ERROR
+ * with *err for malformed input, ext types, nesting deeper than max_depth, or a value that is or
+ * would be larger than max_size ("too large"). Every element of an array or map takes at least a
+ * byte, so a header whose count or length cannot fit in max_size is refused as soon as it is read. */
+enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
+                              size_t *frame_len, const char **err);
+
+/* Decodes data[0..len), which must be exactly one value accepted by codec_frame (its max_depth
+ * bounds the recursion here), and pushes it on L. Returns CODEC_OK, or CODEC_ERROR with *err and
+ * nothing pushed. Raises no Lua error except out of memory. */
+enum codec_status codec_decode(lua_State *L, const char *data, size_t len, const char **err);
+
+#endif

@@ -1,0 +1,514 @@
+/* Unit tests for codec.c: round trips of every Lua type, framing on a byte stream (values that
+ * arrive in pieces, back to back, truncated or hostile), the limits, and byte-for-byte agreement
+ * with Python's msgpack (the expected bytes below come from msgpack.packb in python3-msgpack). */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "check.h"
+#include "codec.h"
+
+/* A byte string literal and its length, NULs included. */
+#define BYTES(s) (s), sizeof(s) - 1
+
+static lua_State *L;
+static const struct codec_limits defaults = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH};
+
+/* Deep equality that also tells integers from floats and 0.0 from -0.0. */
+static const char same_lua[] =
+    "function same(a, b)\n"
+    "  if type(a) ~= type(b) then return false end\n"
+    "  if type(a) == 'number' then\n"
+    "    return math.type(a) == math.type(b) and a == b and (a ~= 0 or 1/a == 1/b)\n"
+    "  end\n"
+    "  if type(a) ~= 'table' then return a == b end\n"
+    "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+    "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+    "  return true\n"
+    "end\n";
+
+/* Pushes the value of the Lua expression (or the result of the chunk, when it starts with
+ * "local"); a broken expression fails a check and pushes nil. */
+static void push_lua(const char *code)
+{
+    char chunk[1024];
+    snprintf(chunk, sizeof chunk, strncmp(code, "local", 5) == 0 ? "%s" : "return %s", code);
+    if (luaL_dostring(L, chunk) != LUA_OK) {
+        fprintf(stderr, "lua: %s\n", lua_tostring(L, -1));
+        CHECK(false);
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+}
+
+static enum codec_status encode_lua(const char *code, struct buf *out,
+                                    const struct codec_limits *limits, const char **err)
+{
+    push_lua(code);
+    enum codec_status st = codec_encode(L, -1, out, limits, err);
+    lua_pop(L, 1);
+    return st;
+}
+
+static bool same(int a, int b)
+{
+    a = lua_absindex(L, a);
+    b = lua_absindex(L, b);
+    lua_getglobal(L, "same");
+    lua_pushvalue(L, a);
+    lua_pushvalue(L, b);
+    lua_call(L, 2, 1);
+    bool equal = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return equal;
+}
+
+/* Encodes, frames and decodes the value, and compares the result with the original. */
+static bool round_trips(const char *code)
+{
+    struct buf out = {0};
+    const char *err = "";
+    size_t frame_len = 0;
+    int top = lua_gettop(L);
+    push_lua(code);
+    bool ok = codec_encode(L, -1, &out, &defaults, &err) == CODEC_OK
+              && codec_frame(buf_head(&out), buf_len(&out), &defaults, &frame_len, &err) == CODEC_OK
+              && frame_len == buf_len(&out)
+              && codec_decode(L, buf_head(&out), frame_len, &err) == CODEC_OK && same(-2, -1);
+    if (!ok)
+        fprintf(stderr, "round trip of %s: %s\n", code, err);
+    ok = ok && lua_gettop(L) == top + 2;
+    lua_settop(L, top);
+    buf_free(&out);
+    return ok;
+}
+
+static bool hex_equals(const struct buf *b, const char *hex)
+{
+    size_t len = buf_len(b);
+    if (strlen(hex) != 2 * len)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1 || byte != (unsigned char)buf_head(b)[i])
+            return false;
+    }
+    return true;
+}
+
+/* Checks the encoding of a value against the bytes Python's msgpack.packb gives. */
+static bool encodes_as(const char *code, const char *hex)
+{
+    struct buf out = {0};
+    const char *err;
+    bool ok = encode_lua(code, &out, &defaults, &err) == CODEC_OK && hex_equals(&out, hex);
+    buf_free(&out);
+    return ok;
+}
+
+static unsigned char first_byte(const char *code)
+{
+    struct buf out = {0};
+    const char *err;
+    unsigned char b = encode_lua(code, &out, &defaults, &err) == CODEC_OK ? buf_head(&out)[0] : 0;
+    buf_free(&out);
+    return b;
+}
+
+/* Decodes bytes, leaving the value (or nothing, on error) on the stack. */
+static enum codec_status decode(const char *data, size_t len, const char **err)
+{
+    return codec_decode(L, data, len, err);
+}
+
+static enum codec_status frame(const char *data, size_t len, const struct codec_limits *limits,
+                               size_t *frame_len, const char **err)
+{
+    return codec_frame(data, len, limits, frame_len, err);
+}
+
+/* Builds depth nested one-element arrays (or maps {1: ...}) around the integer 1. */
+static size_t nested(char *out, int depth, bool maps)
+{
+    size_t n = 0;
+    for (int i = 0; i < depth; i++) {
+        out[n++] = maps ? '\x81' : '\x91';
+        if (maps)
+            out[n++] = '\x01';
+    }
+    out[n++] = '\x01';
+    return n;
+}
+
+/* How deep the chain t[1][1]... goes in the value at the top of the stack (which `nested` built
+ * as arrays or maps; both index by 1). */
+static int chain_depth(void)
+{
+    int depth = 0;
+    lua_pushvalue(L, -1);
+    while (lua_istable(L, -1)) {
+        depth++;
+        lua_rawgeti(L, -1, 1);
+        lua_remove(L, -2);
+    }
+    CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1);
+    lua_pop(L, 1);
+    return depth;
+}
+
+static void test_scalars(void)
+{
+    CHECK(round_trips("nil"));
+    CHECK(round_trips("true"));
+    CHECK(round_trips("false"));
+    CHECK(round_trips("0"));
+    CHECK(round_trips("0.0"));
+    CHECK(round_trips("-0.0"));
+    CHECK(round_trips("1.0"));
+    CHECK(round_trips("1.5"));
+    CHECK(round_trips("-1"));
+    CHECK(round_trips("-33"));
+    CHECK(round_trips("255"));
+    CHECK(round_trips("-129"));
+    CHECK(round_trips("65536"));
+    CHECK(round_trips("-2147483649"));
+    CHECK(round_trips("math.maxinteger"));
+    CHECK(round_trips("math.mininteger"));
+    CHECK(round_trips("1.7976931348623157e308"));
+    CHECK(round_trips("4.9406564584124654e-324"));
+    CHECK(round_trips("2.2250738585072014e-308"));
+    CHECK(round_trips("math.huge"));
+    CHECK(round_trips("-math.huge"));
+    CHECK(round_trips("2^53 + 0.0"));
+
+    /* NaN is never equal to itself, so it gets its own check. */
+    struct buf out = {0};
+    const char *err;
+    CHECK(encode_lua("0/0", &out, &defaults, &err) == CODEC_OK);
+    CHECK(decode(buf_head(&out), buf_len(&out), &err) == CODEC_OK);
+    CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) != lua_tonumber(L, -1));
+    lua_pop(L, 1);
+    buf_free(&out);
+}
+
+static void test_strings(void)
+{
+    CHECK(round_trips("''"));
+    CHECK(round_trips("'h\\u{E9}llo'"));
+    CHECK(round_trips("'a\\0b'"));
+    CHECK(round_trips("'\\0\\255\\0'"));
+    CHECK(round_trips("string.rep('x', 31)"));
+    CHECK(round_trips("string.rep('x', 32)"));
+    CHECK(round_trips("string.rep('x', 70000)"));
+    CHECK(round_trips("string.rep('\\0\\255', 200)"));
+    CHECK(round_trips("string.rep('\\255', 70000)"));
+
+    /* Text goes as str (0xa0..0xbf, 0xd9..0xdb), anything else as bin (0xc4..0xc6). */
+    CHECK(first_byte("'a\\0b'") == 0xa3);
+    CHECK(first_byte("'\\u{1F600}'") == 0xa4);
+    CHECK(first_byte("string.rep('x', 300)") == 0xda);
+    CHECK(first_byte("'\\0\\255\\0'") == 0xc4);
+    CHECK(first_byte("string.rep('\\0\\255', 200)") == 0xc5);
+    CHECK(first_byte("string.rep('\\255', 70000)") == 0xc6);
+    CHECK(first_byte("'\\xC0\\x80'") == 0xc4);         /* overlong NUL */
+    CHECK(first_byte("'\\xE0\\x80\\xAF'") == 0xc4);     /* overlong '/' */
+    CHECK(first_byte("'\\xED\\xA0\\x80'") == 0xc4);     /* a surrogate */
+    CHECK(first_byte("'\\xF4\\x90\\x80\\x80'") == 0xc4); /* above U+10FFFF */
+    CHECK(first_byte("'ab\\xE2\\x82'") == 0xc4);        /* cut short */
+    CHECK(first_byte("'\\xE2\\x82\\xAC'") == 0xa3);     /* the euro sign */
+}
+
+static void test_tables(void)
+{
+    CHECK(round_trips("{}"));
+    CHECK(round_trips("{1, 2, 3}"));
+    CHECK(round_trips("{'a', {'b', {'c'}}, {}}"));
+    CHECK(round_trips("{a = 1, b = {c = {d = true}}, [10] = 'ten', [-1] = 0.5}"));
+    CHECK(round_trips("{[1] = 'x', [3] = 'z'}"));
+    CHECK(round_trips("{[1.5] = 1, [true] = false, [0] = 0}"));
+    CHECK(round_trips("{1, 2, n = 2}"));
+    CHECK(round_trips("{{}, {{}}, {x = {}}}"));
+    CHECK(first_byte("{}") == 0x80);
+    CHECK(first_byte("{1, 2, 3}") == 0x93);
+    CHECK(first_byte("{[1] = 'x', [3] = 'z'}") == 0x82);
+    CHECK(first_byte("{1, 2, n = 2}") == 0x83);
+    CHECK(first_byte("{[2] = 'b', [1] = 'a'}") == 0x92);
+
+    /* An array with a nil element (from another language) decodes with a hole. */
+    const char *err;
+    CHECK(decode(BYTES("\x93\x01\xc0\x03"), &err) == CODEC_OK);
+    CHECK(lua_istable(L, -1));
+    CHECK(lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_rawgeti(L, -2, 2) == LUA_TNIL
+          && lua_rawgeti(L, -3, 3) == LUA_TNUMBER);
+    CHECK(lua_tointeger(L, -1) == 3);
+    lua_pop(L, 4);
+
+    /* A shared subtable is not a cycle. */
+    CHECK(round_trips("local s = {1}; return {s, s, k = s}"));
+}
+
+static void test_python_bytes(void)
+{
+    CHECK(encodes_as("0", "00"));
+    CHECK(encodes_as("127", "7f"));
+    CHECK(encodes_as("128", "cc80"));
+    CHECK(encodes_as("65535", "cdffff"));
+    CHECK(encodes_as("65536", "ce00010000"));
+    CHECK(encodes_as("2^31 | 0", "ce80000000"));
+    CHECK(encodes_as("2^32 | 0", "cf0000000100000000"));
+    CHECK(encodes_as("math.maxinteger", "cf7fffffffffffffff"));
+    CHECK(encodes_as("-1", "ff"));
+    CHECK(encodes_as("-32", "e0"));
+    CHECK(encodes_as("-33", "d0df"));
+    CHECK(encodes_as("-129", "d1ff7f"));
+    CHECK(encodes_as("-32769", "d2ffff7fff"));
+    CHECK(encodes_as("-2147483649", "d3ffffffff7fffffff"));
+    CHECK(encodes_as("math.mininteger", "d38000000000000000"));
+    CHECK(encodes_as("1.5", "cb3ff8000000000000"));
+    CHECK(encodes_as("1.0", "cb3ff0000000000000"));
+    CHECK(encodes_as("-0.0", "cb8000000000000000"));
+    CHECK(encodes_as("nil", "c0"));
+    CHECK(encodes_as("true", "c3"));
+    CHECK(encodes_as("false", "c2"));
+    CHECK(encodes_as("''", "a0"));
+    CHECK(encodes_as("'h\\u{E9}llo'", "a668c3a96c6c6f"));
+    CHECK(encodes_as("'a\\0b'", "a3610062"));
+    CHECK(encodes_as("'\\0\\255z'", "c40300ff7a"));
+    CHECK(encodes_as("string.rep('a', 32)",
+                     "d9206161616161616161616161616161616161616161616161616161616161616161"));
+    CHECK(encodes_as("{}", "80"));
+    CHECK(encodes_as("{1, 2, 3}", "93010203"));
+    CHECK(encodes_as("{a = 1}", "81a16101"));
+    CHECK(encodes_as("{{1, {2}}, {k = {true, false}}}", "929201910281a16b92c3c2"));
+}
+
+static void test_decode_edges(void)
+{
+    const char *err = NULL;
+    int top = lua_gettop(L);
+
+    /* packb(2**64 - 1): no Lua integer holds it, so it comes back as the nearest float. */
+    CHECK(decode(BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &err) == CODEC_OK);
+    CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 18446744073709551616.0);
+    lua_pop(L, 1);
+
+    CHECK(decode(BYTES("\xca\x3f\xc0\x00\x00"), &err) == CODEC_OK); /* float32 1.5 */
+    CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 1.5);
+    lua_pop(L, 1);
+
+    CHECK(decode(BYTES("\xd0\x05"), &err) == CODEC_OK); /* int8 holding a positive number */
+    CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 5);
+    lua_pop(L, 1);
+
+    CHECK(decode(BYTES("\xa3" "a\0b"), &err) == CODEC_OK);
+    CHECK(lua_rawlen(L, -1) == 3 && memcmp(lua_tostring(L, -1), "a\0b", 3) == 0);
+    lua_pop(L, 1);
+
+    CHECK(decode(BYTES("\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "bad map key");
+    CHECK(decode(BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "bad map key");
+    CHECK(decode(BYTES("\xd4\x01\x02"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "unsupported type");
+    CHECK(decode(BYTES("\x92\x01\xc7\x01\x05\x00"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "unsupported type");
+    CHECK(decode(BYTES("\x92\xc1\x01"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "malformed");
+    CHECK(decode(BYTES("\x92\x01"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "malformed");
+    CHECK(decode(BYTES("\x01\x02"), &err) == CODEC_ERROR); /* two values, not one */
+    CHECK_STR(err, "malformed");
+    CHECK(decode(BYTES("\xdd\xff\xff\xff\xff"), &err) == CODEC_ERROR);
+    CHECK_STR(err, "malformed");
+    CHECK(decode("", 0, &err) == CODEC_ERROR);
+    CHECK(lua_gettop(L) == top);
+}
+
+static void test_frame_pieces(void)
+{
+    struct buf out = {0};
+    const char *err;
+    size_t frame_len = 0;
+    CHECK(encode_lua("{1, 'two', {three = 3.0}, {4, {5}}, string.rep('x', 40)}", &out, &defaults,
+                     &err) == CODEC_OK);
+    size_t len = buf_len(&out);
+    bool more_until_complete = true;
+    for (size_t n = 0; n < len; n++) {
+        if (frame(buf_head(&out), n, &defaults, &frame_len, &err) != CODEC_MORE)
+            more_until_complete = false;
+    }
+    CHECK(more_until_complete);
+    CHECK(frame(buf_head(&out), len, &defaults, &frame_len, &err) == CODEC_OK);
+    CHECK(frame_len == len);
+
+    /* Two values back to back: the first frame ends exactly where the second begins. */
+    CHECK(encode_lua("{x = 'second'}", &out, &defaults, &err) == CODEC_OK);
+    CHECK(frame(buf_head(&out), buf_len(&out), &defaults, &frame_len, &err) == CODEC_OK);
+    CHECK(frame_len == len);
+    CHECK(frame(buf_head(&out) + len, buf_len(&out) - len, &defaults, &frame_len, &err)
+          == CODEC_OK);
+    CHECK(frame_len == buf_len(&out) - len);
+    CHECK(decode(buf_head(&out) + len, frame_len, &err) == CODEC_OK);
+    CHECK(lua_getfield(L, -1, "x") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "second") == 0);
+    lua_pop(L, 2);
+    buf_free(&out);
+
+    CHECK(frame("", 0, &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\x92\x01"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\xcb\x00\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\xda\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\xa5" "abc"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\x80\x01"), &defaults, &frame_len, &err) == CODEC_OK && frame_len == 1);
+}
+
+static void test_frame_refusals(void)
+{
+    const char *err = NULL;
+    size_t frame_len;
+    CHECK(frame(BYTES("\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "malformed");
+    CHECK(frame(BYTES("\x93\x01\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "malformed");
+    CHECK(frame(BYTES("\xd6\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "unsupported type");
+
+    /* Hostile headers are refused from the header alone, never answered with "more". */
+    CHECK(frame(BYTES("\xdd\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(frame(BYTES("\xdf\x80\x00\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(frame(BYTES("\xdb\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(frame(BYTES("\xc6\x00\x10\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(frame(BYTES("\x92\x01\xdd\x00\x10\x00\x00"), &defaults, &frame_len, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+
+    /* With max_size 10: a 10-byte value fits, 11 bytes do not, and neither does a header whose
+     * entries (a byte each at least) would take the value past 10, counting its siblings. */
+    struct codec_limits small = {10, 100};
+    CHECK(frame(BYTES("\xa9" "123456789"), &small, &frame_len, &err) == CODEC_OK);
+    CHECK(frame_len == 10);
+    CHECK(frame(BYTES("\xaa" "123456789"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(frame(BYTES("\x99\x01"), &small, &frame_len, &err) == CODEC_MORE);
+    CHECK(frame(BYTES("\x9a\x01"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(frame(BYTES("\x95\x01\x01\x01\x95"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(frame(BYTES("\x85\x01"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(frame(BYTES("\x92\xcb\x00\x00\x00\x00\x00\x00\x00\x00"), &small, &frame_len, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    struct codec_limits none = {0, 100};
+    CHECK(frame("", 0, &none, &frame_len, &err) == CODEC_ERROR);
+}
+
+static void test_depth(void)
+{
+    static char bytes[512];
+    const char *err = NULL;
+    size_t frame_len, len;
+    int top = lua_gettop(L);
+
+    len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH, false);
+    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
+    len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH + 1, false);
+    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "nesting too deep");
+    len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH + 1, true);
+    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, "nesting too deep");
+
+    /* msgpack-c unpacks at most 32 levels at once; deeper values are opened level by level. */
+    int depths[] = {1, 31, 32, 33, 34, 64, 65, 99, CODEC_DEFAULT_MAX_DEPTH};
+    for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
+        for (int maps = 0; maps <= 1; maps++) {
+            len = nested(bytes, depths[i], maps);
+            CHECK(decode(bytes, len, &err) == CODEC_OK);
+            CHECK(chain_depth() == depths[i]);
+            lua_pop(L, 1);
+        }
+    }
+    CHECK(decode(BYTES("\x81\x01\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK(lua_gettop(L) == top);
+
+    /* Deep and wide: every level has siblings before and after the way down. */
+    CHECK(round_trips("local t = {'leaf'}; for i = 1, 99 do t = {i, t, 'x', k = {i}} end; return t"));
+    CHECK(round_trips("local t = {}; for i = 1, 99 do t = {t, {i}} end; return t"));
+    CHECK(round_trips("local t = 1; for i = 1, 100 do t = {t} end; return t"));
+}
+
+static void test_encode_refusals(void)
+{
+    struct buf out = {0};
+    const char *err = NULL;
+    int top = lua_gettop(L);
+
+    CHECK(encode_lua("print", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cannot encode a function");
+    CHECK(encode_lua("coroutine.create(print)", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cannot encode a thread");
+    CHECK(encode_lua("{io.stdout}", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cannot encode a userdata");
+    CHECK(encode_lua("local t = {}; t.self = t; return t", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cycle in table");
+    CHECK(encode_lua("local a = {}; a[1] = {{a}}; return {x = a}", &out, &defaults, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "cycle in table");
+    CHECK(encode_lua("local t = {}; t[t] = 1; return t", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cycle in table");
+    CHECK(encode_lua("local t = 1; for i = 1, 100 do t = {t} end; return t", &out, &defaults,
+                     &err) == CODEC_OK);
+    buf_free(&out);
+    CHECK(encode_lua("local t = 1; for i = 1, 101 do t = {t} end; return t", &out, &defaults,
+                     &err) == CODEC_ERROR);
+    CHECK_STR(err, "nesting too deep");
+    CHECK(encode_lua("local t = 1; for i = 1, 101 do t = {k = t} end; return t", &out, &defaults,
+                     &err) == CODEC_ERROR);
+    CHECK_STR(err, "nesting too deep");
+
+    struct codec_limits small = {10, 100};
+    CHECK(encode_lua("'123456789'", &out, &small, &err) == CODEC_OK && buf_len(&out) == 10);
+    buf_free(&out);
+    CHECK(encode_lua("'1234567890'", &out, &small, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(encode_lua("{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}", &out, &small, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(encode_lua("string.rep('x', 2 * 1024 * 1024)", &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+
+    /* A failed encode leaves the buffer as it was: empty and holding no storage here ... */
+    CHECK(out.data == NULL && buf_len(&out) == 0);
+    /* ... and with the earlier bytes intact (and nothing more) there. */
+    CHECK(buf_append(&out, "abc", 3) == 0);
+    CHECK(encode_lua("{1, 2, string.rep('y', 40000), print}", &out, &defaults, &err)
+          == CODEC_ERROR);
+    CHECK(buf_len(&out) == 3 && memcmp(buf_head(&out), "abc", 3) == 0);
+    CHECK(encode_lua("{1, 2}", &out, &defaults, &err) == CODEC_OK);
+    CHECK(hex_equals(&out, "616263920102"));
+    buf_free(&out);
+    CHECK(lua_gettop(L) == top);
+}
+
+int main(void)
+{
+    L = luaL_newstate();
+    luaL_openlibs(L);
+    if (luaL_dostring(L, same_lua) != LUA_OK)
+        return 1;
+    test_scalars();
+    test_strings();
+    test_tables();
+    test_python_bytes();
+    test_decode_edges();
+    test_frame_pieces();
+    test_frame_refusals();
+    test_depth();
+    test_encode_refusals();
+    lua_close(L);
+    buf_pool_drain();
+    return check_report();
+}
