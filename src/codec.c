@@ -34,21 +34,38 @@ struct head {
 static const struct {
     unsigned char kind, size;
 } typed_heads[32] = {
-    [0x00] = {HEAD_SCALAR, 1},                                                        /* nil */
-    [0x01] = {HEAD_RESERVED, 1},                                                      /* never used */
-    [0x02] = {HEAD_SCALAR, 1},   [0x03] = {HEAD_SCALAR, 1},                           /* false, true */
-    [0x04] = {HEAD_BYTES, 2},    [0x05] = {HEAD_BYTES, 3},   [0x06] = {HEAD_BYTES, 5},  /* bin */
-    [0x07] = {HEAD_EXT, 1},      [0x08] = {HEAD_EXT, 1},     [0x09] = {HEAD_EXT, 1},    /* ext */
-    [0x0a] = {HEAD_SCALAR, 5},   [0x0b] = {HEAD_SCALAR, 9},                           /* float */
-    [0x0c] = {HEAD_SCALAR, 2},   [0x0d] = {HEAD_SCALAR, 3},                           /* uint */
-    [0x0e] = {HEAD_SCALAR, 5},   [0x0f] = {HEAD_SCALAR, 9},
-    [0x10] = {HEAD_SCALAR, 2},   [0x11] = {HEAD_SCALAR, 3},                           /* int */
-    [0x12] = {HEAD_SCALAR, 5},   [0x13] = {HEAD_SCALAR, 9},
-    [0x14] = {HEAD_EXT, 1},      [0x15] = {HEAD_EXT, 1},     [0x16] = {HEAD_EXT, 1},    /* fixext */
-    [0x17] = {HEAD_EXT, 1},      [0x18] = {HEAD_EXT, 1},
-    [0x19] = {HEAD_BYTES, 2},    [0x1a] = {HEAD_BYTES, 3},   [0x1b] = {HEAD_BYTES, 5},  /* str */
-    [0x1c] = {HEAD_ARRAY, 3},    [0x1d] = {HEAD_ARRAY, 5},                            /* array */
-    [0x1e] = {HEAD_MAP, 3},      [0x1f] = {HEAD_MAP, 5},                              /* map */
+    [0x00] = {HEAD_SCALAR, 1},   /* nil */
+    [0x01] = {HEAD_RESERVED, 1}, /* never used */
+    [0x02] = {HEAD_SCALAR, 1},   /* false */
+    [0x03] = {HEAD_SCALAR, 1},   /* true */
+    [0x04] = {HEAD_BYTES, 2},    /* bin 8, 16, 32 */
+    [0x05] = {HEAD_BYTES, 3},
+    [0x06] = {HEAD_BYTES, 5},
+    [0x07] = {HEAD_EXT, 1},      /* ext 8, 16, 32 */
+    [0x08] = {HEAD_EXT, 1},
+    [0x09] = {HEAD_EXT, 1},
+    [0x0a] = {HEAD_SCALAR, 5},   /* float 32, 64 */
+    [0x0b] = {HEAD_SCALAR, 9},
+    [0x0c] = {HEAD_SCALAR, 2},   /* uint 8, 16, 32, 64 */
+    [0x0d] = {HEAD_SCALAR, 3},
+    [0x0e] = {HEAD_SCALAR, 5},
+    [0x0f] = {HEAD_SCALAR, 9},
+    [0x10] = {HEAD_SCALAR, 2},   /* int 8, 16, 32, 64 */
+    [0x11] = {HEAD_SCALAR, 3},
+    [0x12] = {HEAD_SCALAR, 5},
+    [0x13] = {HEAD_SCALAR, 9},
+    [0x14] = {HEAD_EXT, 1},      /* fixext 1, 2, 4, 8, 16 */
+    [0x15] = {HEAD_EXT, 1},
+    [0x16] = {HEAD_EXT, 1},
+    [0x17] = {HEAD_EXT, 1},
+    [0x18] = {HEAD_EXT, 1},
+    [0x19] = {HEAD_BYTES, 2},    /* str 8, 16, 32 */
+    [0x1a] = {HEAD_BYTES, 3},
+    [0x1b] = {HEAD_BYTES, 5},
+    [0x1c] = {HEAD_ARRAY, 3},    /* array 16, 32 */
+    [0x1d] = {HEAD_ARRAY, 5},
+    [0x1e] = {HEAD_MAP, 3},      /* map 16, 32 */
+    [0x1f] = {HEAD_MAP, 5},
 };
 
 static struct head head_classify(unsigned char b)
@@ -67,6 +84,13 @@ static struct head head_classify(unsigned char b)
 static bool head_is_container(const struct head *h)
 {
     return h->kind == HEAD_ARRAY || h->kind == HEAD_MAP;
+}
+
+/* What follows the header: bytes of a str/bin, values of an array, keys and values of a map.
+ * Each of those values takes a byte at least. */
+static uint64_t head_body(const struct head *h)
+{
+    return h->kind == HEAD_MAP ? 2 * (uint64_t)h->count : h->count;
 }
 
 /* Reads the big-endian length that follows the type byte; p holds the whole header. */
@@ -123,8 +147,7 @@ static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
     if (s->len - s->pos < h->size)
         return CODEC_MORE;
     head_count(h, s->data + s->pos);
-    uint64_t body = h->kind == HEAD_MAP ? 2 * (uint64_t)h->count : h->count;
-    if (body > room - h->size)
+    if (head_body(h) > room - h->size)
         return scan_fail(s, ERR_TOO_LARGE);
     s->pos += h->size;
     return CODEC_OK;
@@ -138,14 +161,14 @@ static enum codec_status scan_value(struct scan *s, int depth)
     if (st != CODEC_OK)
         return st;
     if (!head_is_container(&h)) {
-        if (s->len - s->pos < h.count)
+        if (s->len - s->pos < head_body(&h))
             return CODEC_MORE;
-        s->pos += h.count;
+        s->pos += head_body(&h);
         return CODEC_OK;
     }
     if (depth + 1 > s->deepest)
         s->deepest = depth + 1;
-    uint64_t entries = h.kind == HEAD_MAP ? 2 * (uint64_t)h.count : h.count;
+    uint64_t entries = head_body(&h);
     s->pending += entries;
     for (; entries > 0; entries--) {
         s->pending--;
@@ -172,7 +195,7 @@ enum codec_status codec_frame(const char *data, size_t len, const struct codec_l
 
 static int push_object(lua_State *L, const msgpack_object *o, const char **err);
 
-/* Lua's table constructor takes an int size hint; a hint is only a hint, so a huge one is dropped. */
+/* lua_createtable takes an int size hint; a hint is only a hint, so a huge one is dropped. */
 static int size_hint(uint32_t n)
 {
     return n <= INT_MAX ? (int)n : 0;
@@ -291,7 +314,9 @@ struct dec {
     const char *err;
 };
 
-/* Unpacks the value at d->pos with msgpack-c and pushes it. */
+/* Unpacks the value at d->pos with msgpack-c and pushes it. The scan has vouched for every
+ * header, so msgpack-c sizes nothing from a count the bytes do not back. (Should Lua raise out of
+ * memory while the value is pushed, the zone msgpack-c allocated leaks.) */
 static int unpack_value(struct dec *d)
 {
     msgpack_unpacked result;
@@ -318,7 +343,7 @@ static int decode_split(struct dec *d, struct head h, int depth)
     if (reserve_level(L, &d->err) != 0)
         return -1;
     lua_createtable(L, map ? 0 : size_hint(h.count), map ? size_hint(h.count) : 0);
-    for (uint32_t i = 0; i < h.count; i++) {
+    for (uint32_t i = 0; i < h.count; i++) { /* a map entry is a key, then a value */
         if (map && decode_value(d, depth + 1) != 0)
             return -1;
         if (decode_value(d, depth + 1) != 0)

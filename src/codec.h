@@ -35,8 +35,9 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
 /* Finds the first complete value in data[0..len) without allocating: CODEC_OK with *frame_len
  * set, CODEC_MORE if the value is not complete yet (only while len < max_size), or CODEC_ERROR
  * with *err for malformed input, ext types, nesting deeper than max_depth, or a value that is or
- * would be larger than max_size ("too large"). Every element of an array or map takes at least a
- * byte, so a header whose count or length cannot fit in max_size is refused as soon as it is read. */
+ * would be larger than max_size ("too large"). Every element of an array or map takes at least
+ * a byte, so a header whose count or length cannot fit in max_size is refused as soon as it is
+ * read. */
 enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
                               size_t *frame_len, const char **err);
 

@@ -114,8 +114,20 @@ static bool deadline_passed(ev_timer *w, ev_tstamp deadline)
     return false;
 }
 
+static void disown(struct conn *c)
+{
+    if (c->owner == NULL)
+        return;
+    struct conn **link = &c->owner->owned;
+    while (*link != c)
+        link = &(*link)->owned_next;
+    *link = c->owned_next;
+    c->owner = NULL;
+}
+
 static void close_fd(struct conn *c)
 {
+    disown(c);
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->rtimer);
@@ -422,11 +434,37 @@ static struct task *writer_to_resume(struct conn *c)
     return t;
 }
 
+/* The connect finished: the waiting task gets the connection, or nil and the error. */
+static void connected(struct conn *c, int err)
+{
+    struct task *t = c->writer;
+    lua_State *co = task_stack(t);
+    c->writer = NULL;
+    ev_io_stop(loop, &c->wio);
+    if (err == 0) {
+        c->state = CONN_OPEN;
+        conn_push(co, c);
+        task_resume(t, 1);
+        return;
+    }
+    lua_pushnil(co);
+    lua_pushstring(co, err == ETIMEDOUT ? ERR_TIMEOUT : errors_string(err));
+    close_fd(c);
+    task_resume(t, 2);
+}
+
 static void on_writable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
     (void)revents;
     struct conn *c = container_of(w, struct conn, wio);
+    if (c->state == CONN_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        connected(c, err);
+        return;
+    }
     struct task *t = write_and_settle(c) ? writer_to_resume(c) : NULL;
     if (t != NULL)
         task_resume(t, 1);
@@ -445,7 +483,40 @@ static void on_write_timer(struct ev_loop *l, ev_timer *w, int revents)
     }
     if (c->writer == NULL || c->wdeadline == 0 || !deadline_passed(w, c->wdeadline))
         return;
-    conn_abort(c, ERR_TIMEOUT);
+    if (c->state == CONN_CONNECTING)
+        connected(c, ETIMEDOUT);
+    else
+        conn_abort(c, ERR_TIMEOUT);
+}
+
+void conn_own(struct conn *c, struct task *t)
+{
+    c->owner = t;
+    c->owned_next = t->owned;
+    t->owned = c;
+}
+
+int conn_wait_connect(struct conn *c, lua_State *L, double timeout)
+{
+    struct task *t = task_check(L, "luasock.connect");
+    conn_own(c, t);
+    c->state = CONN_CONNECTING;
+    c->writer = t;
+    ev_io_start(loop, &c->wio);
+    arm(&c->wtimer, &c->wdeadline, timeout);
+    return task_suspend(L);
+}
+
+void conn_close_owned(struct task *t)
+{
+    struct conn *c = t->owned;
+    t->owned = NULL;
+    while (c != NULL) {
+        struct conn *next = c->owned_next;
+        c->owner = NULL;
+        conn_close(c);
+        c = next;
+    }
 }
 
 int conn_queue(struct conn *c, const char *data, size_t len)
@@ -554,7 +625,8 @@ size_t conn_count(void)
 struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len)
 {
     struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
-    *c = (struct conn){.fd = fd, .set = conn_defaults, .readable = true, .id = ++last_id};
+    *c = (struct conn){.fd = fd, .state = CONN_OPEN, .set = conn_defaults, .readable = true,
+                       .id = ++last_id};
     /* Unix peers are nearly always unnamed, and a path would not fit: keep the family only. */
     c->peer_len = peer->sa_family == AF_UNIX ? sizeof(sa_family_t)
                   : peer_len < sizeof c->peer ? peer_len : sizeof c->peer;

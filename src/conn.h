@@ -38,6 +38,7 @@ struct conn;
 extern void (*conn_on_close)(struct conn *c, const char *reason);
 
 enum conn_state {
+    CONN_CONNECTING, /* outgoing, waiting for the connect to complete */
     CONN_OPEN,
     CONN_CLOSING, /* closed by us: delivering queued output, then waiting for the peer's FIN */
     CONN_CLOSED   /* socket closed */
@@ -74,12 +75,25 @@ struct conn {
     bool flush_listed;
     struct conn *flush_prev, *flush_next;
     struct conn *prev, *next; /* all open connections */
+    struct task *owner;       /* outgoing: the task that connected; it closes c when it ends */
+    struct conn *owned_next;
 };
 
 void conn_init(struct ev_loop *loop, lua_State *L);
 
 /* Pushes a new connection userdata for the connected socket fd. */
 struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len);
+
+/* Ties an outgoing connection to the task that made it, which closes it when it ends. */
+void conn_own(struct conn *c, struct task *t);
+
+/* For a socket whose non-blocking connect is in progress: ties c to the calling task (which
+ * closes it when it ends) and suspends the task until c is connected (resumed with c) or has
+ * failed or timed out (resumed with nil, err). */
+int conn_wait_connect(struct conn *c, lua_State *L, double timeout);
+
+/* Closes the outgoing connections task t made (it has ended). */
+void conn_close_owned(struct task *t);
 
 /* "conn 12 from 127.0.0.1:5555", for log lines. */
 void conn_describe(struct conn *c, char *out, size_t size);

@@ -1,8 +1,10 @@
-/* lluasock.c -- the luasock module that handlers get from require "luasock":
- * sleep, now, spawn, log. */
+/* lluasock.c -- luasock.core, the C half of the module handlers get from require "luasock"
+ * (scripts/luasock/init.lua is the other half): sleep, now, spawn, log, and the client
+ * functions of lclient.c. */
 #include <ev.h>
 #include <lauxlib.h>
 
+#include "lclient.h"
 #include "log.h"
 #include "luasock.h"
 #include "task.h"
@@ -56,6 +58,7 @@ static const luaL_Reg functions[] = {
 int luaopen_luasock(lua_State *L)
 {
     luaL_newlib(L, functions);
+    lclient_open(L);
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "luasock.h"
 #include "net.h"
+#include "resolver.h"
 #include "server.h"
 #include "task.h"
 
@@ -45,7 +46,7 @@ static int add_runtime_path(void)
         snprintf(probe, sizeof probe, "%s/luasock/loader.lua", root);
         if (access(probe, R_OK) == 0) {
             lua_getglobal(L, "package");
-            lua_pushfstring(L, "%s/?.lua;", root);
+            lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", root, root);
             lua_getfield(L, -2, "path");
             lua_concat(L, 2);
             lua_setfield(L, -2, "path");
@@ -102,8 +103,10 @@ static int open_runtime(void)
     }
     lua_atpanic(L, on_panic);
     luaL_openlibs(L);
-    luaL_requiref(L, "luasock", luaopen_luasock, 0);
+    luaL_requiref(L, "luasock.core", luaopen_luasock, 0);
     lua_pop(L, 1);
+    if (resolver_init(loop) < 0)
+        return -1;
     task_init(loop, L);
     conn_init(loop, L);
     lconn_open(L);
@@ -117,6 +120,7 @@ static void close_runtime(void)
         listener_close(loop, listeners);
         listeners = next;
     }
+    resolver_shutdown();
     if (L != NULL) {
         conn_close_all();
         lua_close(L);

@@ -109,6 +109,7 @@ static void finish(struct task *t)
     ev_timer_stop(loop, &t->sleep_timer);
     if (t->conn != NULL)
         conn_close(t->conn);
+    conn_close_owned(t);
     luaL_unref(main_L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
 }

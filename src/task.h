@@ -21,6 +21,7 @@ struct task {
     bool queued;
     bool done;
     struct conn *conn;   /* the connection a handler task serves, closed when it ends */
+    struct conn *owned;  /* outgoing connections it made, closed when it ends */
     struct task *next_ready;
     ev_timer sleep_timer;
 };

@@ -2,7 +2,6 @@
  * arrive in pieces, back to back, truncated or hostile), the limits, and byte-for-byte agreement
  * with Python's msgpack (the expected bytes below come from msgpack.packb in python3-msgpack). */
 #include <stdbool.h>
-#include <stdint.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -117,18 +116,6 @@ static unsigned char first_byte(const char *code)
     return b;
 }
 
-/* Decodes bytes, leaving the value (or nothing, on error) on the stack. */
-static enum codec_status decode(const char *data, size_t len, const char **err)
-{
-    return codec_decode(L, data, len, err);
-}
-
-static enum codec_status frame(const char *data, size_t len, const struct codec_limits *limits,
-                               size_t *frame_len, const char **err)
-{
-    return codec_frame(data, len, limits, frame_len, err);
-}
-
 /* Builds depth nested one-element arrays (or maps {1: ...}) around the integer 1. */
 static size_t nested(char *out, int depth, bool maps)
 {
@@ -142,20 +129,22 @@ static size_t nested(char *out, int depth, bool maps)
     return n;
 }
 
-/* How deep the chain t[1][1]... goes in the value at the top of the stack (which `nested` built
- * as arrays or maps; both index by 1). */
-static int chain_depth(void)
+/* Decodes what `nested` built and checks that the chain t[1][1]... is depth tables deep (arrays
+ * and maps alike index by 1) and ends in the integer 1. */
+static bool decodes_nested(const char *bytes, size_t len, int depth)
 {
-    int depth = 0;
-    lua_pushvalue(L, -1);
+    const char *err;
+    if (codec_decode(L, bytes, len, &err) != CODEC_OK)
+        return false;
+    int found = 0;
     while (lua_istable(L, -1)) {
-        depth++;
+        found++;
         lua_rawgeti(L, -1, 1);
         lua_remove(L, -2);
     }
-    CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1);
+    bool ok = found == depth && lua_isinteger(L, -1) && lua_tointeger(L, -1) == 1;
     lua_pop(L, 1);
-    return depth;
+    return ok;
 }
 
 static void test_scalars(void)
@@ -187,7 +176,7 @@ static void test_scalars(void)
     struct buf out = {0};
     const char *err;
     CHECK(encode_lua("0/0", &out, &defaults, &err) == CODEC_OK);
-    CHECK(decode(buf_head(&out), buf_len(&out), &err) == CODEC_OK);
+    CHECK(codec_decode(L, buf_head(&out), buf_len(&out), &err) == CODEC_OK);
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) != lua_tonumber(L, -1));
     lua_pop(L, 1);
     buf_free(&out);
@@ -238,7 +227,7 @@ static void test_tables(void)
 
     /* An array with a nil element (from another language) decodes with a hole. */
     const char *err;
-    CHECK(decode(BYTES("\x93\x01\xc0\x03"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\x93\x01\xc0\x03"), &err) == CODEC_OK);
     CHECK(lua_istable(L, -1));
     CHECK(lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_rawgeti(L, -2, 2) == LUA_TNIL
           && lua_rawgeti(L, -3, 3) == LUA_TNUMBER);
@@ -290,40 +279,41 @@ static void test_decode_edges(void)
     int top = lua_gettop(L);
 
     /* packb(2**64 - 1): no Lua integer holds it, so it comes back as the nearest float. */
-    CHECK(decode(BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &err) == CODEC_OK);
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 18446744073709551616.0);
     lua_pop(L, 1);
 
-    CHECK(decode(BYTES("\xca\x3f\xc0\x00\x00"), &err) == CODEC_OK); /* float32 1.5 */
+    CHECK(codec_decode(L, BYTES("\xca\x3f\xc0\x00\x00"), &err) == CODEC_OK); /* float32 1.5 */
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 1.5);
     lua_pop(L, 1);
 
-    CHECK(decode(BYTES("\xd0\x05"), &err) == CODEC_OK); /* int8 holding a positive number */
+    /* An int8 holding a positive number. */
+    CHECK(codec_decode(L, BYTES("\xd0\x05"), &err) == CODEC_OK);
     CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 5);
     lua_pop(L, 1);
 
-    CHECK(decode(BYTES("\xa3" "a\0b"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\xa3" "a\0b"), &err) == CODEC_OK);
     CHECK(lua_rawlen(L, -1) == 3 && memcmp(lua_tostring(L, -1), "a\0b", 3) == 0);
     lua_pop(L, 1);
 
-    CHECK(decode(BYTES("\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x81\xc0\x01"), &err) == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
-    CHECK(decode(BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), &err)
+    CHECK(codec_decode(L, BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), &err)
           == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
-    CHECK(decode(BYTES("\xd4\x01\x02"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\xd4\x01\x02"), &err) == CODEC_ERROR);
     CHECK_STR(err, "unsupported type");
-    CHECK(decode(BYTES("\x92\x01\xc7\x01\x05\x00"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\x01\xc7\x01\x05\x00"), &err) == CODEC_ERROR);
     CHECK_STR(err, "unsupported type");
-    CHECK(decode(BYTES("\x92\xc1\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\xc1\x01"), &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(decode(BYTES("\x92\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\x01"), &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(decode(BYTES("\x01\x02"), &err) == CODEC_ERROR); /* two values, not one */
+    CHECK(codec_decode(L, BYTES("\x01\x02"), &err) == CODEC_ERROR); /* two values, not one */
     CHECK_STR(err, "malformed");
-    CHECK(decode(BYTES("\xdd\xff\xff\xff\xff"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\xdd\xff\xff\xff\xff"), &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(decode("", 0, &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, "", 0, &err) == CODEC_ERROR);
     CHECK(lua_gettop(L) == top);
 }
 
@@ -337,73 +327,74 @@ static void test_frame_pieces(void)
     size_t len = buf_len(&out);
     bool more_until_complete = true;
     for (size_t n = 0; n < len; n++) {
-        if (frame(buf_head(&out), n, &defaults, &frame_len, &err) != CODEC_MORE)
+        if (codec_frame(buf_head(&out), n, &defaults, &frame_len, &err) != CODEC_MORE)
             more_until_complete = false;
     }
     CHECK(more_until_complete);
-    CHECK(frame(buf_head(&out), len, &defaults, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(buf_head(&out), len, &defaults, &frame_len, &err) == CODEC_OK);
     CHECK(frame_len == len);
 
     /* Two values back to back: the first frame ends exactly where the second begins. */
     CHECK(encode_lua("{x = 'second'}", &out, &defaults, &err) == CODEC_OK);
-    CHECK(frame(buf_head(&out), buf_len(&out), &defaults, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(buf_head(&out), buf_len(&out), &defaults, &frame_len, &err) == CODEC_OK);
     CHECK(frame_len == len);
-    CHECK(frame(buf_head(&out) + len, buf_len(&out) - len, &defaults, &frame_len, &err)
+    CHECK(codec_frame(buf_head(&out) + len, buf_len(&out) - len, &defaults, &frame_len, &err)
           == CODEC_OK);
     CHECK(frame_len == buf_len(&out) - len);
-    CHECK(decode(buf_head(&out) + len, frame_len, &err) == CODEC_OK);
+    CHECK(codec_decode(L, buf_head(&out) + len, frame_len, &err) == CODEC_OK);
     CHECK(lua_getfield(L, -1, "x") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "second") == 0);
     lua_pop(L, 2);
     buf_free(&out);
 
-    CHECK(frame("", 0, &defaults, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\x92\x01"), &defaults, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\xcb\x00\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\xda\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\xa5" "abc"), &defaults, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\x80\x01"), &defaults, &frame_len, &err) == CODEC_OK && frame_len == 1);
+    CHECK(codec_frame("", 0, &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\x92\x01"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xcb\x00\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xda\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xa5" "abc"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\x80\x01"), &defaults, &frame_len, &err) == CODEC_OK);
+    CHECK(frame_len == 1);
 }
 
 static void test_frame_refusals(void)
 {
     const char *err = NULL;
     size_t frame_len;
-    CHECK(frame(BYTES("\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(frame(BYTES("\x93\x01\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\x93\x01\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(frame(BYTES("\xd6\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xd6\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "unsupported type");
 
     /* Hostile headers are refused from the header alone, never answered with "more". */
-    CHECK(frame(BYTES("\xdd\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xdd\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    CHECK(frame(BYTES("\xdf\x80\x00\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xdf\x80\x00\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    CHECK(frame(BYTES("\xdb\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xdb\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    CHECK(frame(BYTES("\xc6\x00\x10\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
-    CHECK(frame(BYTES("\x92\x01\xdd\x00\x10\x00\x00"), &defaults, &frame_len, &err)
+    CHECK(codec_frame(BYTES("\xc6\x00\x10\x00\x00"), &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\x92\x01\xdd\x00\x10\x00\x00"), &defaults, &frame_len, &err)
           == CODEC_ERROR);
     CHECK_STR(err, "too large");
 
     /* With max_size 10: a 10-byte value fits, 11 bytes do not, and neither does a header whose
      * entries (a byte each at least) would take the value past 10, counting its siblings. */
     struct codec_limits small = {10, 100};
-    CHECK(frame(BYTES("\xa9" "123456789"), &small, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\xa9" "123456789"), &small, &frame_len, &err) == CODEC_OK);
     CHECK(frame_len == 10);
-    CHECK(frame(BYTES("\xaa" "123456789"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\xaa" "123456789"), &small, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    CHECK(frame(BYTES("\x99\x01"), &small, &frame_len, &err) == CODEC_MORE);
-    CHECK(frame(BYTES("\x9a\x01"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\x99\x01"), &small, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\x9a\x01"), &small, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    CHECK(frame(BYTES("\x95\x01\x01\x01\x95"), &small, &frame_len, &err) == CODEC_ERROR);
-    CHECK(frame(BYTES("\x85\x01"), &small, &frame_len, &err) == CODEC_ERROR);
-    CHECK(frame(BYTES("\x92\xcb\x00\x00\x00\x00\x00\x00\x00\x00"), &small, &frame_len, &err)
+    CHECK(codec_frame(BYTES("\x95\x01\x01\x01\x95"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\x85\x01"), &small, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(BYTES("\x92\xcb\x00\x00\x00\x00\x00\x00\x00\x00"), &small, &frame_len, &err)
           == CODEC_ERROR);
     CHECK_STR(err, "too large");
     struct codec_limits none = {0, 100};
-    CHECK(frame("", 0, &none, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame("", 0, &none, &frame_len, &err) == CODEC_ERROR);
 }
 
 static void test_depth(void)
@@ -414,12 +405,12 @@ static void test_depth(void)
     int top = lua_gettop(L);
 
     len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH, false);
-    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
     len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH + 1, false);
-    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "nesting too deep");
     len = nested(bytes, CODEC_DEFAULT_MAX_DEPTH + 1, true);
-    CHECK(frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "nesting too deep");
 
     /* msgpack-c unpacks at most 32 levels at once; deeper values are opened level by level. */
@@ -427,16 +418,15 @@ static void test_depth(void)
     for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
         for (int maps = 0; maps <= 1; maps++) {
             len = nested(bytes, depths[i], maps);
-            CHECK(decode(bytes, len, &err) == CODEC_OK);
-            CHECK(chain_depth() == depths[i]);
-            lua_pop(L, 1);
+            CHECK(decodes_nested(bytes, len, depths[i]));
         }
     }
-    CHECK(decode(BYTES("\x81\x01\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x81\x01\x81\xc0\x01"), &err) == CODEC_ERROR);
     CHECK(lua_gettop(L) == top);
 
     /* Deep and wide: every level has siblings before and after the way down. */
-    CHECK(round_trips("local t = {'leaf'}; for i = 1, 99 do t = {i, t, 'x', k = {i}} end; return t"));
+    CHECK(round_trips("local t = {'leaf'}; for i = 1, 99 do t = {i, t, 'x', k = {i}} end; "
+                      "return t"));
     CHECK(round_trips("local t = {}; for i = 1, 99 do t = {t, {i}} end; return t"));
     CHECK(round_trips("local t = 1; for i = 1, 100 do t = {t} end; return t"));
 }

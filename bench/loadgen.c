@@ -1,0 +1,555 @@
+/* loadgen.c -- the benchmark's load generator: N closed-loop echo clients on one epoll loop.
+ *
+ * Every connection sends messages of S bytes and checks every byte that comes back against what
+ * it sent, keeping P messages in flight (P = 1: send, wait for the whole echo, send the next).
+ * Message k of connection c is a slice of a fixed pseudo-random printable pattern whose offset
+ * depends on c and k, so a lost, repeated, reordered or crossed message shows up as a byte
+ * mismatch, which stops the run at once (exit 3). In line mode (-l) the last byte of every
+ * message is "\n".
+ *
+ * Measuring starts only once every connection is established and has done one round trip, and
+ * lasts D seconds. With -S PID the server's own utime/stime (/proc/PID/stat) are sampled right
+ * at the window's edges and its VmRSS at the end. The result is one line on stdout:
+ *   result msgs=N seconds=S msgs_per_s=R p50_us=X p99_us=Y errors=E [srv_...] loadgen_cpu_pct=C
+ *
+ * Idle mode (-i): open the connections, do one round trip on each, print "ready conns=N" and
+ * hold them until SIGUSR1, SIGTERM or SIGINT arrives, or D seconds pass, so that the harness can
+ * read the server's RSS; then print the result line and exit.
+ *
+ * Usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] [-i]
+ *                [-S SERVER_PID] [-T SETUP_SECONDS]
+ * Exit status: 0 ok, 1 a connection failed during the run, 2 usage or setup error, 3 mismatch.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATTERN_PERIOD 4093 /* prime: message offsets run through every position */
+#define MAX_SETTING_UP 256  /* connections in setup at once, so no accept queue overflows */
+#define READ_SIZE 65536
+#define MAX_EVENTS 512
+#define HIST_SUB_BITS 6 /* 64 sub-buckets per power of two: about 1.5 % resolution */
+#define HIST_BUCKETS (64 << HIST_SUB_BITS)
+
+struct options {
+    const char *host, *port;
+    int conns, depth, line, idle;
+    size_t size;
+    double duration, setup_timeout;
+    pid_t server;
+};
+
+enum conn_state { CONNECTING, WARMING, READY, FAILED };
+
+struct conn {
+    int fd, index;
+    enum conn_state state;
+    int want_writable;
+    uint64_t sent, received; /* messages queued for sending; messages fully echoed */
+    size_t recv_off;         /* bytes of message `received` checked so far */
+    char *out;               /* queued output is out[out_off, out_len) */
+    size_t out_off, out_len, out_cap;
+    uint64_t *stamps; /* send time (ns) of in-flight message k at stamps[k % depth] */
+};
+
+/* The server's counters at one instant (-S). */
+struct server_sample {
+    unsigned long long utime, stime; /* clock ticks */
+    long rss_kib;
+};
+
+static struct options opt = {
+    .host = "127.0.0.1", .conns = 50, .depth = 1, .size = 64, .duration = 5, .setup_timeout = 60};
+static char *pattern;
+static struct conn *conns;
+static int epfd;
+static int running; /* inside the measured window */
+static int holding; /* idle mode, after setup */
+static int next_to_open, setting_up, ready_count, live_count;
+static uint64_t window_msgs, errors;
+static uint64_t histogram[HIST_BUCKETS];
+static sigset_t wait_mask;
+static volatile sig_atomic_t stop_requested;
+
+static void die(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3), noreturn));
+
+static void die(int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "loadgen: ");
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(status);
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static double cpu_seconds_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Latency histogram: exact below 128 ns, then 64 buckets per power of two. */
+static size_t hist_bucket(uint64_t v)
+{
+    if (v < (2u << HIST_SUB_BITS))
+        return (size_t)v;
+    int shift = 63 - __builtin_clzll(v) - HIST_SUB_BITS;
+    size_t bucket = ((size_t)shift << HIST_SUB_BITS) + (size_t)(v >> shift);
+    return bucket < HIST_BUCKETS ? bucket : HIST_BUCKETS - 1;
+}
+
+static double hist_value(size_t bucket)
+{
+    if (bucket < (2u << HIST_SUB_BITS))
+        return (double)bucket;
+    int shift = (int)(bucket >> HIST_SUB_BITS) - 1;
+    uint64_t low = (uint64_t)(bucket - ((size_t)shift << HIST_SUB_BITS)) << shift;
+    return (double)low + (double)(1ull << shift) / 2;
+}
+
+static double hist_percentile_us(double p)
+{
+    uint64_t rank = (uint64_t)(p * (double)window_msgs), seen = 0;
+    for (size_t b = 0; b < HIST_BUCKETS; b++) {
+        seen += histogram[b];
+        if (seen > rank)
+            return hist_value(b) / 1000;
+    }
+    return 0;
+}
+
+static void make_pattern(void)
+{
+    pattern = malloc(PATTERN_PERIOD + opt.size);
+    if (pattern == NULL)
+        die(2, "out of memory");
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < PATTERN_PERIOD + opt.size; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        pattern[i] = (char)('!' + x % 94); /* printable, never '\n' or '\r' */
+    }
+}
+
+/* Where in the pattern message k of connection c starts. */
+static const char *message_bytes(const struct conn *c, uint64_t k)
+{
+    return pattern + ((uint64_t)c->index * 977 + k * 31) % PATTERN_PERIOD;
+}
+
+static void mismatch(const struct conn *c, size_t at, char want, char got)
+{
+    die(3, "MISMATCH on connection %d, message %llu, byte %zu: sent 0x%02x, got 0x%02x",
+        c->index, (unsigned long long)c->received, at, (unsigned char)want, (unsigned char)got);
+}
+
+/* Checks n received bytes that continue message `received` at offset recv_off. */
+static void check_bytes(const struct conn *c, const char *data, size_t n)
+{
+    size_t body = opt.line ? opt.size - 1 : opt.size;
+    const char *want = message_bytes(c, c->received) + c->recv_off;
+    size_t in_body = c->recv_off >= body ? 0 : body - c->recv_off;
+    if (in_body > n)
+        in_body = n;
+    if (memcmp(data, want, in_body) != 0) {
+        size_t i = 0;
+        while (data[i] == want[i])
+            i++;
+        mismatch(c, c->recv_off + i, want[i], data[i]);
+    }
+    if (in_body < n && data[in_body] != '\n')
+        mismatch(c, c->recv_off + in_body, '\n', data[in_body]);
+}
+
+static void set_events(struct conn *c, int want_writable)
+{
+    if (c->want_writable == want_writable)
+        return;
+    struct epoll_event ev = {.events = EPOLLIN | (want_writable ? EPOLLOUT : 0u), .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        die(2, "epoll_ctl: %s", strerror(errno));
+    c->want_writable = want_writable;
+}
+
+static void conn_failed(struct conn *c, const char *why)
+{
+    if (!running && !holding)
+        die(2, "connection %d failed during setup: %s", c->index, why);
+    if (errors < 10)
+        fprintf(stderr, "loadgen: connection %d failed: %s\n", c->index, why);
+    errors++;
+    close(c->fd);
+    c->state = FAILED;
+    live_count--;
+}
+
+static void flush(struct conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN) {
+            set_events(c, 1);
+            return;
+        }
+        if (n < 0) {
+            conn_failed(c, strerror(errno));
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    set_events(c, 0);
+}
+
+/* Appends the next message to the connection's output; flush() sends it. */
+static void queue_message(struct conn *c, uint64_t now)
+{
+    if (c->out_len + opt.size > c->out_cap) {
+        memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+        c->out_len -= c->out_off;
+        c->out_off = 0;
+    }
+    char *dst = c->out + c->out_len;
+    memcpy(dst, message_bytes(c, c->sent), opt.size);
+    if (opt.line)
+        dst[opt.size - 1] = '\n';
+    c->out_len += opt.size;
+    c->stamps[c->sent % (uint64_t)opt.depth] = now;
+    c->sent++;
+}
+
+static void open_next(void);
+
+static void warmed_up(struct conn *c)
+{
+    c->state = READY;
+    ready_count++;
+    setting_up--;
+    while (setting_up < MAX_SETTING_UP && next_to_open < opt.conns)
+        open_next();
+}
+
+static void message_done(struct conn *c, uint64_t now)
+{
+    uint64_t k = c->received++;
+    c->recv_off = 0;
+    if (c->state == WARMING) {
+        warmed_up(c);
+    } else if (running) {
+        histogram[hist_bucket(now - c->stamps[k % (uint64_t)opt.depth])]++;
+        window_msgs++;
+        queue_message(c, now);
+    }
+}
+
+static void on_readable(struct conn *c)
+{
+    static char buf[READ_SIZE];
+    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        conn_failed(c, n == 0 ? "closed by the server" : strerror(errno));
+        return;
+    }
+    uint64_t now = now_ns();
+    const char *data = buf;
+    size_t left = (size_t)n;
+    while (left > 0) {
+        if (c->received == c->sent)
+            die(3, "connection %d: %zu bytes arrived that were never sent", c->index, left);
+        size_t take = opt.size - c->recv_off;
+        if (take > left)
+            take = left;
+        check_bytes(c, data, take);
+        c->recv_off += take;
+        data += take;
+        left -= take;
+        if (c->recv_off == opt.size)
+            message_done(c, now);
+    }
+    if (c->out_len > c->out_off)
+        flush(c);
+}
+
+static void on_connected(struct conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0)
+        die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(err));
+    c->state = WARMING;
+    queue_message(c, now_ns());
+    flush(c);
+}
+
+static void on_event(struct conn *c, uint32_t events)
+{
+    if (c->state == CONNECTING) {
+        on_connected(c);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
+        on_readable(c);
+    if ((events & EPOLLOUT) && c->state != FAILED)
+        flush(c);
+}
+
+static struct addrinfo *server_address(void)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+    struct addrinfo *ai;
+    int rc = getaddrinfo(opt.host, opt.port, &hints, &ai);
+    if (rc != 0)
+        die(2, "address %s:%s: %s", opt.host, opt.port, gai_strerror(rc));
+    return ai;
+}
+
+static void open_next(void)
+{
+    static struct addrinfo *ai;
+    if (ai == NULL)
+        ai = server_address();
+    struct conn *c = &conns[next_to_open];
+    c->index = next_to_open++;
+    c->out_cap = opt.size * (size_t)opt.depth;
+    c->out = malloc(c->out_cap);
+    c->stamps = malloc(sizeof *c->stamps * (size_t)opt.depth);
+    if (c->out == NULL || c->stamps == NULL)
+        die(2, "out of memory");
+    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        die(2, "socket: %s (connection %d)", strerror(errno), c->index);
+    int on = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
+        die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die(2, "epoll_ctl: %s", strerror(errno));
+    c->want_writable = 1;
+    c->state = CONNECTING;
+    setting_up++;
+    live_count++;
+}
+
+/* Runs the loop until done() holds, a stop signal arrives or the deadline passes. */
+static void run_until(uint64_t deadline, int (*done)(void))
+{
+    struct epoll_event events[MAX_EVENTS];
+    while (!stop_requested && !done()) {
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return;
+        int timeout_ms = (int)((deadline - now + 999999) / 1000000);
+        int n = epoll_pwait(epfd, events, MAX_EVENTS, timeout_ms, &wait_mask);
+        if (n < 0 && errno != EINTR)
+            die(2, "epoll_wait: %s", strerror(errno));
+        for (int i = 0; i < n; i++)
+            on_event(events[i].data.ptr, events[i].events);
+    }
+}
+
+static int all_ready(void) { return ready_count == opt.conns; }
+static int none_live(void) { return live_count == 0; }
+
+static int read_file(const char *fmt, pid_t pid, char *buf, size_t size)
+{
+    char path[64];
+    snprintf(path, sizeof path, fmt, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    size_t n = fread(buf, 1, size - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return 0;
+}
+
+static void sample_server(struct server_sample *s)
+{
+    char buf[4096];
+    if (read_file("/proc/%d/stat", opt.server, buf, sizeof buf) < 0)
+        die(2, "server %d: cannot read /proc/%d/stat", (int)opt.server, (int)opt.server);
+    /* After the command name: state ppid pgrp session tty tpgid flags minflt cminflt majflt
+     * cmajflt utime stime (fields 3 to 15 of proc(5)). */
+    const char *p = strrchr(buf, ')');
+    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+                            &s->utime, &s->stime) != 2)
+        die(2, "cannot parse /proc/%d/stat", (int)opt.server);
+    s->rss_kib = -1;
+    if (read_file("/proc/%d/status", opt.server, buf, sizeof buf) == 0) {
+        const char *rss = strstr(buf, "\nVmRSS:");
+        if (rss != NULL)
+            s->rss_kib = strtol(rss + 7, NULL, 10);
+    }
+}
+
+static void print_server_figures(const struct server_sample *a, const struct server_sample *b,
+                                 double seconds)
+{
+    double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
+    double user_us = (double)(b->utime - a->utime) * tick_us;
+    double sys_us = (double)(b->stime - a->stime) * tick_us;
+    double msgs = window_msgs > 0 ? (double)window_msgs : 1;
+    printf(" srv_user_us_per_msg=%.4f srv_sys_us_per_msg=%.4f srv_cpu_pct=%.1f srv_rss_kib=%ld",
+           user_us / msgs, sys_us / msgs, (user_us + sys_us) / seconds / 1e4, b->rss_kib);
+}
+
+static void measure(void)
+{
+    struct server_sample before = {0}, after = {0};
+    if (opt.server > 0)
+        sample_server(&before);
+    double cpu0 = cpu_seconds_self();
+    uint64_t t0 = now_ns();
+    running = 1;
+    for (int i = 0; i < opt.conns; i++) {
+        for (int k = 0; k < opt.depth; k++)
+            queue_message(&conns[i], t0);
+        flush(&conns[i]);
+    }
+    run_until(t0 + (uint64_t)(opt.duration * 1e9), none_live);
+    uint64_t t1 = now_ns();
+    if (opt.server > 0)
+        sample_server(&after);
+    double cpu1 = cpu_seconds_self();
+    running = 0;
+    double seconds = (double)(t1 - t0) / 1e9;
+    printf("result msgs=%llu seconds=%.3f msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu",
+           (unsigned long long)window_msgs, seconds, (double)window_msgs / seconds,
+           hist_percentile_us(0.50), hist_percentile_us(0.99), (unsigned long long)errors);
+    if (opt.server > 0)
+        print_server_figures(&before, &after, seconds);
+    printf(" loadgen_cpu_pct=%.1f\n", (cpu1 - cpu0) / seconds * 100);
+}
+
+static void hold(void)
+{
+    holding = 1;
+    printf("ready conns=%d\n", opt.conns);
+    fflush(stdout);
+    run_until(now_ns() + (uint64_t)(opt.duration * 1e9), none_live);
+    printf("result conns=%d errors=%llu\n", live_count, (unsigned long long)errors);
+}
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+/* Stop signals are blocked except inside epoll_pwait, so none is lost between checks. */
+static void setup_signals(void)
+{
+    sigset_t stops;
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGUSR1);
+    sigaddset(&stops, SIGTERM);
+    sigaddset(&stops, SIGINT);
+    sigprocmask(SIG_BLOCK, &stops, &wait_mask);
+    sigdelset(&wait_mask, SIGUSR1);
+    sigdelset(&wait_mask, SIGTERM);
+    sigdelset(&wait_mask, SIGINT);
+    struct sigaction sa = {.sa_handler = on_stop_signal};
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)opt.conns + 16)
+        die(2, "%d connections need more file descriptors than RLIMIT_NOFILE allows (%llu)",
+            opt.conns, (unsigned long long)rl.rlim_cur);
+}
+
+static void usage(void)
+{
+    die(2, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] "
+           "[-i] [-S SERVER_PID] [-T SETUP_SECONDS]");
+}
+
+static void parse_options(int argc, char **argv)
+{
+    int ch;
+    while ((ch = getopt(argc, argv, "H:p:c:s:d:P:liS:T:")) != -1) {
+        switch (ch) {
+        case 'H': opt.host = optarg; break;
+        case 'p': opt.port = optarg; break;
+        case 'c': opt.conns = atoi(optarg); break;
+        case 's': opt.size = (size_t)atol(optarg); break;
+        case 'd': opt.duration = atof(optarg); break;
+        case 'P': opt.depth = atoi(optarg); break;
+        case 'l': opt.line = 1; break;
+        case 'i': opt.idle = 1; break;
+        case 'S': opt.server = (pid_t)atoi(optarg); break;
+        case 'T': opt.setup_timeout = atof(optarg); break;
+        default: usage();
+        }
+    }
+    if (opt.port == NULL || optind != argc || opt.conns < 1 || opt.size < 1 ||
+        opt.size > 1048576 || opt.depth < 1 || opt.duration <= 0 || opt.setup_timeout <= 0)
+        usage();
+}
+
+int main(int argc, char **argv)
+{
+    parse_options(argc, argv);
+    setup_signals();
+    raise_fd_limit();
+    make_pattern();
+    conns = calloc((size_t)opt.conns, sizeof *conns);
+    epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (conns == NULL || epfd < 0)
+        die(2, "setup: %s", strerror(errno));
+    uint64_t t0 = now_ns();
+    while (setting_up < MAX_SETTING_UP && next_to_open < opt.conns)
+        open_next();
+    run_until(t0 + (uint64_t)(opt.setup_timeout * 1e9), all_ready);
+    if (!all_ready())
+        die(2, "setup: %d of %d connections had done their first round trip after %.1f s",
+            ready_count, opt.conns, (double)(now_ns() - t0) / 1e9);
+    fprintf(stderr, "loadgen: %d connections ready in %.2f s\n", opt.conns,
+            (double)(now_ns() - t0) / 1e9);
+    if (opt.idle)
+        hold();
+    else
+        measure();
+    return errors > 0 ? 1 : 0;
+}

@@ -1,0 +1,42 @@
+-- luasock: the module handlers get from require "luasock". Most of it is C (luasock.core:
+-- sleep, now, spawn, log, resolve, ...); what reads better in Lua lives here: connecting to a
+-- host name by trying each of its addresses in turn.
+local core = require "luasock.core"
+
+local luasock = {}
+for name, value in pairs(core) do
+  luasock[name] = value
+end
+luasock.connect_address = nil
+
+local DEFAULT_CONNECT_TIMEOUT = 30
+
+-- luasock.connect(host, port [, {timeout = s, bind = address}]) -> conn | nil, err
+-- One overall timeout covers the lookup and every address tried.
+function luasock.connect(host, port, opts)
+  assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
+  assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
+  opts = opts or {}
+  local deadline = core.now() + (opts.timeout or DEFAULT_CONNECT_TIMEOUT)
+  local addresses, err = core.resolve(host, { timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT })
+  if not addresses then
+    return nil, err
+  end
+  if #addresses == 0 then
+    return nil, "host not found"
+  end
+  for _, address in ipairs(addresses) do
+    local left = deadline - core.now()
+    if left <= 0 then
+      return nil, "timeout"
+    end
+    local conn
+    conn, err = core.connect_address(address, port, left, opts.bind)
+    if conn then
+      return conn
+    end
+  end
+  return nil, err
+end
+
+return luasock
