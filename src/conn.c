@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "codec.h"
 #include "container.h"
 #include "conn.h"
 #include "errors.h"
@@ -33,6 +34,7 @@ struct conn_settings conn_defaults = {
     .max_all = 1048576,
     .high_water = 65536,
     .max_queue = 262144,
+    .max_object = CODEC_DEFAULT_MAX_SIZE,
     .read_timeout = 60,
     .send_timeout = 60,
 };
@@ -150,6 +152,9 @@ static int push_failure(struct conn *c, lua_State *L, const char *err)
 {
     lua_pushnil(L);
     lua_pushstring(L, err);
+    /* Half an object is of no use, and leaving it buffered keeps the stream in step. */
+    if (c->req.kind == READ_OBJECT)
+        return 2;
     lua_pushlstring(L, buf_head(&c->in), buf_len(&c->in));
     buf_consume(&c->in, buf_len(&c->in));
     c->searched = 0;
@@ -268,6 +273,51 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
     return 3;
 }
 
+/* Takes what a pattern asks for from the buffer: returns the number of results pushed, or 0
+ * when more bytes are needed. */
+static int take_pattern(struct conn *c, lua_State *L)
+{
+    if (c->skipping && !skip_rest(c))
+        return 0;
+    struct read_span span;
+    const char *data = buf_head(&c->in);
+    switch (read_scan(&c->req, data, buf_len(&c->in), c->eof, &c->searched, &span)) {
+    case READ_DONE:
+        push_data(c, L, span.len);
+        buf_consume(&c->in, span.consumed);
+        c->searched = 0;
+        return 1;
+    case READ_TOO_LONG:
+        return push_too_long(c, L, &span);
+    case READ_MORE:
+        break;
+    }
+    return 0;
+}
+
+/* Takes one MessagePack value from the buffer. Bytes that are not one can never be resynced,
+ * so they close the connection. */
+static int take_object(struct conn *c, lua_State *L)
+{
+    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    const char *err;
+    size_t frame_len;
+    enum codec_status status = codec_frame(buf_head(&c->in), buf_len(&c->in), &limits,
+                                           &frame_len, &err);
+    if (status == CODEC_MORE)
+        return 0;
+    if (status == CODEC_OK && codec_decode(L, buf_head(&c->in), frame_len, &err) == CODEC_OK) {
+        buf_consume(&c->in, frame_len);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    luasock_log(LUASOCK_LOG_INFO, "conn %llu: bad object from the peer: %s",
+                (unsigned long long)c->id, err);
+    close_gracefully(c, err);
+    return 2;
+}
+
 int conn_read(struct conn *c, lua_State *L)
 {
     bool delimited = c->req.kind == READ_LINE || c->req.kind == READ_UNTIL;
@@ -276,21 +326,9 @@ int conn_read(struct conn *c, lua_State *L)
     for (;;) {
         if (c->state != CONN_OPEN)
             return push_failure(c, L, ERR_CLOSED);
-        if (!c->skipping || skip_rest(c)) {
-            struct read_span span;
-            const char *data = buf_head(&c->in);
-            switch (read_scan(&c->req, data, buf_len(&c->in), c->eof, &c->searched, &span)) {
-            case READ_DONE:
-                push_data(c, L, span.len);
-                buf_consume(&c->in, span.consumed);
-                c->searched = 0;
-                return 1;
-            case READ_TOO_LONG:
-                return push_too_long(c, L, &span);
-            case READ_MORE:
-                break;
-            }
-        }
+        int n = c->req.kind == READ_OBJECT ? take_object(c, L) : take_pattern(c, L);
+        if (n > 0)
+            return n;
         if (c->eof)
             return push_failure(c, L, ERR_CLOSED);
         if (!c->readable)
@@ -299,7 +337,7 @@ int conn_read(struct conn *c, lua_State *L)
         if (err == EAGAIN)
             return -1;
         if (err != 0) {
-            int n = push_failure(c, L, errors_string(err));
+            n = push_failure(c, L, errors_string(err));
             fail(c, "read", err);
             return n;
         }
@@ -519,13 +557,28 @@ void conn_close_owned(struct task *t)
     }
 }
 
+/* Bytes were added to the output buffer: have them flushed when the loop is about to wait.
+ * While the write watcher is on, the socket is full and the watcher will write them. */
+static void queued(struct conn *c)
+{
+    if (!c->flush_listed && !ev_is_active(&c->wio))
+        flush_list_add(c);
+}
+
 int conn_queue(struct conn *c, const char *data, size_t len)
 {
     if (buf_append(&c->out, data, len) < 0)
         return -1;
-    /* While the write watcher is on, the socket is full and the watcher will write. */
-    if (!c->flush_listed && !ev_is_active(&c->wio))
-        flush_list_add(c);
+    queued(c);
+    return 0;
+}
+
+int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
+{
+    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    if (codec_encode(L, idx, &c->out, &limits, err) != CODEC_OK)
+        return -1;
+    queued(c);
     return 0;
 }
 

@@ -25,6 +25,7 @@ struct conn_settings {
     size_t max_all;
     size_t high_water;
     size_t max_queue; /* post: close a peer that lets more than this pile up */
+    size_t max_object; /* receive_object: largest MessagePack value accepted */
     double read_timeout;
     double send_timeout;
 };
@@ -107,6 +108,9 @@ int conn_wait_read(struct conn *c, lua_State *L);
 
 /* Queues bytes for the next flush. Returns 0, or -1 when out of memory. */
 int conn_queue(struct conn *c, const char *data, size_t len);
+
+/* Queues the MessagePack encoding of the Lua value at idx. Returns 0, or -1 with *err. */
+int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err);
 
 /* Called after queueing: returns the number of results if the sender may go on (it pushes
  * accepted), or suspends the sender until the queue is below the high-water mark. */

@@ -67,6 +67,15 @@ static int conn_receiveany(lua_State *L)
     return start_read(L, c, &req);
 }
 
+/* Returns the value, or nil, err (a nil value comes back as nil with no error). */
+static int conn_receive_object(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    struct read_req req = {.kind = READ_OBJECT};
+    c->prefix_len = 0;
+    return start_read(L, c, &req);
+}
+
 static int conn_receiveuntil(lua_State *L)
 {
     struct conn *c = toconn(L);
@@ -138,6 +147,19 @@ static int conn_send(lua_State *L)
     if (queue_args(L, c, &total) < 0)
         return 2;
     return conn_after_send(c, L, total);
+}
+
+static int conn_send_object(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    luaL_checkany(L, 2);
+    if (c->state != CONN_OPEN || c->shut_wr)
+        return push_error(L, ERR_CLOSED);
+    size_t before = buf_len(&c->out);
+    const char *err;
+    if (conn_queue_object(c, L, 2, &err) < 0)
+        return push_error(L, err);
+    return conn_after_send(c, L, buf_len(&c->out) - before);
 }
 
 /* Like send, but never suspends: for broadcasting to connections other than one's own. */
@@ -247,13 +269,14 @@ static int conn_id(lua_State *L)
 
 static int conn_setoption(lua_State *L)
 {
-    static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue", NULL};
+    static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue",
+                                        "max_object", NULL};
     struct conn *c = toconn(L);
     int option = luaL_checkoption(L, 2, NULL, names);
     lua_Integer value = luaL_checkinteger(L, 3);
     luaL_argcheck(L, value >= (option == 2 ? 0 : 1), 3, "out of range");
     size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,
-                        &c->set.max_queue};
+                        &c->set.max_queue, &c->set.max_object};
     *fields[option] = (size_t)value;
     lua_pushboolean(L, 1);
     return 1;
@@ -279,6 +302,8 @@ static const luaL_Reg methods[] = {
     {"receiveuntil", conn_receiveuntil},
     {"send", conn_send},
     {"post", conn_post},
+    {"send_object", conn_send_object},
+    {"receive_object", conn_receive_object},
     {"settimeout", conn_settimeout},
     {"settimeouts", conn_settimeouts},
     {"close", conn_close_method},

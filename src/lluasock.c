@@ -4,6 +4,8 @@
 #include <ev.h>
 #include <lauxlib.h>
 
+#include "codec.h"
+#include "conn.h"
 #include "lclient.h"
 #include "log.h"
 #include "luasock.h"
@@ -47,7 +49,43 @@ static int luasock_log_(lua_State *L)
     return 0;
 }
 
+/* luasock.encode(value) -> MessagePack bytes | nil, err */
+static int luasock_encode(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    struct buf out = {0};
+    const char *err;
+    if (codec_encode(L, 1, &out, &limits, &err) != CODEC_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushlstring(L, buf_head(&out), buf_len(&out));
+    buf_free(&out);
+    return 1;
+}
+
+/* luasock.decode(bytes) -> value | nil, err: bytes must be exactly one value. */
+static int luasock_decode(lua_State *L)
+{
+    size_t len, frame_len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    const char *err = "truncated";
+    enum codec_status status = codec_frame(data, len, &limits, &frame_len, &err);
+    if (status == CODEC_OK && frame_len != len)
+        err = "trailing bytes after the value";
+    else if (status == CODEC_OK && codec_decode(L, data, len, &err) == CODEC_OK)
+        return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
+}
+
 static const luaL_Reg functions[] = {
+    {"encode", luasock_encode},
+    {"decode", luasock_decode},
     {"sleep", luasock_sleep},
     {"now", luasock_now},
     {"spawn", luasock_spawn},

@@ -69,6 +69,8 @@ enum read_status read_scan(const struct read_req *req, const char *data, size_t 
             return READ_MORE;
         span->len = span->consumed = len < req->count ? len : req->count;
         return READ_DONE;
+    case READ_OBJECT:
+        break;
     case READ_ALL:
         if (len > req->limit) {
             span->len = span->consumed = req->limit;

@@ -13,7 +13,8 @@ enum read_kind {
     READ_COUNT, /* N: exactly count bytes */
     READ_ALL,   /* "*a": everything until end of stream */
     READ_ANY,   /* receiveany: 1 to count bytes */
-    READ_UNTIL  /* receiveuntil: up to delim */
+    READ_UNTIL, /* receiveuntil: up to delim */
+    READ_OBJECT /* receive_object: one MessagePack value (framed by codec.c, not here) */
 };
 
 struct read_req {

@@ -1,0 +1,63 @@
+-- objects.lua: a server that exchanges objects instead of bytes. Each request is one
+-- MessagePack value like {op = "add", args = {1, 2}}; each answer is {ok = true, result = 3} or
+-- {ok = false, error = "unknown op"}. Any MessagePack client can talk to it (see
+-- tests/clients/objects_test.py for Python's msgpack.Unpacker on a socket).
+local M = { listen = "127.0.0.1:9094" }
+
+local function sum(args)
+  local total = 0
+  for _, n in ipairs(args) do
+    if type(n) ~= "number" then
+      return nil, "args must be numbers"
+    end
+    total = total + n
+  end
+  return total
+end
+
+local ops = {
+  add = sum,
+  mul = function(args)
+    local product = 1
+    for _, n in ipairs(args) do
+      if type(n) ~= "number" then
+        return nil, "args must be numbers"
+      end
+      product = product * n
+    end
+    return product
+  end,
+  echo = function(args)
+    return args
+  end,
+}
+
+local function answer(request)
+  if type(request) ~= "table" then
+    return { ok = false, error = "request must be a map" }
+  end
+  local op = ops[request.op]
+  if not op then
+    return { ok = false, error = "unknown op" }
+  end
+  if type(request.args) ~= "table" then
+    return { ok = false, error = "args must be an array" }
+  end
+  local result, err = op(request.args)
+  if err then
+    return { ok = false, error = err }
+  end
+  return { ok = true, result = result }
+end
+
+function M.handle(conn)
+  while true do
+    local request, err = conn:receive_object()
+    if err then
+      return
+    end
+    conn:send_object(answer(request))
+  end
+end
+
+return M
