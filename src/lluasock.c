@@ -26,8 +26,9 @@ static int luasock_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     int nargs = lua_gettop(L) - 1;
-    task_wake(task_new(L, nargs, 0), nargs);
-    lua_pushboolean(L, 1);
+    struct task *t = task_new(L, nargs, 0);
+    task_wake(t, nargs);
+    task_push(L, t);
     return 1;
 }
 

@@ -15,6 +15,7 @@
 
 static const char usage[] =
     "Usage: luasock serve [options] SCRIPT   run SCRIPT's handlers as a server\n"
+    "       luasock run SCRIPT [ARGS...]     run SCRIPT as a client program (exits when it returns)\n"
     "       luasock check SCRIPT             load SCRIPT without serving; report its errors\n"
     "       luasock --help | --version\n"
     "\n"
@@ -137,6 +138,20 @@ static int check_command(int argc, char **argv)
     return server_check(argv[2]);
 }
 
+static int run_command(int argc, char **argv)
+{
+    if (argc >= 3 && strcmp(argv[2], "--help") == 0) {
+        fputs("Usage: luasock run SCRIPT [ARGS...]\n\nRuns SCRIPT as the main coroutine, with the "
+              "whole luasock API and arg set as in lua. Exits when it returns: with its integer "
+              "result, 1 for false or an error (printed on stderr), else 0.\n",
+              stdout);
+        return 0;
+    }
+    if (argc < 3)
+        return usage_error("luasock run", "run: missing SCRIPT");
+    return server_run(argv[2], argc - 3, argv + 3);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -158,5 +173,7 @@ int main(int argc, char **argv)
         return serve_command(argc, argv);
     if (strcmp(command, "check") == 0)
         return check_command(argc, argv);
+    if (strcmp(command, "run") == 0)
+        return run_command(argc, argv);
     return usage_error("luasock", "unknown command '%s'", command);
 }

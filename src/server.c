@@ -130,9 +130,11 @@ static void close_runtime(void)
         ev_loop_destroy(loop);
 }
 
-/* Calls loader[fn](script path, ...) with nargs more values below; leaves its two results. */
+/* Calls loader[fn](script path, ...) with the nargs values on top as more arguments; leaves its
+ * first result, or the error message and returns -1 when the first result is nil. */
 static int call_loader(const char *fn, const char *path, int nargs)
 {
+    int base = lua_gettop(L) - nargs;
     lua_getglobal(L, "require");
     lua_pushliteral(L, "luasock.loader");
     if (lua_pcall(L, 1, 1, 0) != LUA_OK)
@@ -140,8 +142,8 @@ static int call_loader(const char *fn, const char *path, int nargs)
     lua_getfield(L, -1, fn);
     lua_remove(L, -2);
     lua_pushstring(L, path);
-    for (int i = 0; i < nargs; i++)
-        lua_pushvalue(L, -2 - nargs);
+    for (int i = 1; i <= nargs; i++)
+        lua_pushvalue(L, base + i);
     if (lua_pcall(L, 1 + nargs, 2, 0) != LUA_OK)
         return -1;
     if (lua_isnil(L, -2)) {
@@ -286,6 +288,23 @@ static void raise_fd_limit(void)
     }
 }
 
+static void start_signals(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    ev_signal_init(&on_sigint, on_signal, SIGINT);
+    ev_signal_init(&on_sigterm, on_signal, SIGTERM);
+    ev_signal_start(loop, &on_sigint);
+    ev_signal_start(loop, &on_sigterm);
+}
+
+static void start_loop(void)
+{
+    ev_prepare_init(&before_wait, before_wait_cb);
+    ev_prepare_start(loop, &before_wait);
+    ev_idle_init(&keep_polling, keep_polling_cb);
+    ev_run(loop, 0);
+}
+
 static int start(const struct serve_options *o)
 {
     if (open_runtime() < 0 || load_script(o->script, "luasock: ") < 0)
@@ -296,19 +315,16 @@ static int start(const struct serve_options *o)
     if (!lua_isnil(L, -1))
         conn_on_close = run_on_close;
     on_close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
     if (call_loader("configure", o->script, 1) < 0) {
         fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
         return -1;
     }
     apply_settings();
     max_connections = o->max_connections;
-    signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
-    ev_signal_init(&on_sigint, on_signal, SIGINT);
-    ev_signal_init(&on_sigterm, on_signal, SIGTERM);
-    ev_signal_start(loop, &on_sigint);
-    ev_signal_start(loop, &on_sigterm);
+    start_signals();
     if (open_listeners(o) < 0)
         return -1;
     lua_settop(L, 0);
@@ -319,11 +335,32 @@ int server_serve(const struct serve_options *o)
 {
     int status = 1;
     if (start(o) == 0) {
-        ev_prepare_init(&before_wait, before_wait_cb);
-        ev_prepare_start(loop, &before_wait);
-        ev_idle_init(&keep_polling, keep_polling_cb);
-        ev_run(loop, 0);
+        start_loop();
         status = 0;
+    }
+    close_runtime();
+    return status;
+}
+
+int server_run(const char *script, int argc, char **argv)
+{
+    int status = 1;
+    if (open_runtime() == 0) {
+        for (int i = 0; i < argc; i++)
+            lua_pushstring(L, argv[i]);
+        if (call_loader("load_program", script, argc) < 0) {
+            fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
+        } else {
+            start_signals();
+            raise_fd_limit();
+            lua_insert(L, 1); /* the script's function, below its arguments */
+            lua_settop(L, argc + 1);
+            struct task *t = task_new(L, argc, 0);
+            task_set_main(t);
+            task_wake(t, argc);
+            start_loop();
+            status = task_main_status();
+        }
     }
     close_runtime();
     return status;

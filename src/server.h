@@ -15,4 +15,7 @@ struct serve_options {
 int server_check(const char *script);
 int server_serve(const struct serve_options *options);
 
+/* `luasock run SCRIPT ARGS...`: runs the script as the main coroutine. */
+int server_run(const char *script, int argc, char **argv);
+
 #endif

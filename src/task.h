@@ -20,6 +20,9 @@ struct task {
     bool waiting;        /* suspended by a luasock call, not by a bare coroutine.yield */
     bool queued;
     bool done;
+    bool failed;         /* ended by an error; its message is the one value left on co */
+    int nresults;        /* values left on co once done, for join */
+    struct task *joiner; /* waiting in join for this task to end */
     struct conn *conn;   /* the connection a handler task serves, closed when it ends */
     struct conn *owned;  /* outgoing connections it made, closed when it ends */
     struct task *next_ready;
@@ -55,5 +58,12 @@ bool task_ready_pending(void);
 
 /* luasock.sleep: suspends the calling task for seconds. */
 int task_sleep(lua_State *L, double seconds);
+
+/* Pushes the task's userdata (a handle with :join()) while it runs. */
+void task_push(lua_State *L, struct task *t);
+
+/* `luasock run`: the task whose end ends the loop, and the exit status it ended with. */
+void task_set_main(struct task *t);
+int task_main_status(void);
 
 #endif

@@ -81,10 +81,9 @@ assert(server:listen(511, function(err)
 end))
 io.stderr:write(("listening on %s:%d\n"):format(host, server:getsockname().port))
 
-for _, name in ipairs { "sigterm", "sigint" } do
-  local signal = uv.new_signal()
-  signal:start(name, function()
-    uv.stop()
-  end)
+-- SIGTERM and SIGINT stop the loop; SIGPIPE (a write to a client that has gone) must not kill
+-- the process: with a handler installed the write fails with EPIPE instead.
+for name, action in pairs { sigterm = uv.stop, sigint = uv.stop, sigpipe = function() end } do
+  uv.new_signal():start(name, action)
 end
 uv.run()

@@ -84,6 +84,15 @@ function M.load(path)
   return script
 end
 
+-- Loads a client script for `luasock run`: returns its main function, with `arg` set as the
+-- lua interpreter sets it (arg[0] the script, arg[1..] the arguments), or nil and the error.
+function M.load_program(path, ...)
+  local env = setmetatable({ arg = { [0] = path, ... } }, { __index = _G })
+  local dir = directory_of(path)
+  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  return loadfile(path, "t", env)
+end
+
 -- Runs the start hook, then reads the settings it may have changed.
 function M.configure(path, script)
   if script.start then

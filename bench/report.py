@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""report.py -- the reporting half of bench/run: turns the run's results.tsv into the tables
+(printed, and written to docs/benchmarks.md with the machine description and the targets) and
+draws the chart with gnuplot. Standard library only.
+
+Usage: bench/report.py --results FILE --doc FILE.md --chart FILE.png --duration S
+                       --luasock BIN --python BIN [--load "1.0 0.5 0.2"] [--quick]
+"""
+import argparse
+import datetime
+import os
+import re
+import subprocess
+import sys
+
+SERVERS = {
+    "ref": "C reference (libev)",
+    "luasock": "luasock",
+    "node": "Node.js net",
+    "asyncio": "Python asyncio",
+    "luv": "Lua 5.4 + luv",
+}
+REF = "ref"
+
+# Targets for luasock with one worker (issue 4); each is checked per workload it names.
+THROUGHPUT_MIN = 0.95  # × the reference's msgs/s, every echo workload
+USER_VS_LUV_MAX = 0.5  # × luv's user CPU per message, every echo workload
+SYS_VS_REF_MAX = 1.05  # × the reference's system CPU per message, every echo workload
+LINE_USER_MAX_US = 0.5  # user CPU µs per line, line protocol with 16-deep pipelining
+IDLE_KIB_MAX = 1.5  # KiB of RSS per idle connection at 10 000 connections
+
+
+class Row:
+    """One server on one workload: the fields of the loadgen's result line, or a failure."""
+
+    def __init__(self, fields):
+        self.key, self.server, self.mode = fields[0], fields[1], fields[2]
+        self.conns, self.size, self.depth = int(fields[3]), int(fields[4]), int(fields[5])
+        self.status = fields[6]
+        self.values = {}
+        for item in fields[7:]:
+            name, _, value = item.partition("=")
+            self.values[name] = float(value)
+
+    @property
+    def ok(self):
+        return self.status == "ok"
+
+    def get(self, name):
+        return self.values.get(name) if self.ok else None
+
+
+def load(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                rows.append(Row(line.rstrip("\n").split("\t")))
+    return rows
+
+
+def size_label(n):
+    return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
+
+
+def workload_label(row):
+    if row.mode == "idle":
+        return f"idle, {row.conns:,} conns"
+    text = f"{row.mode}, {row.conns:,} conns × {size_label(row.size)}"
+    if row.mode == "line":
+        text += " lines"
+    if row.depth > 1:
+        text += f", {row.depth} in flight"
+    return text
+
+
+def workloads(rows):
+    """Workload keys in run order, each with its rows by server."""
+    order, by_key = [], {}
+    for row in rows:
+        if row.key not in by_key:
+            order.append(row.key)
+            by_key[row.key] = {}
+        by_key[row.key][row.server] = row
+    return [(key, by_key[key]) for key in order]
+
+
+def fmt(value, digits):
+    if value is None:
+        return "–"
+    if digits == 0:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def with_ratio(value, ref, digits, is_ref):
+    text = fmt(value, digits)
+    if value is None or is_ref or not ref:
+        return text
+    return f"{text} ({value / ref:.2f}×)"
+
+
+def table(header, rows):
+    """A markdown table whose columns line up when printed."""
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+    return "\n".join([line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+                     + [line(r) for r in rows])
+
+
+THROUGHPUT_COLUMNS = [  # (title, field, digits)
+    ("msgs/s", "msgs_per_s", 0),
+    ("p50 µs", "p50_us", 1),
+    ("p99 µs", "p99_us", 1),
+    ("user CPU µs/msg", "srv_user_us_per_msg", 2),
+    ("sys CPU µs/msg", "srv_sys_us_per_msg", 2),
+    ("RSS MiB", "srv_rss_mib", 1),
+]
+
+
+def throughput_table(rows):
+    header = ["workload", "server"] + [t for t, _, _ in THROUGHPUT_COLUMNS] + ["CPU % srv / loadgen"]
+    out = []
+    for key, by_server in workloads(rows):
+        first = next(iter(by_server.values()))
+        if first.mode == "idle":
+            continue
+        ref = by_server.get(REF)
+        for server, row in by_server.items():
+            if row.ok:
+                row.values["srv_rss_mib"] = row.values.get("srv_rss_kib", 0) / 1024
+            cells = [workload_label(row) if row is first else "", SERVERS[server]]
+            if not row.ok:
+                out.append(cells + [f"FAILED: {row.status[len('failed: '):]}"] +
+                           [""] * len(THROUGHPUT_COLUMNS))
+                continue
+            for _, field, digits in THROUGHPUT_COLUMNS:
+                cells.append(with_ratio(row.get(field), ref.get(field) if ref else None, digits,
+                                        server == REF))
+            cells.append(f"{row.get('srv_cpu_pct'):.0f} / {row.get('loadgen_cpu_pct'):.0f}")
+            out.append(cells)
+    return table(header, out)
+
+
+def idle_table(rows):
+    header = ["workload", "server", "RSS at start MiB", "RSS holding MiB", "KiB per conn"]
+    out = []
+    for key, by_server in workloads(rows):
+        first = next(iter(by_server.values()))
+        if first.mode != "idle":
+            continue
+        ref = by_server.get(REF)
+        for server, row in by_server.items():
+            cells = [workload_label(row) if row is first else "", SERVERS[server]]
+            if not row.ok:
+                out.append(cells + [f"FAILED: {row.status[len('failed: '):]}", "", ""])
+                continue
+            cells += [fmt(row.get("srv_rss_start_kib") / 1024, 1),
+                      fmt(row.get("srv_rss_kib") / 1024, 1),
+                      with_ratio(row.get("kib_per_conn"), ref.get("kib_per_conn") if ref else None,
+                                 2, server == REF)]
+            out.append(cells)
+    return table(header, out)
+
+
+def verdict(value, bound, at_most):
+    if value is None:
+        return "n/a (failed)"
+    good = value <= bound if at_most else value >= bound
+    return "met" if good else "**not met**"
+
+
+def targets_table(rows, quick):
+    out = []
+    for key, by_server in workloads(rows):
+        ls, ref, luv = by_server.get("luasock"), by_server.get(REF), by_server.get("luv")
+        first = next(iter(by_server.values()))
+        if ls is None:
+            continue
+        label = workload_label(first)
+        def ratio(field, other):
+            if not (ls.ok and other is not None and other.ok and other.get(field)):
+                return None
+            return ls.get(field) / other.get(field)
+        if first.mode == "echo":
+            r = ratio("msgs_per_s", ref)
+            out.append([label, f"throughput ≥ {THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
+                        verdict(r, THROUGHPUT_MIN, False)])
+            r = ratio("srv_user_us_per_msg", luv)
+            out.append(["", f"user CPU/msg ≤ {USER_VS_LUV_MAX} × luv's", fmt(r, 2) + "×",
+                        verdict(r, USER_VS_LUV_MAX, True)])
+            r = ratio("srv_sys_us_per_msg", ref)
+            out.append(["", f"sys CPU/msg ≤ {SYS_VS_REF_MAX} × reference's", fmt(r, 2) + "×",
+                        verdict(r, SYS_VS_REF_MAX, True)])
+        elif first.mode == "line":
+            v = ls.get("srv_user_us_per_msg")
+            out.append([label, f"user CPU/line ≤ {LINE_USER_MAX_US} µs", fmt(v, 2) + " µs",
+                        verdict(v, LINE_USER_MAX_US, True)])
+        elif first.mode == "idle":
+            v = ls.get("kib_per_conn")
+            note = " (quick run: not at 10,000)" if quick or ls.conns < 10000 else ""
+            out.append([label, f"RSS ≤ {IDLE_KIB_MAX} KiB per idle conn{note}", fmt(v, 2) + " KiB",
+                        verdict(v, IDLE_KIB_MAX, True)])
+    return table(["workload", "target (luasock, 1 worker)", "luasock", "status"], out)
+
+
+def command_output(args):
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return "unknown"
+
+
+def cpu_model():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def luasock_revision():
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "status", "--porcelain", "--", "src", "include", "scripts",
+                            "CMakeLists.txt", "examples/echo.lua"])
+    return commit + (" with uncommitted changes" if dirty not in ("", "unknown") else "")
+
+
+def machine(args):
+    mem_kib = 0
+    with open("/proc/meminfo", encoding="utf-8") as f:
+        mem_kib = int(re.search(r"MemTotal:\s+(\d+)", f.read()).group(1))
+    luv = command_output(["lua5.4", "-e", 'print(require("luv").version_string())'])
+    return [
+        ["cores (`nproc`)", command_output(["nproc"])],
+        ["CPU", cpu_model()],
+        ["memory", f"{mem_kib / 1048576:.0f} GiB"],
+        ["kernel", command_output(["uname", "-sr"])],
+        ["load average at start (1/5/15 min)", args.load or "unknown"],
+        ["luasock", f"{command_output([args.luasock, '--version'])}, commit "
+                    f"{luasock_revision()}"],
+        ["C compiler (reference, loadgen)", command_output(["cc", "--version"])],
+        ["Node.js", command_output(["node", "--version"])],
+        ["Python", f"{command_output([args.python, '--version'])} ({args.python})"],
+        ["Lua (luv peer)", " ".join(command_output(["lua5.4", "-v"]).split()[:2])
+         + f", luv {luv} (Debian lua-luv)"],
+    ]
+
+
+def failures(rows):
+    return [f"- {SERVERS[r.server]} on {workload_label(r)}: {r.status}" for r in rows if not r.ok]
+
+
+GNUPLOT = """\
+set terminal pngcairo size 1000,1150 font "sans,10"
+set output '{png}'
+set datafile separator "\\t"
+set datafile missing "NaN"
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set key top left horizontal
+set grid ytics
+set xtics nomirror
+set multiplot layout 3,1 title "luasock benchmark, {title}"
+set title "server user CPU per message (µs, log scale; lower is better)"
+set logscale y
+set yrange [0.05:*]
+plot for [i=2:{last}] '{data}' using i:xtic(1) title columnhead
+unset logscale y
+set yrange [0:*]
+set title "messages per second (thousands; higher is better)"
+plot for [i=2:{last}] '{data}' using (column(i+{n})/1000):xtic(1) title columnhead(i)
+set title "RSS growth per idle connection (KiB; lower is better)"
+set style histogram clustered gap 4
+plot for [i=2:{last}] '{idle}' using i:xtic(1) title columnhead
+unset multiplot
+"""
+
+
+def chart(rows, png, work_dir, title):
+    servers = [s for s in SERVERS if any(r.server == s for r in rows)]
+    data, idle = os.path.join(work_dir, "chart.tsv"), os.path.join(work_dir, "chart-idle.tsv")
+    def cell(row, field):
+        value = row.get(field) if row else None
+        return "NaN" if value is None else f"{value:.4f}"
+    with open(data, "w", encoding="utf-8") as f, open(idle, "w", encoding="utf-8") as g:
+        names = "\t".join(SERVERS[s] for s in servers)
+        f.write(f"workload\t{names}\t{names}\n")
+        g.write(f"workload\t{names}\n")
+        for key, by_server in workloads(rows):
+            first = next(iter(by_server.values()))
+            label = workload_label(first).replace(", ", "\\n", 1)
+            if first.mode == "idle":
+                g.write(label + "".join("\t" + cell(by_server.get(s), "kib_per_conn")
+                                        for s in servers) + "\n")
+                continue
+            f.write(label
+                    + "".join("\t" + cell(by_server.get(s), "srv_user_us_per_msg") for s in servers)
+                    + "".join("\t" + cell(by_server.get(s), "msgs_per_s") for s in servers) + "\n")
+    script = GNUPLOT.format(png=png, data=data, idle=idle, last=len(servers) + 1, n=len(servers),
+                            title=title)
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+
+
+INTRO = """\
+# Benchmarks
+
+`bench/run` measures luasock against a minimal C echo server and three other event-loop servers,
+all in one run on one machine, over loopback. It builds what it needs, installs missing Debian
+packages (`lua-luv`, `gnuplot-nox`, `python3`), runs each server in turn on each workload and
+rewrites this page and its chart. A full run takes about {minutes} minutes; `bench/run --quick`
+(1 s per workload, 10 connections, 200 idle ones) only checks that the harness still works and
+writes to `build/bench/quick/` instead of here.
+
+This page is generated by `bench/run` (the text lives in `bench/report.py`): edit those, not this
+file. Results of the run of {date}, {duration} s per workload{quick}.
+"""
+
+METHOD = """\
+## How it is measured
+- **Pinning.** Each server runs alone, pinned to core 1 (`taskset -c 1`); the load generator is
+  pinned to core 0. A fresh server process is started for every workload.
+- **Load generator** (`bench/loadgen.c`, single-threaded epoll): N connections, closed loop: each
+  keeps P messages of S bytes in flight (P = 1: send, wait for all S bytes back, send the next),
+  and checks every echoed byte against what it sent (message k of connection c is a slice of a
+  pseudo-random pattern at an offset depending on c and k; a mismatch stops the run). Measuring
+  starts only after every connection is established and has done one round trip. Latency is from
+  a message's send to the arrival of its last byte, in a histogram with ~1.5 % buckets.
+- **CPU per message**: the server process's own utime and stime from `/proc/PID/stat` (all its
+  threads), sampled by the load generator right at the start and end of the measured window (so
+  connection setup is excluded), divided by the messages completed in the window. The kernel counts
+  them in clock ticks (10 ms): a 5 s window at full load holds ~500 ticks.
+- **RSS**: `VmRSS` from `/proc/PID/status` at the end of the window. For the idle workload: before
+  any connection, and again with all connections open after one round trip each;
+  the difference divided by the number of connections is the RSS growth per connection (socket
+  buffers live in the kernel and are not part of it).
+- **Ratios** (`0.97×`) are to the C reference server in the same run.
+- **CPU % srv / loadgen**: how busy each side's core was during the window. When the load
+  generator is near 100 % it is the bottleneck and msgs/s compares the servers poorly; CPU per
+  message still does.
+
+## The servers
+| server | file | byte echo | line echo |
+|---|---|---|---|
+| C reference | `bench/peers/ref_echo.c` | libev; one read into a shared 64 KiB buffer, written straight back; a write watcher handles partial writes | the same program: echoing a line-delimited byte stream byte for byte sends back the same bytes |
+| luasock | `examples/echo.lua`, `bench/line.lua` | `receiveany(65536)` + `send` | one `receive("*l")` + one `send(line, "\\n")` per line |
+| Node.js | `bench/peers/echo.js` | `net` server, `socket.write(chunk)` per `data` event | splits each chunk at `\\n`, one `socket.write` per line |
+| Python asyncio | `bench/peers/echo_asyncio.py` | `asyncio.Protocol`, `transport.write(data)` | splits at `\\n`, one `transport.write` per line |
+| Lua + luv | `bench/peers/echo_luv.lua` | `read_start` callback, `client:write(data)` | splits at `\\n`, one `client:write` per line |
+
+Every server listens with backlog 511 and sets `TCP_NODELAY` on its connections (asyncio does
+by default). The luv peer runs on `lua5.4`: Debian's `lua-luv` ships modules for Lua 5.1 to 5.4
+(`dpkg -L lua-luv`), so it uses the same Lua as luasock. luasock runs with its single event loop
+(one worker) and `--log-level warn`. Note that luasock queues output and sends everything written
+in one loop iteration with one `send(2)`, while the peers' per-line writes each go to the socket
+as they are made: that difference is part of what the line workload measures.
+
+The chat workload (1000 members, one line broadcast to all) is not measured yet: it needs a chat
+mode in `bench/loadgen.c` and a chat handler in each peer, and goes into the workload list at the
+top of `bench/run`.
+"""
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--doc", required=True)
+    parser.add_argument("--chart", required=True)
+    parser.add_argument("--duration", required=True)
+    parser.add_argument("--luasock", required=True)
+    parser.add_argument("--python", required=True)
+    parser.add_argument("--load", default="")
+    parser.add_argument("--minutes", default="4")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+
+    rows = load(args.results)
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    targets, results, idle = targets_table(rows, args.quick), throughput_table(rows), idle_table(rows)
+    failed = failures(rows)
+
+    print("\nTargets\n" + targets + "\n\nResults\n" + results + "\n\nIdle\n" + idle)
+    if failed:
+        print("\nFailed\n" + "\n".join(failed))
+
+    png_name = os.path.basename(args.chart)
+    chart(rows, os.path.abspath(args.chart), os.path.dirname(os.path.abspath(args.results)),
+          f"{date}, {args.duration} s per workload")
+    quick = " (**quick run**: small counts, not the real figures)" if args.quick else ""
+    parts = [
+        INTRO.format(date=date, duration=args.duration, quick=quick, minutes=args.minutes),
+        "## Machine\n" + table(["", ""], machine(args)),
+        "## Targets\nFor luasock with one worker, from the ratios of this run. Throughput, user and "
+        "system CPU targets apply to the three byte-echo workloads.\n\n" + targets,
+        "## Results\n" + results,
+        "## Idle connections\n" + idle,
+    ]
+    if failed:
+        parts.append("## Failures in this run\n" + "\n".join(failed))
+    parts += [f"## Chart\n![user CPU per message, messages per second and RSS per idle "
+              f"connection, per server and workload]({png_name})", METHOD]
+    with open(args.doc, "w", encoding="utf-8") as f:
+        f.write("\n\n".join(p.rstrip("\n") for p in parts) + "\n")
+    print(f"\nbench: wrote {args.doc} and {args.chart}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
