@@ -254,31 +254,53 @@ def failures(rows):
 
 
 GNUPLOT = """\
-set terminal pngcairo size 1000,1150 font "sans,10"
+set terminal pngcairo size 1100,1200 font "sans,10"
 set output '{png}'
 set datafile separator "\\t"
 set datafile missing "NaN"
-set style data histograms
-set style histogram clustered gap 1
 set style fill solid 0.85 border -1
-set boxwidth 0.9
-set key top left horizontal
+# Bar j (1 to {n}) of workload row r (0, 1, ...) sits at x = r + off(j).
+width = 0.8 / {n}
+off(j) = (j - 1 - ({n} - 1) / 2.0) * width
+set boxwidth width absolute
+set key above horizontal maxcols 5 autotitle columnhead
 set grid ytics
-set xtics nomirror
-set multiplot layout 3,1 title "luasock benchmark, {title}"
-set title "server user CPU per message (µs, log scale; lower is better)"
+set xtics nomirror scale 0
+set offsets 0.5, 0.5, graph 0.08, 0
+set multiplot layout 3,1
+set title "{title}\\nserver user CPU per message (µs, log scale; lower is better)"
+set xtics ({tics})
 set logscale y
-set yrange [0.05:*]
-plot for [i=2:{last}] '{data}' using i:xtic(1) title columnhead
+set yrange [0.01:*]
+plot for [j=1:{n}] '{data}' using ($0 + off(j)):(column(j + 1)) with boxes lc j \\
+         title columnhead(j + 1), \\
+     for [j=1:{n}] '{data}' using ($0 + off(j)):(column(j + 1)):\\
+         (sprintf("%.2f", column(j + 1))) with labels offset 0,0.6 font ",8" notitle
 unset logscale y
 set yrange [0:*]
-set title "messages per second (thousands; higher is better)"
-plot for [i=2:{last}] '{data}' using (column(i+{n})/1000):xtic(1) title columnhead(i)
+set title "messages per second (higher is better)"
+plot for [j=1:{n}] '{data}' using ($0 + off(j)):(column(j + 1 + {n}) / 1000) with boxes lc j \\
+         title columnhead(j + 1), \\
+     for [j=1:{n}] '{data}' using ($0 + off(j)):(column(j + 1 + {n}) / 1000):\\
+         (sprintf("%.0fk", column(j + 1 + {n}) / 1000)) with labels offset 0,0.6 font ",8" notitle
 set title "RSS growth per idle connection (KiB; lower is better)"
-set style histogram clustered gap 4
-plot for [i=2:{last}] '{idle}' using i:xtic(1) title columnhead
+set xtics ({idle_tics})
+set offsets 1.5, 1.5, graph 0.08, 0
+set bmargin 4
+plot for [j=1:{n}] '{idle}' using ($0 + off(j)):(column(j + 1)) with boxes lc j \\
+         title columnhead(j + 1), \\
+     for [j=1:{n}] '{idle}' using ($0 + off(j)):(column(j + 1)):\\
+         (sprintf("%.2f", column(j + 1))) with labels offset 0,0.6 font ",8" notitle
 unset multiplot
 """
+
+
+def chart_label(row):
+    """A short workload name for the chart's x axis."""
+    if row.mode == "idle":
+        return f"idle\\n{row.conns:,} conns"
+    depth = f", {row.depth} in flight" if row.depth > 1 else ""
+    return f"{row.mode}\\n{row.conns:,} × {size_label(row.size)}{depth}"
 
 
 def chart(rows, png, work_dir, title):
@@ -287,22 +309,24 @@ def chart(rows, png, work_dir, title):
     def cell(row, field):
         value = row.get(field) if row else None
         return "NaN" if value is None else f"{value:.4f}"
+    tics, idle_tics = [], []
     with open(data, "w", encoding="utf-8") as f, open(idle, "w", encoding="utf-8") as g:
         names = "\t".join(SERVERS[s] for s in servers)
         f.write(f"workload\t{names}\t{names}\n")
         g.write(f"workload\t{names}\n")
         for key, by_server in workloads(rows):
             first = next(iter(by_server.values()))
-            label = workload_label(first).replace(", ", "\\n", 1)
             if first.mode == "idle":
-                g.write(label + "".join("\t" + cell(by_server.get(s), "kib_per_conn")
-                                        for s in servers) + "\n")
+                idle_tics.append(f'"{chart_label(first)}" {len(idle_tics)}')
+                g.write(key + "".join("\t" + cell(by_server.get(s), "kib_per_conn")
+                                      for s in servers) + "\n")
                 continue
-            f.write(label
+            tics.append(f'"{chart_label(first)}" {len(tics)}')
+            f.write(key
                     + "".join("\t" + cell(by_server.get(s), "srv_user_us_per_msg") for s in servers)
                     + "".join("\t" + cell(by_server.get(s), "msgs_per_s") for s in servers) + "\n")
-    script = GNUPLOT.format(png=png, data=data, idle=idle, last=len(servers) + 1, n=len(servers),
-                            title=title)
+    script = GNUPLOT.format(png=png, data=data, idle=idle, n=len(servers), title=title,
+                            tics=", ".join(tics), idle_tics=", ".join(idle_tics))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
 
 
@@ -389,7 +413,7 @@ def main():
 
     png_name = os.path.basename(args.chart)
     chart(rows, os.path.abspath(args.chart), os.path.dirname(os.path.abspath(args.results)),
-          f"{date}, {args.duration} s per workload")
+          f"luasock benchmark, {date}, {args.duration} s per workload")
     quick = " (**quick run**: small counts, not the real figures)" if args.quick else ""
     parts = [
         INTRO.format(date=date, duration=args.duration, quick=quick, minutes=args.minutes),

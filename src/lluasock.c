@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "lclient.h"
 #include "log.h"
+#include "ludp.h"
 #include "luasock.h"
 #include "task.h"
 
@@ -98,6 +99,7 @@ int luaopen_luasock(lua_State *L)
 {
     luaL_newlib(L, functions);
     lclient_open(L);
+    ludp_open(L);
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
     return 1;

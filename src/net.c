@@ -39,6 +39,10 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
     }
 
     addr->kind = NET_TCP;
+    if (strncmp(text, "udp:", 4) == 0) {
+        addr->kind = NET_UDP;
+        text += 4;
+    }
     const char *colon;
     const char *host = text;
     size_t host_len;
@@ -72,14 +76,15 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
     return 0;
 }
 
-static int socket_for(int family)
+static int socket_for(int family, int type)
 {
-    return socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }
 
-static int listen_tcp(const struct net_addr *addr, int backlog, int *gai_error)
+static int listen_inet(const struct net_addr *addr, int backlog, int *gai_error)
 {
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    int type = addr->kind == NET_UDP ? SOCK_DGRAM : SOCK_STREAM;
+    struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *found;
     if (addr->host[0] == '\0')
         hints.ai_family = AF_INET;
@@ -87,14 +92,15 @@ static int listen_tcp(const struct net_addr *addr, int backlog, int *gai_error)
     if (*gai_error != 0)
         return -1;
 
-    int fd = socket_for(found->ai_family);
+    int fd = socket_for(found->ai_family, type);
     if (fd >= 0) {
         int on = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
         /* So that [::]:P and 0.0.0.0:P can be listened on side by side. */
         if (found->ai_family == AF_INET6)
             setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
-        if (bind(fd, found->ai_addr, found->ai_addrlen) < 0 || listen(fd, backlog) < 0) {
+        if (bind(fd, found->ai_addr, found->ai_addrlen) < 0 ||
+            (type == SOCK_STREAM && listen(fd, backlog) < 0)) {
             int saved = errno;
             close(fd);
             errno = saved;
@@ -124,7 +130,7 @@ static int listen_unix(const struct net_addr *addr, int backlog)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
     strcpy(sun.sun_path, addr->path);
-    int fd = socket_for(AF_UNIX);
+    int fd = socket_for(AF_UNIX, SOCK_STREAM);
     if (fd < 0)
         return -1;
     int rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
@@ -145,7 +151,7 @@ int net_listen(const struct net_addr *addr, int backlog, int *gai_error)
 {
     *gai_error = 0;
     return addr->kind == NET_UNIX ? listen_unix(addr, backlog)
-                                  : listen_tcp(addr, backlog, gai_error);
+                                  : listen_inet(addr, backlog, gai_error);
 }
 
 int net_host_port(const struct sockaddr *sa, socklen_t len, char *host, size_t size, int *port)

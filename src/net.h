@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
-enum net_kind { NET_TCP, NET_UNIX };
+enum net_kind { NET_TCP, NET_UDP, NET_UNIX };
 
 struct net_addr {
     enum net_kind kind;
@@ -18,11 +18,11 @@ struct net_addr {
     char path[sizeof(struct sockaddr_un){0}.sun_path]; /* UNIX */
 };
 
-/* Parses "HOST:PORT", "[IPv6]:PORT", "*:PORT" or "unix:/path". Returns 0, or -1 with *why set
- * to a phrase for the usage message. */
+/* Parses "HOST:PORT", "[IPv6]:PORT", "*:PORT", "unix:/path", or any of the first three after
+ * "udp:". Returns 0, or -1 with *why set to a phrase for the usage message. */
 int net_parse_addr(const char *text, struct net_addr *addr, const char **why);
 
-/* Opens a non-blocking listening socket. Returns the fd, or -1 with errno set, or with *gai_error
+/* Opens a non-blocking listening socket (for NET_UDP, a bound datagram socket). Returns the fd, or -1 with errno set, or with *gai_error
  * set (non-zero) when the host did not resolve. A unix socket file left by a dead server (nobody
  * accepts on it) is replaced; a live one gives EADDRINUSE. */
 int net_listen(const struct net_addr *addr, int backlog, int *gai_error);

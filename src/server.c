@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "lconn.h"
 #include "listener.h"
+#include "ludp.h"
 #include "luasock.h"
 #include "net.h"
 #include "resolver.h"
@@ -24,6 +25,7 @@ static struct ev_loop *loop;
 static lua_State *L;
 static int handle_ref = LUA_NOREF;
 static int on_close_ref = LUA_NOREF;
+static int datagram_ref = LUA_NOREF;
 static size_t max_connections;
 static struct listener *listeners;
 static ev_prepare before_wait;
@@ -231,6 +233,12 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
     task_resume(t, 1);
 }
 
+static int listen_failed(const char *err)
+{
+    fprintf(stderr, "luasock: %s\n", err);
+    return -1;
+}
+
 static int open_listener(const char *text, const char *script)
 {
     struct net_addr addr;
@@ -240,14 +248,25 @@ static int open_listener(const char *text, const char *script)
         fprintf(stderr, "luasock: bad listen address '%s': %s\n", text, why);
         return -1;
     }
-    struct listener *l = listener_open(loop, text, &addr, on_accept, err, sizeof err);
-    if (l == NULL) {
-        fprintf(stderr, "luasock: %s\n", err);
+    int callback = addr.kind == NET_UDP ? datagram_ref : handle_ref;
+    if (callback == LUA_REFNIL) {
+        fprintf(stderr, "luasock: %s: no '%s' function for listener %s\n", script,
+                addr.kind == NET_UDP ? "datagram" : "handle", text);
         return -1;
     }
-    l->next = listeners;
-    listeners = l;
-    fprintf(stderr, "luasock: listening on %s (%s)\n", l->name, script);
+    char name[160];
+    if (addr.kind == NET_UDP) {
+        if (ludp_listen(L, text, &addr, datagram_ref, name, sizeof name, err, sizeof err) < 0)
+            return listen_failed(err);
+    } else {
+        struct listener *l = listener_open(loop, text, &addr, on_accept, err, sizeof err);
+        if (l == NULL)
+            return listen_failed(err);
+        l->next = listeners;
+        listeners = l;
+        snprintf(name, sizeof name, "%s", l->name);
+    }
+    fprintf(stderr, "luasock: listening on %s (%s)\n", name, script);
     return 0;
 }
 
@@ -311,6 +330,8 @@ static int start(const struct serve_options *o)
         return -1;
     lua_getfield(L, -1, "handle");
     handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "datagram");
+    datagram_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "on_close");
     if (!lua_isnil(L, -1))
         conn_on_close = run_on_close;

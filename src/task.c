@@ -260,3 +260,8 @@ int task_main_status(void)
 {
     return main_status;
 }
+
+lua_State *task_main_state(void)
+{
+    return main_L;
+}

@@ -64,6 +64,9 @@ void task_push(lua_State *L, struct task *t);
 
 /* `luasock run`: the task whose end ends the loop, and the exit status it ended with. */
 void task_set_main(struct task *t);
+
+/* The main thread, for event callbacks that start tasks. */
+lua_State *task_main_state(void);
 int task_main_status(void);
 
 #endif

@@ -69,10 +69,10 @@ function M.load(path)
   if type(script) ~= "table" then
     return nil, ("%s: the script must return a table of callbacks, not %s"):format(path, type(script))
   end
-  if type(script.handle) ~= "function" then
-    return nil, ("%s: the returned table has no 'handle' function"):format(path)
+  if type(script.handle) ~= "function" and type(script.datagram) ~= "function" then
+    return nil, ("%s: the returned table has no 'handle' function (nor 'datagram')"):format(path)
   end
-  for _, hook in ipairs({ "start", "on_close" }) do
+  for _, hook in ipairs({ "handle", "datagram", "start", "on_close" }) do
     if script[hook] ~= nil and type(script[hook]) ~= "function" then
       return nil, ("%s: '%s' must be a function"):format(path, hook)
     end

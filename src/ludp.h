@@ -1,0 +1,19 @@
+/* ludp.h -- UDP sockets for Lua (ludp.c): luasock.udp() and the server's udp: listeners. */
+#ifndef LUDP_H
+#define LUDP_H
+
+#include <lua.h>
+#include <stddef.h>
+
+#include "net.h"
+
+/* Registers the metatables and adds udp() to the module table on top of L. */
+void ludp_open(lua_State *L);
+
+/* Binds addr and calls the function in the registry at datagram_ref as fn(data, peer) in a new
+ * task for every datagram. Returns 0 with the bound address in name, or -1 with "listen TEXT:
+ * cause" in err. The socket lives until the Lua state is closed. */
+int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
+                char *name, size_t name_size, char *err, size_t err_size);
+
+#endif

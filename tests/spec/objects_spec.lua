@@ -1,0 +1,357 @@
+-- objects_spec.lua -- MessagePack objects: conn:send_object, conn:receive_object,
+-- luasock.encode and luasock.decode. Round trips of every type (math.type kept), values split
+-- over many segments or packed into one, malformed and hostile input (only that connection is
+-- closed, at once), encoding errors (nothing queued) and a receive timeout in mid-value.
+local socket = require "socket"
+local helper = require "helper"
+
+-- Lua source of `dump(v)`: a canonical one-line text of a value, shared by the handlers and the
+-- client so that both sides describe values the same way. Numbers keep their math.type and
+-- floats are exact (%a, so -0.0 differs from 0.0); table keys are sorted by their dump.
+local DUMP_SOURCE = [[
+  local function dump(v)
+    local kind = type(v)
+    if kind == "number" then
+      if math.type(v) == "integer" then return "int:" .. string.format("%d", v) end
+      return "float:" .. string.format("%a", v)
+    elseif kind == "string" then
+      return "str:" .. string.format("%q", v):gsub("\n", "n")
+    elseif kind ~= "table" then
+      return tostring(v)
+    end
+    local items = {}
+    for key, value in pairs(v) do items[#items + 1] = dump(key) .. "=" .. dump(value) end
+    table.sort(items)
+    return "{" .. table.concat(items, ",") .. "}"
+  end
+]]
+local dump = load(DUMP_SOURCE .. " return dump")()
+
+-- The server of every test. The first line of a connection picks its mode:
+--   echo: reports "ready", id; then for each value received reports "value", dump(value), err;
+--         on an error it logs "conn N object error: ERR" and ends.
+--   make: for each line EXPR, reports #luasock.encode(EXPR) (or nil, err), then send_object's
+--         bytes and what send_object returned.
+--   timeout: like echo, but the first receive_object times out after 0.2 s (reported as
+--         "timeout") and later ones wait 5 s.
+--   codec: runs the luasock.encode/decode and send_object error checks, reporting each result.
+local SERVER = DUMP_SOURCE .. [[
+  local function echo(conn, first_timeout)
+    report(conn, "ready", conn:id())
+    if first_timeout then conn:settimeout(first_timeout) end
+    while true do
+      local value, err = conn:receive_object()
+      if err == "timeout" and first_timeout then
+        report(conn, "timeout")
+        conn:settimeout(5)
+      elseif err then
+        luasock.log("info", tostring(conn) .. " object error: " .. err)
+        return
+      else
+        report(conn, "value", dump(value), err)
+      end
+    end
+  end
+
+  local function make(conn)
+    while true do
+      local line = conn:receive()
+      if not line then return end
+      local value = load("return " .. line)()
+      local bytes, err = luasock.encode(value)
+      report(conn, bytes and #bytes, err)
+      if bytes then report(conn, conn:send_object(value)) end
+    end
+  end
+
+  local function nested(depth)
+    local top = {}
+    local inner = top
+    for _ = 2, depth do inner[1] = {} inner = inner[1] end
+    return top
+  end
+
+  local function codec(conn)
+    local cycle = {}
+    cycle.self = { cycle }
+    local shared = { 1 }
+    local decode_checks = {
+      "", "\x01\x02", "\xc0", "\xc1", "\xd4\x01\x00", "\x92\x01", "\xdd\xff\xff\xff\xff",
+      string.rep("\x91", 101) .. "\xc0", string.rep("\x91", 100) .. "\xc0",
+      "\xc5\x07\xd0" .. string.rep("x", 2000),
+    }
+    for _, bytes in ipairs(decode_checks) do
+      local value, err = luasock.decode(bytes)
+      report(conn, dump(value), err)
+    end
+    local encode_checks = {
+      nil, true, false, 0, -1, 1.5, 0.0, "abc", "\x80\xff", {}, { 1, 2 }, { shared, shared },
+      print, cycle, nested(101), string.rep("x", 2000), coroutine.create(print), conn,
+    }
+    for i = 1, 18 do report(conn, luasock.encode(encode_checks[i])) end
+    local send_checks = {
+      function() end, { "a", "b", print }, cycle, nested(101), string.rep("y", 2000),
+      coroutine.create(print), conn, nested(100),
+    }
+    for _, value in ipairs(send_checks) do report(conn, conn:send_object(value)) end
+    report(conn, "still working")
+    conn:send_object(42)
+  end
+
+  return { max_object = 1024, handle = function(conn)
+    local mode = conn:receive()
+    if mode == "echo" then echo(conn)
+    elseif mode == "timeout" then echo(conn, 0.2)
+    elseif mode == "make" then make(conn)
+    elseif mode == "codec" then codec(conn) end
+  end }]]
+
+local function serve()
+  return helper.start(helper.handler(SERVER))
+end
+
+-- Connects in `mode`; for the echo modes also reads the "ready" report and returns the id.
+local function open(server, mode)
+  local client = server:connect()
+  assert(client:send(mode .. "\n"))
+  if mode == "echo" or mode == "timeout" then
+    local ready = helper.read_report(client)
+    assert.equal("ready", ready[1])
+    return client, ready[2]
+  end
+  return client
+end
+
+-- Sends MessagePack bytes to an echo connection and returns the dump of the value it got.
+local function echo_bytes(client, bytes)
+  assert(client:send(bytes))
+  local result = helper.read_report(client)
+  assert.same(table.pack("value", result[2], nil), result)
+  return result[2]
+end
+
+-- Asks a make connection for the bytes of the value of EXPR, sent by send_object.
+local function make_bytes(client, expr)
+  assert(client:send(expr .. "\n"))
+  local size = helper.read_report(client)
+  assert.is_number(size[1], "encode(" .. expr .. ") failed: " .. tostring(size[2]))
+  local bytes = assert(client:receive(size[1]))
+  assert.same(table.pack(size[1]), helper.read_report(client))
+  return bytes
+end
+
+-- Lua expressions whose values must survive encode -> send_object -> receive_object unchanged.
+local ROUND_TRIP = {
+  "nil", "true", "false", "0", "-1", "1", "127", "128", "-32", "-33", "255", "256", "65535",
+  "65536", "-2147483648", "4294967296", "math.maxinteger", "math.mininteger",
+  "1.5", "0.0", "-0.0", "1.0", "-2.75", "math.pi", "1e308", "-1e308", "2.2250738585072014e-308",
+  "4.9e-324", "math.huge", "-math.huge", "2^63", "{ 0, 0.0, 1, 1.0 }",
+  '""', '"hello"', '"h\\195\\169llo, w\\195\\182rld"', '"\\0"', '"a\\0b\\0\\0"',
+  '"\\128\\255\\192\\193"', "string.rep('z', 300)",
+  "(function() local t = {} for i = 0, 255 do t[#t + 1] = string.char(i) end "
+    .. "return table.concat(t) end)()",
+  "{}", "{ {} }", "{ 1, 2, 3 }", "{ 1, { 2, { 3, { 4, {} } } } }",
+  "{ a = 1, b = { c = { d = 'e' } } }", "{ 1, nil, 3 }", "{ nil, 2 }", "{ [0] = 'zero', 'one' }",
+  "{ [-1] = 'minus one' }", "{ ['1'] = 'string key', [1] = 'integer key' }",
+  "{ [true] = 'yes', [false] = 'no', [2.5] = 'float key' }",
+  "{ list = { 1, 'two', 3.0, { four = 4 } }, empty = {}, flag = false }",
+  "(function() local t = {} for i = 1, 100 do t[i] = i * i end return t end)()",
+}
+
+describe("objects round trip", function()
+  after_each(helper.cleanup)
+
+  it("keeps every type and math.type through encode, send_object and receive_object", function()
+    local server = serve()
+    local maker = open(server, "make")
+    local echo = open(server, "echo")
+    for _, expr in ipairs(ROUND_TRIP) do
+      local want = dump(load("return " .. expr)())
+      local bytes = make_bytes(maker, expr)
+      assert.equal(want, echo_bytes(echo, bytes), "round trip of " .. expr)
+    end
+    maker:close()
+    echo:close()
+    server:stop()
+  end)
+
+  -- Hand-written MessagePack, so the decoder is checked against the format, not the encoder.
+  local HAND_WRITTEN = {
+    { "\xc0", nil }, { "\xc2", false }, { "\xc3", true },
+    { "\x00", 0 }, { "\x7f", 127 }, { "\xff", -1 }, { "\xe0", -32 },
+    { "\xcc\xff", 255 }, { "\xcd\x01\x00", 256 }, { "\xd0\x80", -128 },
+    { "\xd1\x80\x00", -32768 }, { "\xce\xff\xff\xff\xff", 4294967295 },
+    { "\xd3\x80\x00\x00\x00\x00\x00\x00\x00", math.mininteger },
+    { "\xcf\x7f\xff\xff\xff\xff\xff\xff\xff", math.maxinteger },
+    { "\xcf\xff\xff\xff\xff\xff\xff\xff\xff", 2.0 ^ 64 },
+    { "\xca\x3f\xc0\x00\x00", 1.5 }, { "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00", 1.5 },
+    { "\xcb\x00\x00\x00\x00\x00\x00\x00\x00", 0.0 },
+    { "\xcb\x80\x00\x00\x00\x00\x00\x00\x00", -0.0 },
+    { "\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00", 1.0 },
+    { "\xa0", "" }, { "\xc4\x00", "" }, { "\xa3abc", "abc" },
+    { "\xd9\x03a\x00b", "a\0b" }, { "\xc4\x04\x00\x80\xfe\xff", "\0\x80\xfe\xff" },
+    { "\x90", {} }, { "\x80", {} }, { "\x93\x01\xc0\x03", { 1, nil, 3 } },
+    { "\x82\xa1a\x01\xa1b\x92\x02\xcb\x40\x08\x00\x00\x00\x00\x00\x00", { a = 1, b = { 2, 3.0 } } },
+    { "\x81\x01\xa3one", { "one" } },
+  }
+
+  it("decodes hand-written MessagePack of every type", function()
+    local server = serve()
+    local echo = open(server, "echo")
+    for i, case in ipairs(HAND_WRITTEN) do
+      local hex = case[1]:gsub(".", function(c) return string.format("%02x ", c:byte()) end)
+      assert.equal(dump(case[2]), echo_bytes(echo, case[1]), "case " .. i .. ": " .. hex)
+    end
+    echo:close()
+    server:stop()
+  end)
+
+  it("accepts a value of just under max_object and nesting of exactly 100", function()
+    local server = serve()
+    local echo = open(server, "echo")
+    local big = string.rep("b", 1000)
+    assert.equal(dump(big), echo_bytes(echo, "\xc5\x03\xe8" .. big))
+    local deep = string.rep("\x91", 100) .. "\x2a"
+    local want = string.rep("{int:1=", 100) .. "int:42" .. string.rep("}", 100)
+    assert.equal(want, echo_bytes(echo, deep))
+    echo:close()
+    server:stop()
+  end)
+end)
+
+describe("objects on the stream", function()
+  after_each(helper.cleanup)
+
+  it("reassembles a value sent one byte per segment", function()
+    local server = serve()
+    local maker = open(server, "make")
+    local expr = "{ name = 'a string of some length', list = { 1, 2.5, -3, { x = true } } }"
+    local bytes = make_bytes(maker, expr)
+    local echo = open(server, "echo")
+    assert(echo:setoption("tcp-nodelay", true))
+    for i = 1, #bytes - 1 do
+      assert(echo:send(bytes:sub(i, i)))
+      socket.sleep(0.003)
+    end
+    echo:settimeout(0.3)
+    local early, err = echo:receive()
+    assert.is_nil(early, "a reply came before the last byte: " .. tostring(early))
+    assert.equal("timeout", err)
+    echo:settimeout(helper.IO_TIMEOUT)
+    assert.equal(dump(load("return " .. expr)()), echo_bytes(echo, bytes:sub(-1)))
+    maker:close()
+    echo:close()
+    server:stop()
+  end)
+
+  it("takes two values (and a nil among them) out of one segment", function()
+    local server = serve()
+    local echo = open(server, "echo")
+    assert(echo:send("\x92\x01\x02\xc0\xa2hi"))
+    assert.same(table.pack("value", "{int:1=int:1,int:2=int:2}", nil), helper.read_report(echo))
+    assert.same(table.pack("value", "nil", nil), helper.read_report(echo))
+    assert.same(table.pack("value", 'str:"hi"', nil), helper.read_report(echo))
+    echo:close()
+    server:stop()
+  end)
+
+  it("keeps a partial value buffered when receive_object times out", function()
+    local server = serve()
+    local client = open(server, "timeout")
+    local bytes = "\x83\xa1a\x01\xa1b\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00\xa1c\x92\xc3\xa0"
+    local half = #bytes // 2
+    assert(client:send(bytes:sub(1, half)))
+    assert.same(table.pack("timeout"), helper.read_report(client))
+    assert(client:send(bytes:sub(half + 1)))
+    local want = dump({ a = 1, b = 1.5, c = { true, "" } })
+    assert.same(table.pack("value", want, nil), helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+end)
+
+describe("bad input to receive_object", function()
+  after_each(helper.cleanup)
+
+  -- Each case: bytes, the error the handler must get, whether the client closes after sending.
+  local CASES = {
+    { "byte 0xc1", "\xc1", "malformed" },
+    { "an ext type", "\xd4\x01\x00", "unsupported type" },
+    { "an ext type inside an array", "\x92\x01\xc7\x01\x05\x00", "unsupported type" },
+    { "an array header of 2^32-1 elements", "\xdd\xff\xff\xff\xff", "too large" },
+    { "a map header of 2^32-1 pairs", "\xdf\xff\xff\xff\xff", "too large" },
+    { "an array16 header of 2000 elements", "\xdc\x07\xd0", "too large" },
+    { "a str32 header of 4 GiB", "\xdb\xff\xff\xff\xff", "too large" },
+    { "a bin32 header of 4 GiB", "\xc6\xff\xff\xff\xff", "too large" },
+    { "nesting of 101 arrays", string.rep("\x91", 101) .. "\xc0", "nesting too deep" },
+    { "a 2000-byte bin above max_object", "\xc5\x07\xd0" .. string.rep("x", 2000), "too large" },
+    { "truncated input, then the client closes", "\x92\x01\xa5ab", "closed", true },
+  }
+
+  for _, case in ipairs(CASES) do
+    local what, bytes, want, shut = case[1], case[2], case[3], case[4]
+    it("closes only that connection at once on " .. what, function()
+      local server = serve()
+      local other = open(server, "echo")
+      local bad, id = open(server, "echo")
+      local started = socket.gettime()
+      bad:send(bytes)  -- may fail with a reset when the server closes early
+      if shut then bad:shutdown("send") end
+      bad:settimeout(3)
+      local data, err = helper.read_all(bad)
+      local elapsed = socket.gettime() - started
+      assert.equal("", data)
+      assert.is_truthy(err == "closed" or err:find("reset"), "read ended with " .. err)
+      assert.is_true(elapsed < 2, "the connection closed after " .. elapsed .. " s")
+      assert.equal(want, server:wait_log("conn " .. id .. " object error: ([^\n]*)"))
+      assert.equal("int:7", echo_bytes(other, "\x07"))
+      bad:close()
+      other:close()
+      server:stop()
+    end)
+  end
+end)
+
+describe("encode, decode and send_object errors", function()
+  after_each(helper.cleanup)
+
+  it("return nil and the error, queue nothing, and leave the connection working", function()
+    local server = serve()
+    local client = open(server, "codec")
+    local decoded = {
+      { "nil", "truncated" }, { "nil", "trailing bytes after the value" }, { "nil" },
+      { "nil", "malformed" }, { "nil", "unsupported type" }, { "nil", "truncated" },
+      { "nil", "too large" }, { "nil", "nesting too deep" },
+      { string.rep("{int:1=", 100) .. "nil" .. string.rep("}", 100) }, { "nil", "too large" },
+    }
+    for i, want in ipairs(decoded) do
+      local got = helper.read_report(client)
+      assert.same(want, { got[1], got[2] }, "decode check " .. i)
+    end
+    local encoded = {
+      { "\xc0" }, { "\xc3" }, { "\xc2" }, { "\x00" }, { "\xff" },
+      { "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00" }, { "\xcb\x00\x00\x00\x00\x00\x00\x00\x00" },
+      { "\xa3abc" }, { "\xc4\x02\x80\xff" }, { "\x80" }, { "\x92\x01\x02" },
+      { "\x92\x91\x01\x91\x01" }, { nil, "cannot encode a function" }, { nil, "cycle in table" },
+      { nil, "nesting too deep" }, { nil, "too large" }, { nil, "cannot encode a thread" },
+      { nil, "cannot encode a userdata" },
+    }
+    for i, want in ipairs(encoded) do
+      local got = helper.read_report(client)
+      assert.same(want, { got[1], got[2] }, "encode check " .. i)
+    end
+    local sent = {
+      "cannot encode a function", "cannot encode a function", "cycle in table",
+      "nesting too deep", "too large", "cannot encode a thread", "cannot encode a userdata",
+    }
+    for i, err in ipairs(sent) do
+      assert.same(table.pack(nil, err), helper.read_report(client), "send_object check " .. i)
+    end
+    assert.same(table.pack(201), helper.read_report(client), "send_object of 100 levels")
+    assert.equal(string.rep("\x91", 99) .. "\x90", client:receive(100))
+    assert.same(table.pack("still working"), helper.read_report(client))
+    assert.equal("\x2a", client:receive(1))
+    client:close()
+    server:stop()
+  end)
+end)
