@@ -34,7 +34,8 @@ local dump = load(DUMP_SOURCE .. " return dump")()
 --         bytes and what send_object returned.
 --   timeout: like echo, but the first receive_object times out after 0.2 s (reported as
 --         "timeout") and later ones wait 5 s.
---   codec: runs the luasock.encode/decode and send_object error checks, reporting each result.
+--   decode, encode, send: run the checks of luasock.decode, luasock.encode and send_object
+--         (errors included) on fixed values, reporting each result.
 local SERVER = DUMP_SOURCE .. [[
   local function echo(conn, first_timeout)
     report(conn, "ready", conn:id())
@@ -71,50 +72,58 @@ local SERVER = DUMP_SOURCE .. [[
     return top
   end
 
-  local function codec(conn)
-    local cycle = {}
-    cycle.self = { cycle }
-    local shared = { 1 }
-    local decode_checks = {
+  local cycle = {}
+  cycle.self = { cycle }
+  local shared = { 1 }
+
+  local function decode_checks(conn)
+    local inputs = {
       "", "\x01\x02", "\xc0", "\xc1", "\xd4\x01\x00", "\x92\x01", "\xdd\xff\xff\xff\xff",
       string.rep("\x91", 101) .. "\xc0", string.rep("\x91", 100) .. "\xc0",
       "\xc5\x07\xd0" .. string.rep("x", 2000),
     }
-    for _, bytes in ipairs(decode_checks) do
+    for _, bytes in ipairs(inputs) do
       local value, err = luasock.decode(bytes)
       report(conn, dump(value), err)
     end
-    local encode_checks = {
+  end
+
+  local function encode_checks(conn)
+    local values = {
       nil, true, false, 0, -1, 1.5, 0.0, "abc", "\x80\xff", {}, { 1, 2 }, { shared, shared },
       print, cycle, nested(101), string.rep("x", 2000), coroutine.create(print), conn,
     }
-    for i = 1, 18 do report(conn, luasock.encode(encode_checks[i])) end
-    local send_checks = {
+    for i = 1, 18 do report(conn, luasock.encode(values[i])) end
+  end
+
+  local function send_checks(conn)
+    local values = {
       function() end, { "a", "b", print }, cycle, nested(101), string.rep("y", 2000),
       coroutine.create(print), conn, nested(100),
     }
-    for _, value in ipairs(send_checks) do report(conn, conn:send_object(value)) end
+    for _, value in ipairs(values) do report(conn, conn:send_object(value)) end
     report(conn, "still working")
     conn:send_object(42)
   end
 
+  local modes = {
+    echo = echo, make = make, decode = decode_checks, encode = encode_checks, send = send_checks,
+    timeout = function(conn) echo(conn, 0.2) end,
+  }
+
   return { max_object = 1024, handle = function(conn)
-    local mode = conn:receive()
-    if mode == "echo" then echo(conn)
-    elseif mode == "timeout" then echo(conn, 0.2)
-    elseif mode == "make" then make(conn)
-    elseif mode == "codec" then codec(conn) end
+    modes[conn:receive()](conn)
   end }]]
 
 local function serve()
   return helper.start(helper.handler(SERVER))
 end
 
--- Connects in `mode`; for the echo modes also reads the "ready" report and returns the id.
+-- Connects in `mode`; for echo also reads the "ready" report and returns the id.
 local function open(server, mode)
   local client = server:connect()
   assert(client:send(mode .. "\n"))
-  if mode == "echo" or mode == "timeout" then
+  if mode == "echo" then
     local ready = helper.read_report(client)
     assert.equal("ready", ready[1])
     return client, ready[2]
@@ -257,10 +266,12 @@ describe("objects on the stream", function()
 
   it("keeps a partial value buffered when receive_object times out", function()
     local server = serve()
-    local client = open(server, "timeout")
     local bytes = "\x83\xa1a\x01\xa1b\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00\xa1c\x92\xc3\xa0"
     local half = #bytes // 2
-    assert(client:send(bytes:sub(1, half)))
+    local client = server:connect()
+    -- The first half goes with the mode line, so it is there before the 0.2 s timeout starts.
+    assert(client:send("timeout\n" .. bytes:sub(1, half)))
+    assert.equal("ready", helper.read_report(client)[1])
     assert.same(table.pack("timeout"), helper.read_report(client))
     assert(client:send(bytes:sub(half + 1)))
     local want = dump({ a = 1, b = 1.5, c = { true, "" } })
@@ -312,43 +323,57 @@ describe("bad input to receive_object", function()
   end
 end)
 
-describe("encode, decode and send_object errors", function()
+describe("luasock.decode, luasock.encode and send_object", function()
   after_each(helper.cleanup)
 
-  it("return nil and the error, queue nothing, and leave the connection working", function()
+  -- Reads one report per expected pair and compares its first two values.
+  local function expect_reports(client, what, expected)
+    for i, want in ipairs(expected) do
+      local got = helper.read_report(client)
+      assert.same(want, { got[1], got[2] }, what .. " check " .. i)
+    end
+  end
+
+  it("decode returns the value or nil and the error", function()
     local server = serve()
-    local client = open(server, "codec")
-    local decoded = {
+    local client = open(server, "decode")
+    expect_reports(client, "decode", {
       { "nil", "truncated" }, { "nil", "trailing bytes after the value" }, { "nil" },
       { "nil", "malformed" }, { "nil", "unsupported type" }, { "nil", "truncated" },
       { "nil", "too large" }, { "nil", "nesting too deep" },
-      { string.rep("{int:1=", 100) .. "nil" .. string.rep("}", 100) }, { "nil", "too large" },
-    }
-    for i, want in ipairs(decoded) do
-      local got = helper.read_report(client)
-      assert.same(want, { got[1], got[2] }, "decode check " .. i)
-    end
-    local encoded = {
+      { string.rep("{int:1=", 99) .. "{}" .. string.rep("}", 99) }, { "nil", "too large" },
+    })
+    client:close()
+    server:stop()
+  end)
+
+  it("encode returns MessagePack bytes or nil and the error", function()
+    local server = serve()
+    local client = open(server, "encode")
+    expect_reports(client, "encode", {
       { "\xc0" }, { "\xc3" }, { "\xc2" }, { "\x00" }, { "\xff" },
       { "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00" }, { "\xcb\x00\x00\x00\x00\x00\x00\x00\x00" },
       { "\xa3abc" }, { "\xc4\x02\x80\xff" }, { "\x80" }, { "\x92\x01\x02" },
       { "\x92\x91\x01\x91\x01" }, { nil, "cannot encode a function" }, { nil, "cycle in table" },
       { nil, "nesting too deep" }, { nil, "too large" }, { nil, "cannot encode a thread" },
       { nil, "cannot encode a userdata" },
-    }
-    for i, want in ipairs(encoded) do
-      local got = helper.read_report(client)
-      assert.same(want, { got[1], got[2] }, "encode check " .. i)
-    end
-    local sent = {
+    })
+    client:close()
+    server:stop()
+  end)
+
+  it("send_object returns nil and the error, queues nothing, and the connection works", function()
+    local server = serve()
+    local client = open(server, "send")
+    local errors = {
       "cannot encode a function", "cannot encode a function", "cycle in table",
       "nesting too deep", "too large", "cannot encode a thread", "cannot encode a userdata",
     }
-    for i, err in ipairs(sent) do
+    for i, err in ipairs(errors) do
       assert.same(table.pack(nil, err), helper.read_report(client), "send_object check " .. i)
     end
-    assert.same(table.pack(201), helper.read_report(client), "send_object of 100 levels")
-    assert.equal(string.rep("\x91", 99) .. "\x90", client:receive(100))
+    assert.equal(string.rep("\x91", 99) .. "\x80", client:receive(100), "100 levels")
+    assert.same(table.pack(100), helper.read_report(client), "send_object of 100 levels")
     assert.same(table.pack("still working"), helper.read_report(client))
     assert.equal("\x2a", client:receive(1))
     client:close()
