@@ -217,7 +217,7 @@ static int fill(struct conn *c)
     size_t space = c->in.cap - c->in.end;
     ssize_t n;
     do
-        n = read(c->fd, room, space);
+        n = recv(c->fd, room, space, 0);
     while (n < 0 && errno == EINTR);
 
     if (n > 0) {

@@ -14,9 +14,17 @@
 
 #define DEFAULT_RECEIVEANY_MAX 65536
 
+/* luaL_checkudata finds the metatable by name, a string lookup on every call; receive and send
+ * run once per message, so the methods carry the metatable as their upvalue instead. */
 static struct conn *toconn(lua_State *L)
 {
-    return luaL_checkudata(L, 1, CONN_MT);
+    struct conn *c = lua_touserdata(L, 1);
+    if (c == NULL || !lua_getmetatable(L, 1))
+        luaL_typeerror(L, 1, CONN_MT);
+    if (!lua_rawequal(L, -1, lua_upvalueindex(1)))
+        luaL_typeerror(L, 1, CONN_MT);
+    lua_pop(L, 1);
+    return c;
 }
 
 static int push_error(lua_State *L, const char *err)
@@ -326,8 +334,11 @@ static const luaL_Reg metamethods[] = {
 void lconn_open(lua_State *L)
 {
     luaL_newmetatable(L, CONN_MT);
-    luaL_setfuncs(L, metamethods, 0);
-    luaL_newlib(L, methods);
+    lua_pushvalue(L, -1);
+    luaL_setfuncs(L, metamethods, 1);
+    luaL_newlibtable(L, methods);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, methods, 1);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 }
