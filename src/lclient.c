@@ -107,6 +107,18 @@ static double number_option(lua_State *L, int opts, const char *name, double fal
     return value;
 }
 
+/* The family of an IP address in text, or AF_UNSPEC for a name. c-ares 1.18 would send an
+ * address to the name servers as if it were a name, so addresses never go to it. */
+static int address_family(const char *host)
+{
+    unsigned char bytes[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, host, bytes) == 1)
+        return AF_INET;
+    if (inet_pton(AF_INET6, host, bytes) == 1)
+        return AF_INET6;
+    return AF_UNSPEC;
+}
+
 /* luasock.resolve(host [, {family = "inet"|"inet6", timeout = s}]) -> {address, ...} */
 static int luasock_resolve(lua_State *L)
 {
@@ -116,6 +128,15 @@ static int luasock_resolve(lua_State *L)
     int family = family_option(L, 2);
     double timeout = number_option(L, 2, "timeout", -1);
     struct task *t = task_check(L, "luasock.resolve");
+    int literal = address_family(host);
+    if (literal != AF_UNSPEC) {
+        if (family != AF_UNSPEC && family != literal)
+            return push_error(L, errors_ares_string(ARES_ENOTFOUND));
+        lua_createtable(L, 1, 0);
+        lua_pushstring(L, host);
+        lua_rawseti(L, -2, 1);
+        return 1;
+    }
 
     struct lookup *lookup = calloc(1, sizeof *lookup);
     if (lookup == NULL)
