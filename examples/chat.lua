@@ -5,16 +5,20 @@
 --   /me ACTION   say "* nick ACTION"
 --   /quit        leave
 -- Joins and leaves are announced. A member whose connection dies for any reason (reset,
--- timeout, or not reading while others talk) is removed by on_close.
+-- timeout, or not reading while others talk) is removed by on_close. The room lives in
+-- luasock.state, so editing this file under `luasock serve --watch` keeps everyone in it.
+local luasock = require "luasock"
+
 local M = {
   listen = "127.0.0.1:9093",
   idle_timeout = false, -- people sit in a chat room quietly for hours
   max_line = 1024,
 }
 
-local nick_of = {} -- conn -> nick of every member
-local conn_of = {} -- nick -> conn
-local guests = 0
+local room = luasock.state.chat or { nick_of = {}, conn_of = {}, guests = 0 }
+luasock.state.chat = room
+local nick_of = room.nick_of -- conn -> nick of every member
+local conn_of = room.conn_of -- nick -> conn
 
 local function broadcast(from, line)
   for conn in pairs(nick_of) do
@@ -25,8 +29,8 @@ local function broadcast(from, line)
 end
 
 local function join(conn)
-  guests = guests + 1
-  local nick = "guest" .. guests
+  room.guests = room.guests + 1
+  local nick = "guest" .. room.guests
   nick_of[conn], conn_of[nick] = nick, conn
   conn:post("* welcome to the chat, ", nick, "! commands: /nick NAME, /who, /me ACTION, /quit\n")
   broadcast(conn, "* " .. nick .. " joined\n")

@@ -102,5 +102,7 @@ int luaopen_luasock(lua_State *L)
     ludp_open(L);
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
+    lua_newtable(L); /* survives reloads: the module is loaded once per process */
+    lua_setfield(L, -2, "state");
     return 1;
 }

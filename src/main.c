@@ -31,6 +31,8 @@ static const char serve_usage[] =
     "                         replaces the script's 'listen' (port 0 picks a free port)\n"
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --watch                reload SCRIPT when it or a module beside it changes\n"
+    "                         (SIGHUP reloads at any time)\n"
     "  --help                 show this help\n";
 
 static int usage_error(const char *help_command, const char *fmt, ...)
@@ -90,6 +92,8 @@ static int serve_command(int argc, char **argv)
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
             fputs(serve_usage, stdout);
             status = 0;
+        } else if (strcmp(arg, "--watch") == 0) {
+            o.watch = true;
         } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
             struct net_addr addr;
             const char *why;

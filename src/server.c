@@ -20,17 +20,23 @@
 #include "resolver.h"
 #include "server.h"
 #include "task.h"
+#include "watch.h"
 
 static struct ev_loop *loop;
 static lua_State *L;
+/* The script's callbacks live in registry slots that a reload overwrites in place, so whoever
+ * kept a slot number (a udp listener) calls the new function from then on. */
 static int handle_ref = LUA_NOREF;
 static int on_close_ref = LUA_NOREF;
 static int datagram_ref = LUA_NOREF;
+static struct conn_settings builtin_settings;
+static const char *script_path;
+static bool watching;
 static size_t max_connections;
 static struct listener *listeners;
 static ev_prepare before_wait;
 static ev_idle keep_polling;
-static ev_signal on_sigint, on_sigterm;
+static ev_signal on_sigint, on_sigterm, on_sighup;
 
 /* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
 static int add_runtime_path(void)
@@ -122,6 +128,7 @@ static void close_runtime(void)
         listener_close(loop, listeners);
         listeners = next;
     }
+    watch_stop();
     resolver_shutdown();
     if (L != NULL) {
         conn_close_all();
@@ -166,6 +173,14 @@ static int load_script(const char *path, const char *prefix)
     return 0;
 }
 
+/* With the script's table on top: runs its start hook and leaves the settings table above it,
+ * or the error message. */
+static int configure_script(const char *path)
+{
+    lua_pushvalue(L, -1);
+    return call_loader("configure", path, 1);
+}
+
 int server_check(const char *script)
 {
     int status = 1;
@@ -197,6 +212,7 @@ static double time_setting(const char *name, double fallback)
 static void apply_settings(void)
 {
     struct conn_settings *d = &conn_defaults;
+    *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);
     d->max_all = size_setting("max_all", d->max_all);
     d->high_water = size_setting("high_water", d->high_water);
@@ -210,7 +226,10 @@ static void apply_settings(void)
  * from inside another coroutine, which must not be interrupted. */
 static void run_on_close(struct conn *c, const char *reason)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, on_close_ref);
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, on_close_ref) != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        return;
+    }
     conn_push(L, c);
     lua_pushstring(L, reason);
     task_wake(task_new(L, 2, 0), 2);
@@ -249,7 +268,9 @@ static int open_listener(const char *text, const char *script)
         return -1;
     }
     int callback = addr.kind == NET_UDP ? datagram_ref : handle_ref;
-    if (callback == LUA_REFNIL) {
+    int type = lua_rawgeti(L, LUA_REGISTRYINDEX, callback);
+    lua_pop(L, 1);
+    if (type != LUA_TFUNCTION) {
         fprintf(stderr, "luasock: %s: no '%s' function for listener %s\n", script,
                 addr.kind == NET_UDP ? "datagram" : "handle", text);
         return -1;
@@ -324,30 +345,115 @@ static void start_loop(void)
     ev_run(loop, 0);
 }
 
+/* Stores the script's callback field in its registry slot, made on first use. */
+static void install_callback(int *ref, const char *field)
+{
+    lua_getfield(L, -1, field);
+    if (*ref == LUA_NOREF) {
+        lua_pushboolean(L, 0); /* a placeholder: luaL_ref gives no slot to nil */
+        *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    lua_rawseti(L, LUA_REGISTRYINDEX, *ref);
+}
+
+/* With the script's table below its settings table: makes them the ones in use. */
+static void install_script(void)
+{
+    apply_settings();
+    lua_pushvalue(L, -2);
+    install_callback(&handle_ref, "handle");
+    install_callback(&datagram_ref, "datagram");
+    install_callback(&on_close_ref, "on_close");
+    lua_pop(L, 1);
+    conn_on_close = run_on_close;
+}
+
+/* Watches the script and the modules it loaded from its own directory. */
+static void watch_script(void)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luasock.loader");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "local_modules");
+    lua_pushstring(L, script_path);
+    lua_call(L, 1, 1);
+    const char *paths[64] = {script_path};
+    int count = 1;
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n && count < 64; i++) {
+        lua_rawgeti(L, -1, i);
+        paths[count++] = lua_tostring(L, -1);
+        lua_pop(L, 1); /* the string stays alive in the list below it */
+    }
+    if (watch_files(paths, count) < 0)
+        luasock_log(LUASOCK_LOG_WARN, "--watch: cannot watch %d files", count);
+    lua_pop(L, 2);
+}
+
+/* Loads the script again. If that fails, the old code keeps serving; connections already open
+ * keep running their coroutines either way. */
+static void reload(const char *changed)
+{
+    ev_tstamp began = ev_time();
+    int top = lua_gettop(L);
+    int rc = call_loader("forget_local_modules", script_path, 0);
+    if (rc == 0) {
+        lua_pop(L, 1);
+        rc = call_loader("load", script_path, 0);
+    }
+    if (rc == 0)
+        rc = configure_script(script_path);
+    if (rc < 0) {
+        luasock_log(LUASOCK_LOG_ERROR, "reload failed: %s", lua_tostring(L, -1));
+    } else {
+        install_script();
+        luasock_log(LUASOCK_LOG_INFO, "reloaded %s in %.1f ms (%s)", script_path,
+                    (ev_time() - began) * 1000, changed);
+    }
+    lua_settop(L, top);
+    if (watching)
+        watch_script();
+}
+
+static void on_files_changed(const char *changed)
+{
+    char why[2100];
+    snprintf(why, sizeof why, "changed: %s", changed);
+    reload(why);
+}
+
+static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+    reload("SIGHUP");
+}
+
 static int start(const struct serve_options *o)
 {
+    script_path = o->script;
     if (open_runtime() < 0 || load_script(o->script, "luasock: ") < 0)
         return -1;
-    lua_getfield(L, -1, "handle");
-    handle_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "datagram");
-    datagram_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, -1, "on_close");
-    if (!lua_isnil(L, -1))
-        conn_on_close = run_on_close;
-    on_close_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_pushvalue(L, -1);
-    if (call_loader("configure", o->script, 1) < 0) {
+    builtin_settings = conn_defaults;
+    if (configure_script(o->script) < 0) {
         fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
         return -1;
     }
-    apply_settings();
+    install_script();
     max_connections = o->max_connections;
     raise_fd_limit();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
     start_signals();
     if (open_listeners(o) < 0)
         return -1;
+    ev_signal_init(&on_sighup, on_hangup, SIGHUP);
+    ev_signal_start(loop, &on_sighup);
+    if (o->watch) {
+        watching = true;
+        watch_init(loop, on_files_changed);
+        watch_script();
+    }
     lua_settop(L, 0);
     return 0;
 }

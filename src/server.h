@@ -2,6 +2,7 @@
 #ifndef SERVER_H
 #define SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct serve_options {
@@ -9,6 +10,7 @@ struct serve_options {
     const char **listen; /* overrides the script's listen addresses when count > 0 */
     size_t listen_count;
     size_t max_connections; /* 0: no limit */
+    bool watch;             /* reload when the script or its own modules change */
 };
 
 /* Both return the process exit status. */

@@ -53,10 +53,45 @@ local function check_settings(path, script)
   return settings
 end
 
+local function local_path(path)
+  local dir = directory_of(path)
+  return dir .. "/?.lua;" .. dir .. "/?/init.lua"
+end
+
+-- Puts the script's directory first in package.path, once.
+local function add_script_dir(path)
+  local prefix = local_path(path) .. ";"
+  if package.path:sub(1, #prefix) ~= prefix then
+    package.path = prefix .. package.path
+  end
+end
+
+-- The modules the script has loaded from its own directory: a list of their files.
+function M.local_modules(path)
+  local files = {}
+  for name in pairs(package.loaded) do
+    local file = package.searchpath(name, local_path(path))
+    if file then
+      files[#files + 1] = file
+    end
+  end
+  table.sort(files)
+  return files
+end
+
+-- Unloads the script's own modules, so that a reload requires their new versions.
+function M.forget_local_modules(path)
+  for name in pairs(package.loaded) do
+    if package.searchpath(name, local_path(path)) then
+      package.loaded[name] = nil
+    end
+  end
+  return true
+end
+
 -- Loads the script at path. Returns its table, or nil and "path:line: message".
 function M.load(path)
-  local dir = directory_of(path)
-  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  add_script_dir(path)
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(path, "t", env)
   if not chunk then
@@ -88,8 +123,7 @@ end
 -- lua interpreter sets it (arg[0] the script, arg[1..] the arguments), or nil and the error.
 function M.load_program(path, ...)
   local env = setmetatable({ arg = { [0] = path, ... } }, { __index = _G })
-  local dir = directory_of(path)
-  package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
+  add_script_dir(path)
   return loadfile(path, "t", env)
 end
 
