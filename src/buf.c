@@ -81,6 +81,13 @@ void buf_consume(struct buf *b, size_t n)
         storage_release(b);
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+    b->end = b->start + len;
+    if (len == 0 && b->data != NULL)
+        storage_release(b);
+}
+
 void buf_free(struct buf *b)
 {
     if (b->data != NULL)

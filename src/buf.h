@@ -38,6 +38,9 @@ int buf_append(struct buf *b, const void *data, size_t n);
 /* Drops n bytes from the front; gives the storage back once the buffer is empty. */
 void buf_consume(struct buf *b, size_t n);
 
+/* Drops bytes from the end so that len remain (len <= buf_len): undoes appends. */
+void buf_truncate(struct buf *b, size_t len);
+
 void buf_free(struct buf *b);
 
 /* Frees the pooled chunks (at exit, so leak checkers see a clean heap). */

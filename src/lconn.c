@@ -94,54 +94,52 @@ static int conn_receiveuntil(lua_State *L)
     return start_read(L, c, &req);
 }
 
-/* Walks send's arguments (strings, numbers, arrays of those), adding up their lengths and, when
- * c is not NULL, queueing them. Returns -1 when out of memory. */
-static int each_piece(lua_State *L, struct conn *c, size_t *total)
+/* Queues one string or number of send's data: argument arg, or item `item` of it when not 0.
+ * Anything else raises, after undo_to has taken back what this call had queued. Returns -1 when
+ * out of memory. */
+static int queue_value(lua_State *L, struct conn *c, int arg, int item, size_t undo_to,
+                       size_t *total)
 {
-    int top = lua_gettop(L);
-    for (int arg = 2; arg <= top; arg++) {
-        size_t len;
-        const char *s;
-        if (lua_type(L, arg) != LUA_TTABLE) {
-            s = lua_tolstring(L, arg, &len);
-            if (c != NULL && conn_queue(c, s, len) < 0)
-                return -1;
-            *total += len;
-            continue;
-        }
-        lua_Integer n = luaL_len(L, arg);
-        for (lua_Integer i = 1; i <= n; i++) {
-            lua_rawgeti(L, arg, i);
-            if (!lua_isstring(L, -1))
-                return luaL_error(L, "bad argument #%d to 'send' (item %d is a %s, not a string)",
-                                  arg - 1, (int)i, luaL_typename(L, -1));
-            s = lua_tolstring(L, -1, &len);
-            if (c != NULL && conn_queue(c, s, len) < 0)
-                return -1;
-            *total += len;
-            lua_pop(L, 1);
-        }
+    size_t len;
+    const char *s = lua_tolstring(L, item ? -1 : arg, &len);
+    if (s == NULL) {
+        buf_truncate(&c->out, undo_to);
+        if (item == 0)
+            return luaL_typeerror(L, arg, "string or array of strings");
+        return luaL_error(L, "bad argument #%d to 'send' (item %d is a %s, not a string)",
+                          arg - 1, item, luaL_typename(L, -1));
     }
-    return 0;
+    *total += len;
+    return conn_queue(c, s, len);
 }
 
-/* Queues the data arguments of send or post. Returns 0, or pushes nil, err and returns -1. */
+/* Queues send's or post's data arguments (strings, numbers, arrays of those) in one pass.
+ * Returns 0, or pushes nil, err and returns -1. Misuse raises with nothing queued. */
 static int queue_args(lua_State *L, struct conn *c, size_t *total)
 {
     int top = lua_gettop(L);
     luaL_argcheck(L, top >= 2, 2, "string expected, got no value");
-    for (int arg = 2; arg <= top; arg++)
-        if (lua_type(L, arg) != LUA_TTABLE && !lua_isstring(L, arg))
-            luaL_typeerror(L, arg, "string or array of strings");
-
-    *total = 0;
-    each_piece(L, NULL, total); /* checks every array item before anything is queued */
     if (c->state != CONN_OPEN || c->shut_wr) {
         push_error(L, ERR_CLOSED);
         return -1;
     }
+    size_t before = buf_len(&c->out);
+    int failed = 0;
     *total = 0;
-    if (each_piece(L, c, total) < 0) {
+    for (int arg = 2; arg <= top && !failed; arg++) {
+        if (lua_type(L, arg) != LUA_TTABLE) {
+            failed = queue_value(L, c, arg, 0, before, total);
+            continue;
+        }
+        lua_Integer n = luaL_len(L, arg);
+        for (lua_Integer i = 1; i <= n && !failed; i++) {
+            lua_rawgeti(L, arg, i);
+            failed = queue_value(L, c, arg, (int)i, before, total);
+            lua_pop(L, 1);
+        }
+    }
+    if (failed) {
+        buf_truncate(&c->out, before);
         push_error(L, ERR_NO_MEMORY);
         return -1;
     }

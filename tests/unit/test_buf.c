@@ -63,6 +63,17 @@ static void test_reserve_without_commit(void)
     CHECK(b.data == NULL);
 }
 
+static void test_truncate(void)
+{
+    struct buf b = {0};
+    CHECK(buf_append(&b, "keep", 4) == 0);
+    CHECK(buf_append(&b, "undo", 4) == 0);
+    buf_truncate(&b, 4);
+    CHECK(buf_len(&b) == 4 && memcmp(buf_head(&b), "keep", 4) == 0);
+    buf_truncate(&b, 0);
+    CHECK(b.data == NULL && buf_len(&b) == 0);
+}
+
 struct holder {
     int before;
     struct buf inner;
@@ -80,6 +91,7 @@ int main(void)
     test_growth_keeps_bytes();
     test_compaction();
     test_reserve_without_commit();
+    test_truncate();
     test_container_of();
     buf_pool_drain();
     return check_report();
