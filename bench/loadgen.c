@@ -9,8 +9,10 @@
  *
  * Measuring starts only once every connection is established and has done one round trip, and
  * lasts D seconds. With -S PID the server's own utime/stime (/proc/PID/stat) are sampled right
- * at the window's edges and its VmRSS at the end. The result is one line on stdout:
- *   result msgs=N seconds=S msgs_per_s=R p50_us=X p99_us=Y errors=E [srv_...] loadgen_cpu_pct=C
+ * at the window's edges and its VmRSS at the end, and so are the counters of the server's core
+ * and of our own (/proc/stat): how busy each core was, and how much of that went to other
+ * programs. The result is one line on stdout:
+ *   result msgs=N seconds=S msgs_per_s=R p50_us=X p99_us=Y errors=E [srv_...] loadgen_core_pct=C
  *
  * Idle mode (-i): open the connections, do one round trip on each, print "ready conns=N" and
  * hold them until SIGUSR1, SIGTERM or SIGINT arrives, or D seconds pass, so that the harness can
@@ -25,6 +27,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -65,10 +68,19 @@ struct conn {
     uint64_t *stamps; /* send time (ns) of in-flight message k at stamps[k % depth] */
 };
 
-/* The server's counters at one instant (-S). */
-struct server_sample {
-    unsigned long long utime, stime; /* clock ticks */
-    long rss_kib;
+/* One core's counters from /proc/stat, in clock ticks. The kernel measures idle time exactly
+ * and samples the busy kinds at ticks (which short bursts of work miss), so busy time is taken
+ * as the window minus idle. */
+struct core_sample {
+    unsigned long long idle;
+};
+
+/* The counters at one edge of the measured window. */
+struct sample {
+    unsigned long long utime, stime; /* the server's (-S), clock ticks */
+    long rss_kib;                    /* the server's VmRSS */
+    struct core_sample server_core, own_core;
+    double own_cpu_us; /* this process's user + system time */
 };
 
 static struct options opt = {
@@ -102,14 +114,6 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double cpu_seconds_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 /* Latency histogram: exact below 128 ns, then 64 buckets per power of two. */
@@ -395,17 +399,22 @@ static int read_file(const char *fmt, pid_t pid, char *buf, size_t size)
     return 0;
 }
 
-static void sample_server(struct server_sample *s)
+/* Field n (1-based, as in proc(5)) of /proc/PID/stat, from the text after the command name. */
+static const char *stat_field(const char *buf, int n)
+{
+    const char *p = strrchr(buf, ')');
+    for (int field = 2; p != NULL && field < n; field++)
+        p = strchr(p + 1, ' ');
+    return p != NULL ? p + 1 : "";
+}
+
+static void sample_server(struct sample *s)
 {
     char buf[4096];
     if (read_file("/proc/%d/stat", opt.server, buf, sizeof buf) < 0)
         die(2, "server %d: cannot read /proc/%d/stat", (int)opt.server, (int)opt.server);
-    /* After the command name: state ppid pgrp session tty tpgid flags minflt cminflt majflt
-     * cmajflt utime stime (fields 3 to 15 of proc(5)). */
-    const char *p = strrchr(buf, ')');
-    if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-                            &s->utime, &s->stime) != 2)
-        die(2, "cannot parse /proc/%d/stat", (int)opt.server);
+    s->utime = strtoull(stat_field(buf, 14), NULL, 10);
+    s->stime = strtoull(stat_field(buf, 15), NULL, 10);
     s->rss_kib = -1;
     if (read_file("/proc/%d/status", opt.server, buf, sizeof buf) == 0) {
         const char *rss = strstr(buf, "\nVmRSS:");
@@ -414,23 +423,85 @@ static void sample_server(struct server_sample *s)
     }
 }
 
-static void print_server_figures(const struct server_sample *a, const struct server_sample *b,
-                                 double seconds)
+/* The core the server last ran on (field 39 of /proc/PID/stat). */
+static int server_core(void)
+{
+    char buf[4096];
+    if (read_file("/proc/%d/stat", opt.server, buf, sizeof buf) < 0)
+        die(2, "server %d: cannot read /proc/%d/stat", (int)opt.server, (int)opt.server);
+    return atoi(stat_field(buf, 39));
+}
+
+static struct core_sample sample_core(const char *proc_stat, int cpu)
+{
+    struct core_sample c = {0};
+    char name[32];
+    snprintf(name, sizeof name, "\ncpu%d ", cpu);
+    const char *line = strstr(proc_stat, name);
+    unsigned long long idle, iowait; /* after user, nice and system */
+    if (line != NULL &&
+        sscanf(line + strlen(name), "%*u %*u %*u %llu %llu", &idle, &iowait) == 2)
+        c.idle = idle + iowait;
+    return c;
+}
+
+static double own_cpu_us(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e6 +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+static void take_sample(struct sample *s, int srv_cpu, int own_cpu)
+{
+    static char proc_stat[16384];
+    proc_stat[0] = '\n';
+    FILE *f = fopen("/proc/stat", "r");
+    size_t n = f != NULL ? fread(proc_stat + 1, 1, sizeof proc_stat - 2, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    proc_stat[n + 1] = '\0';
+    s->own_core = sample_core(proc_stat, own_cpu);
+    s->own_cpu_us = own_cpu_us();
+    if (opt.server > 0) {
+        sample_server(s);
+        s->server_core = sample_core(proc_stat, srv_cpu);
+    }
+}
+
+/* Time of a core in the window, in % of the window: all busy time, and busy time that was not
+ * the given process's (`own_us`, which includes the softirq work done in its system calls):
+ * other programs on that core. */
+static void print_core(const char *name, const struct core_sample *a,
+                       const struct core_sample *b, double own_us, double window_us)
 {
     double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK);
-    double user_us = (double)(b->utime - a->utime) * tick_us;
-    double sys_us = (double)(b->stime - a->stime) * tick_us;
+    double busy = window_us - (double)(b->idle - a->idle) * tick_us;
+    printf(" %s_core_pct=%.1f %s_core_other_pct=%.1f", name, busy / window_us * 100, name,
+           (busy - own_us) / window_us * 100);
+}
+
+static void print_figures(const struct sample *a, const struct sample *b, double seconds)
+{
+    double tick_us = 1e6 / (double)sysconf(_SC_CLK_TCK), window_us = seconds * 1e6;
     double msgs = window_msgs > 0 ? (double)window_msgs : 1;
-    printf(" srv_user_us_per_msg=%.4f srv_sys_us_per_msg=%.4f srv_cpu_pct=%.1f srv_rss_kib=%ld",
-           user_us / msgs, sys_us / msgs, (user_us + sys_us) / seconds / 1e4, b->rss_kib);
+    if (opt.server > 0) {
+        double user_us = (double)(b->utime - a->utime) * tick_us;
+        double sys_us = (double)(b->stime - a->stime) * tick_us;
+        printf(" srv_user_us_per_msg=%.4f srv_sys_us_per_msg=%.4f srv_rss_kib=%ld",
+               user_us / msgs, sys_us / msgs, b->rss_kib);
+        print_core("srv", &a->server_core, &b->server_core, user_us + sys_us, window_us);
+    }
+    print_core("loadgen", &a->own_core, &b->own_core, b->own_cpu_us - a->own_cpu_us, window_us);
+    putchar('\n');
 }
 
 static void measure(void)
 {
-    struct server_sample before = {0}, after = {0};
-    if (opt.server > 0)
-        sample_server(&before);
-    double cpu0 = cpu_seconds_self();
+    struct sample before = {0}, after = {0};
+    int srv_cpu = opt.server > 0 ? server_core() : -1, own_cpu = sched_getcpu();
+    take_sample(&before, srv_cpu, own_cpu);
     uint64_t t0 = now_ns();
     running = 1;
     for (int i = 0; i < opt.conns; i++) {
@@ -440,17 +511,13 @@ static void measure(void)
     }
     run_until(t0 + (uint64_t)(opt.duration * 1e9), none_live);
     uint64_t t1 = now_ns();
-    if (opt.server > 0)
-        sample_server(&after);
-    double cpu1 = cpu_seconds_self();
+    take_sample(&after, srv_cpu, own_cpu);
     running = 0;
     double seconds = (double)(t1 - t0) / 1e9;
     printf("result msgs=%llu seconds=%.3f msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu",
            (unsigned long long)window_msgs, seconds, (double)window_msgs / seconds,
            hist_percentile_us(0.50), hist_percentile_us(0.99), (unsigned long long)errors);
-    if (opt.server > 0)
-        print_server_figures(&before, &after, seconds);
-    printf(" loadgen_cpu_pct=%.1f\n", (cpu1 - cpu0) / seconds * 100);
+    print_figures(&before, &after, seconds);
 }
 
 static void hold(void)
