@@ -82,7 +82,7 @@ struct listener *listener_open(struct ev_loop *loop, const char *text, const str
     }
     l->fd = fd;
     l->on_accept = on_accept;
-    net_describe(fd, 0, l->name, sizeof l->name);
+    net_local_address(fd, l->name, sizeof l->name);
     if (addr->kind == NET_UNIX)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", addr->path);
     ev_io_init(&l->io, on_connection, fd, EV_READ);

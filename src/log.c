@@ -20,11 +20,6 @@ int log_level_from_name(const char *name)
     return -1;
 }
 
-const char *log_level_name(enum luasock_log_level level)
-{
-    return level_names[level];
-}
-
 void log_set_level(enum luasock_log_level level)
 {
     min_level = level;

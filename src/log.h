@@ -6,7 +6,6 @@
 
 /* Returns the level named name ("debug", "info", "warn", "error"), or -1. */
 int log_level_from_name(const char *name);
-const char *log_level_name(enum luasock_log_level level);
 void log_set_level(enum luasock_log_level level);
 
 #endif

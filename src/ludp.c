@@ -391,7 +391,7 @@ int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int
     lua_insert(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
     char bound[150];
-    net_describe(fd, 0, bound, sizeof bound);
+    net_local_address(fd, bound, sizeof bound);
     snprintf(name, name_size, "udp:%s", bound);
     return 0;
 }

@@ -187,13 +187,11 @@ void net_format(const struct sockaddr *sa, socklen_t len, char *out, size_t size
         snprintf(out, size, "%s:%d", host, port);
 }
 
-void net_describe(int fd, int peer, char *out, size_t size)
+void net_local_address(int fd, char *out, size_t size)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    int rc = peer ? getpeername(fd, (struct sockaddr *)&ss, &len)
-                  : getsockname(fd, (struct sockaddr *)&ss, &len);
-    if (rc < 0)
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         snprintf(out, size, "?");
     else
         net_format((struct sockaddr *)&ss, len, out, size);

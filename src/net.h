@@ -33,8 +33,8 @@ void net_format(const struct sockaddr *sa, socklen_t len, char *out, size_t size
 /* Splits an address into host text and port (-1 for unix sockets). Returns 0 or -1. */
 int net_host_port(const struct sockaddr *sa, socklen_t len, char *host, size_t size, int *port);
 
-/* The text of our end ("local") or the peer's end of a socket; "?" when it has none. */
-void net_describe(int fd, int peer, char *out, size_t size);
+/* The text of a socket's own address, e.g. "127.0.0.1:9090"; "?" when it has none. */
+void net_local_address(int fd, char *out, size_t size);
 
 void net_set_nodelay(int fd);
 
