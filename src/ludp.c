@@ -363,7 +363,10 @@ static void on_datagram(struct ev_loop *l, ev_io *w, int revents)
         ssize_t n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
         if (n < 0)
             return;
-        lua_rawgeti(L, LUA_REGISTRYINDEX, u->datagram_ref);
+        if (lua_rawgeti(L, LUA_REGISTRYINDEX, u->datagram_ref) != LUA_TFUNCTION) {
+            lua_pop(L, 1); /* a reload removed the callback: the datagram is dropped */
+            continue;
+        }
         lua_pushlstring(L, datagram, (size_t)n);
         lua_pushlightuserdata(L, u);
         lua_rawget(L, LUA_REGISTRYINDEX); /* the socket's userdata, anchored by ludp_listen */

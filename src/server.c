@@ -245,8 +245,14 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
         close(fd);
         return;
     }
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref) != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        luasock_log(LUASOCK_LOG_ERROR, "%s has no 'handle' function since its reload: "
+                    "connection closed", script_path);
+        close(fd);
+        return;
+    }
     net_set_nodelay(fd);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref);
     conn_new(L, fd, peer_addr, peer_len);
     struct task *t = task_new(L, 1, -1);
     task_resume(t, 1);
@@ -345,12 +351,17 @@ static void start_loop(void)
     ev_run(loop, 0);
 }
 
-/* Stores the script's callback field in its registry slot, made on first use. */
+/* Stores the script's callback field in its registry slot, made on first use. A missing
+ * callback is stored as false, never nil: a nil would punch a hole in the registry's array,
+ * and luaL_ref could then hand out a slot that is still in use. */
 static void install_callback(int *ref, const char *field)
 {
-    lua_getfield(L, -1, field);
+    if (lua_getfield(L, -1, field) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushboolean(L, 0);
+    }
     if (*ref == LUA_NOREF) {
-        lua_pushboolean(L, 0); /* a placeholder: luaL_ref gives no slot to nil */
+        lua_pushvalue(L, -1);
         *ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
     lua_rawseti(L, LUA_REGISTRYINDEX, *ref);
@@ -404,15 +415,16 @@ static void reload(const char *changed)
     if (rc == 0)
         rc = configure_script(script_path);
     if (rc < 0) {
+        /* The files watched so far stay watched: fixing a broken module must reload too. */
         luasock_log(LUASOCK_LOG_ERROR, "reload failed: %s", lua_tostring(L, -1));
     } else {
         install_script();
         luasock_log(LUASOCK_LOG_INFO, "reloaded %s in %.1f ms (%s)", script_path,
                     (ev_time() - began) * 1000, changed);
+        if (watching)
+            watch_script();
     }
     lua_settop(L, top);
-    if (watching)
-        watch_script();
 }
 
 static void on_files_changed(const char *changed)

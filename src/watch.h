@@ -1,8 +1,8 @@
 /* watch.h -- watching files for changes, one callback per burst.
  *
  * An editor saving a file makes several events (write, rename, attribute change); they are
- * coalesced until the files have been quiet for a moment, then reported once. libev's stat
- * watchers use inotify on Linux, so nothing is polled. */
+ * coalesced until the files have been quiet for a moment, then reported once. inotify on the
+ * loop, so nothing is polled. */
 #ifndef WATCH_H
 #define WATCH_H
 
