@@ -89,6 +89,18 @@ helper.PRELUDE = "local luasock = require 'luasock'; "
   .. "if n == 0 then out[1] = 'nil' end; "
   .. "return conn:send(table.concat(out, ', '), '\\n') end; "
 
+-- Put in front of `luasock run` scripts (one line, after helper.PRELUDE): `report(stdout, ...)`
+-- prints one report line to standard output, for helper.decode_report.
+helper.RUN_PRELUDE = helper.PRELUDE
+  .. "local stdout = { send = function(_, ...) io.write(...) io.flush() return true end }; "
+
+-- Replaces every ${NAME} in `source` with tostring(vars.NAME).
+function helper.fill(source, vars)
+  return (source:gsub("%${(%u[%u_]*)}", function(name)
+    return tostring(assert(vars[name], "no value for ${" .. name .. "}"))
+  end))
+end
+
 -- Writes a handler script: PRELUDE followed by `source` on the same first line.
 function helper.handler(source, name)
   return helper.script(helper.PRELUDE .. source, name)

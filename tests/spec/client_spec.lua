@@ -3,24 +3,15 @@
 -- (the whole connection API, closed when the coroutine that made them ends).
 --
 -- No lookup or packet leaves the machine. Every script here that resolves or connects first
--- points luasock at tests/clients/slow_dns.py on 127.0.0.1 (luasock.connect resolves even IP
--- addresses, so without that a connect to 127.0.0.1 would ask /etc/resolv.conf's name server).
+-- points luasock at tests/clients/slow_dns.py on 127.0.0.1, so that even a regression that sent
+-- an IP address to the name servers (as c-ares 1.18 would) cannot reach /etc/resolv.conf's.
 -- The connect timeout is provoked inside a network namespace made by the test, where a route
 -- sends 192.0.2.0/24 into the namespace's own loopback and the SYNs are dropped there.
 local socket = require "socket"
 local helper = require "helper"
 
--- Put in front of `luasock run` scripts (one line, after helper.PRELUDE): `report(stdout, ...)`
--- prints one report line, which `run` below decodes.
-local RUN_PRELUDE = helper.PRELUDE
-  .. "local stdout = { send = function(_, ...) io.write(...) io.flush() return true end }; "
-
--- Replaces every ${NAME} in `source` with tostring(vars.NAME).
-local function fill(source, vars)
-  return (source:gsub("%${(%u[%u_]*)}", function(name)
-    return tostring(assert(vars[name], "no value for ${" .. name .. "}"))
-  end))
-end
+local RUN_PRELUDE = helper.RUN_PRELUDE
+local fill = helper.fill
 
 -- Name servers started by start_dns, stopped by cleanup; the test's default one.
 local dns_servers = {}

@@ -3,22 +3,13 @@
 -- and examples/portscan.lua (inside a network namespace of its own).
 --
 -- No lookup or packet leaves the machine: http_get is given the host name "localhost", which
--- /etc/hosts answers, and portscan (whose every connect asks the resolver about its IP address)
--- runs with its servers in a network namespace made by the test, where only loopback exists.
+-- /etc/hosts answers, and portscan runs with its servers in a network namespace made by the
+-- test, where only loopback exists (and so do its fixed ports).
 local socket = require "socket"
 local helper = require "helper"
 
--- Put in front of `luasock run` scripts (one line, after helper.PRELUDE): `report(stdout, ...)`
--- prints one report line, which `reports` below decodes.
-local RUN_PRELUDE = helper.PRELUDE
-  .. "local stdout = { send = function(_, ...) io.write(...) io.flush() return true end }; "
-
--- Replaces every ${NAME} in `source` with tostring(vars.NAME).
-local function fill(source, vars)
-  return (source:gsub("%${(%u[%u_]*)}", function(name)
-    return tostring(assert(vars[name], "no value for ${" .. name .. "}"))
-  end))
-end
+local RUN_PRELUDE = helper.RUN_PRELUDE
+local fill = helper.fill
 
 -- The report lines of a script's stdout, decoded.
 local function reports(out)

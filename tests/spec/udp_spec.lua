@@ -4,17 +4,8 @@
 local socket = require "socket"
 local helper = require "helper"
 
--- Put in front of `luasock run` scripts (one line, after helper.PRELUDE): `report(stdout, ...)`
--- prints one report line, which `run` below decodes.
-local RUN_PRELUDE = helper.PRELUDE
-  .. "local stdout = { send = function(_, ...) io.write(...) io.flush() return true end }; "
-
--- Replaces every ${NAME} in `source` with tostring(vars.NAME).
-local function fill(source, vars)
-  return (source:gsub("%${(%u[%u_]*)}", function(name)
-    return tostring(assert(vars[name], "no value for ${" .. name .. "}"))
-  end))
-end
+local RUN_PRELUDE = helper.RUN_PRELUDE
+local fill = helper.fill
 
 -- Runs RUN_PRELUDE .. source with `luasock run`, requires exit 0; returns the decoded reports.
 local function run(source)
