@@ -14,19 +14,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-    echo "FAIL: $*" >&2
-    exit 1
-}
+# fail, expect, start_server, stop_server
+# shellcheck source=tests/clients/server.sh
+. "$(dirname "$0")/server.sh"
 
-"$BIN" serve examples/objects.lua --listen 127.0.0.1:0 2>"$WORK/log" &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    grep -q "listening on" "$WORK/log" && break
-    sleep 0.05
-done
-PORT=$(sed -n 's/^luasock: listening on 127\.0\.0\.1:\([0-9]*\) .*/\1/p' "$WORK/log")
-[ -n "$PORT" ] || fail "server did not start: $(cat "$WORK/log")"
+start_server examples/objects.lua
+PORT=$SERVER_PORT
 
 # {op = "add", args = {1, 2}} as MessagePack; the answer is the map {ok = true, result = 3},
 # its two entries in either order.
@@ -39,14 +32,12 @@ esac
 # Garbage closes that connection only: the nc sees the end of the stream, and a new client works.
 garbage=$(printf '\xc1\xc1\xc1' | timeout 5 nc -N 127.0.0.1 "$PORT" | od -An -tx1 | tr -d ' \n')
 [ -z "$garbage" ] || fail "garbage got an answer: '$garbage'"
-grep -q "bad object from the peer: malformed" "$WORK/log" || fail "no log line for the garbage"
+grep -q "bad object from the peer: malformed" "$SERVER_LOG" || fail "no log line for the garbage"
 reply=$(printf '\x82\xa2op\xa3add\xa4args\x92\x05\x06' | timeout 5 nc -N 127.0.0.1 "$PORT" | od -An -tx1 | tr -d ' \n')
 case "$reply" in
     82a26f6bc3a6726573756c740b | 82a6726573756c740ba26f6bc3) echo "ok: still serving after garbage" ;;
     *) fail "after garbage: got bytes '$reply'" ;;
 esac
 
-kill -TERM "$SERVER_PID"
-wait "$SERVER_PID" || fail "server exited with status $?"
-SERVER_PID=
+stop_server
 echo "objects_nc_test: passed"
