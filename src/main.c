@@ -31,6 +31,8 @@ static const char serve_usage[] =
     "                         replaces the script's 'listen' (port 0 picks a free port)\n"
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --pid-file PATH        write the server's pid to PATH (refused if PATH names a live\n"
+    "                         process); removed at exit\n"
     "  --watch                reload SCRIPT when it or a module beside it changes\n"
     "                         (SIGHUP reloads at any time)\n"
     "  --help                 show this help\n";
@@ -104,6 +106,8 @@ static int serve_command(int argc, char **argv)
             if (parse_count(value, &o.max_connections) < 0)
                 status = usage_error(help, "--max-connections: expected a positive integer, "
                                            "got '%s'", value);
+        } else if ((value = option_value(argc, argv, &i, "--pid-file", &missing)) != NULL) {
+            o.pid_file = value;
         } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {
             int level = log_level_from_name(value);
             if (level < 0)

@@ -1,5 +1,6 @@
 /* server.c -- wires the pieces together: the Lua state, the handler script, the listeners and
  * the loop's per-iteration work (resume woken tasks, then flush output). */
+#include <errno.h>
 #include <lauxlib.h>
 #include <libgen.h>
 #include <lualib.h>
@@ -12,6 +13,7 @@
 
 #include "buf.h"
 #include "conn.h"
+#include "errors.h"
 #include "lconn.h"
 #include "listener.h"
 #include "ludp.h"
@@ -37,6 +39,7 @@ static struct listener *listeners;
 static ev_prepare before_wait;
 static ev_idle keep_polling;
 static ev_signal on_sigint, on_sigterm, on_sighup;
+static const char *pid_file_written;
 
 /* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
 static int add_runtime_path(void)
@@ -128,6 +131,8 @@ static void close_runtime(void)
         listener_close(loop, listeners);
         listeners = next;
     }
+    if (pid_file_written != NULL)
+        unlink(pid_file_written);
     watch_stop();
     resolver_shutdown();
     if (L != NULL) {
@@ -442,6 +447,30 @@ static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
     reload("SIGHUP");
 }
 
+/* Writes our pid to path, unless it names a process that is still running. */
+static int write_pid_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    long pid = 0;
+    if (f != NULL) {
+        if (fscanf(f, "%ld", &pid) != 1)
+            pid = 0;
+        fclose(f);
+    }
+    if (pid > 0 && pid != (long)getpid() && (kill((pid_t)pid, 0) == 0 || errno == EPERM)) {
+        fprintf(stderr, "luasock: pid file %s names a running process (pid %ld): is another "
+                        "server using it?\n", path, pid);
+        return -1;
+    }
+    f = fopen(path, "w");
+    if (f == NULL || fprintf(f, "%ld\n", (long)getpid()) < 0 || fclose(f) != 0) {
+        fprintf(stderr, "luasock: pid file %s: %s\n", path, errors_string(errno));
+        return -1;
+    }
+    pid_file_written = path;
+    return 0;
+}
+
 static int start(const struct serve_options *o)
 {
     script_path = o->script;
@@ -457,6 +486,8 @@ static int start(const struct serve_options *o)
     raise_fd_limit();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
     start_signals();
+    if (o->pid_file != NULL && write_pid_file(o->pid_file) < 0)
+        return -1;
     if (open_listeners(o) < 0)
         return -1;
     ev_signal_init(&on_sighup, on_hangup, SIGHUP);

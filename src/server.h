@@ -11,6 +11,7 @@ struct serve_options {
     size_t listen_count;
     size_t max_connections; /* 0: no limit */
     bool watch;             /* reload when the script or its own modules change */
+    const char *pid_file;   /* written at start, removed at exit; NULL for none */
 };
 
 /* Both return the process exit status. */
