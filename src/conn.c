@@ -663,6 +663,17 @@ void conn_push(lua_State *L, struct conn *c)
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
 }
 
+void conn_interrupt_reads(const char *err)
+{
+    for (struct conn *c = open_head; c != NULL; c = c->next) {
+        struct task *t = c->reader;
+        if (t != NULL) {
+            c->reader = NULL;
+            task_wake(t, push_failure(c, task_stack(t), err));
+        }
+    }
+}
+
 void conn_close_all(void)
 {
     conn_on_close = NULL; /* shutting down: nothing would run the hooks */

@@ -12,6 +12,7 @@
 #define ERR_TOO_LARGE "too large"
 #define ERR_NO_MEMORY "out of memory"
 #define ERR_OVERFLOW "overflow"
+#define ERR_SHUTTING_DOWN "shutting down"
 
 /* "reset", "permission denied", ...: for Lua and for user-facing messages. */
 const char *errors_string(int err);

@@ -2,15 +2,30 @@
  * (scripts/luasock/init.lua is the other half): sleep, now, spawn, log, and the client
  * functions of lclient.c. */
 #include <ev.h>
+#include <stdbool.h>
 #include <lauxlib.h>
 
 #include "codec.h"
 #include "conn.h"
 #include "lclient.h"
+#include "lluasock.h"
 #include "log.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "task.h"
+
+static bool shutting_down;
+
+void lluasock_begin_shutdown(void)
+{
+    shutting_down = true;
+}
+
+static int luasock_shutting_down(lua_State *L)
+{
+    lua_pushboolean(L, shutting_down);
+    return 1;
+}
 
 static int luasock_sleep(lua_State *L)
 {
@@ -89,6 +104,7 @@ static const luaL_Reg functions[] = {
     {"encode", luasock_encode},
     {"decode", luasock_decode},
     {"sleep", luasock_sleep},
+    {"shutting_down", luasock_shutting_down},
     {"now", luasock_now},
     {"spawn", luasock_spawn},
     {"log", luasock_log_},

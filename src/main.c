@@ -31,6 +31,8 @@ static const char serve_usage[] =
     "                         replaces the script's 'listen' (port 0 picks a free port)\n"
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
+    "                         (default 10); a second signal exits at once\n"
     "  --pid-file PATH        write the server's pid to PATH (refused if PATH names a live\n"
     "                         process); removed at exit\n"
     "  --watch                reload SCRIPT when it or a module beside it changes\n"
@@ -83,7 +85,7 @@ static int parse_count(const char *text, size_t *out)
 static int serve_command(int argc, char **argv)
 {
     const char *help = "luasock serve";
-    struct serve_options o = {0};
+    struct serve_options o = {.grace = 10};
     o.listen = calloc((size_t)argc, sizeof *o.listen);
     if (o.listen == NULL)
         return 1;
@@ -106,6 +108,12 @@ static int serve_command(int argc, char **argv)
             if (parse_count(value, &o.max_connections) < 0)
                 status = usage_error(help, "--max-connections: expected a positive integer, "
                                            "got '%s'", value);
+        } else if ((value = option_value(argc, argv, &i, "--grace", &missing)) != NULL) {
+            char *end;
+            o.grace = strtod(value, &end);
+            if (*value == '\0' || *end != '\0' || !(o.grace >= 0))
+                status = usage_error(help, "--grace: expected seconds (0 or more), got '%s'",
+                                     value);
         } else if ((value = option_value(argc, argv, &i, "--pid-file", &missing)) != NULL) {
             o.pid_file = value;
         } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {

@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "lconn.h"
 #include "listener.h"
+#include "lluasock.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "net.h"
@@ -40,6 +41,9 @@ static ev_prepare before_wait;
 static ev_idle keep_polling;
 static ev_signal on_sigint, on_sigterm, on_sighup;
 static const char *pid_file_written;
+static bool shutting_down;
+static double grace_seconds;
+static ev_timer grace_timer;
 
 /* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
 static int add_runtime_path(void)
@@ -76,6 +80,10 @@ static void before_wait_cb(struct ev_loop *l, ev_prepare *w, int revents)
     (void)revents;
     task_run_ready();
     conn_flush_all();
+    if (shutting_down && task_handler_count() == 0 && !task_ready_pending()) {
+        ev_break(l, EVBREAK_ALL);
+        return;
+    }
     /* Tasks woken meanwhile must run before the loop sleeps: an idle watcher keeps poll from
      * blocking for one more iteration. */
     if (task_ready_pending())
@@ -91,10 +99,46 @@ static void keep_polling_cb(struct ev_loop *l, ev_idle *w, int revents)
     (void)revents;
 }
 
+static void on_grace_over(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)w;
+    (void)revents;
+    luasock_log(LUASOCK_LOG_WARN, "grace period over: %d handlers still running; closing their "
+                "connections", task_handler_count());
+    ev_break(l, EVBREAK_ALL);
+}
+
+static void close_listeners(void)
+{
+    while (listeners != NULL) {
+        struct listener *next = listeners->next;
+        listener_close(loop, listeners);
+        listeners = next;
+    }
+}
+
+/* Stops accepting, wakes every handler blocked in a read with nil, "shutting down", and lets
+ * the handlers finish for up to the grace period. */
+static void begin_shutdown(const char *signal_name)
+{
+    shutting_down = true;
+    lluasock_begin_shutdown();
+    close_listeners();
+    conn_interrupt_reads(ERR_SHUTTING_DOWN);
+    luasock_log(LUASOCK_LOG_INFO, "shutting down (%s): waiting up to %g s for %d handlers",
+                signal_name, grace_seconds, task_handler_count());
+    ev_timer_init(&grace_timer, on_grace_over, grace_seconds, 0);
+    ev_timer_start(loop, &grace_timer);
+}
+
 static void on_signal(struct ev_loop *l, ev_signal *w, int revents)
 {
     (void)revents;
-    luasock_log(LUASOCK_LOG_INFO, "shutting down (%s)", sigabbrev_np(w->signum));
+    if (!shutting_down) {
+        begin_shutdown(sigabbrev_np(w->signum));
+        return;
+    }
+    luasock_log(LUASOCK_LOG_INFO, "second SIG%s: exiting now", sigabbrev_np(w->signum));
     ev_break(l, EVBREAK_ALL);
 }
 
@@ -126,11 +170,8 @@ static int open_runtime(void)
 
 static void close_runtime(void)
 {
-    while (listeners != NULL) {
-        struct listener *next = listeners->next;
-        listener_close(loop, listeners);
-        listeners = next;
-    }
+    ev_timer_stop(loop, &grace_timer);
+    close_listeners();
     if (pid_file_written != NULL)
         unlink(pid_file_written);
     watch_stop();
@@ -474,6 +515,7 @@ static int write_pid_file(const char *path)
 static int start(const struct serve_options *o)
 {
     script_path = o->script;
+    grace_seconds = o->grace;
     if (open_runtime() < 0 || load_script(o->script, "luasock: ") < 0)
         return -1;
     builtin_settings = conn_defaults;

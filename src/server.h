@@ -12,6 +12,7 @@ struct serve_options {
     size_t max_connections; /* 0: no limit */
     bool watch;             /* reload when the script or its own modules change */
     const char *pid_file;   /* written at start, removed at exit; NULL for none */
+    double grace;           /* seconds handlers may run on after SIGTERM/SIGINT */
 };
 
 /* Both return the process exit status. */

@@ -13,6 +13,7 @@ static struct ev_loop *loop;
 static lua_State *main_L;
 static struct task *ready_head, *ready_tail;
 static struct task *main_task;
+static int handler_count;
 static int main_status;
 
 static int task_gc(lua_State *L)
@@ -101,6 +102,7 @@ struct task *task_new(lua_State *L, int nargs, int conn_index)
     lua_setiuservalue(L, -2, 1);
     if (conn_index != 0) {
         t->conn = lua_touserdata(L, conn_index);
+        handler_count++;
         lua_pushvalue(L, conn_index);
         lua_setiuservalue(L, -2, 2);
     }
@@ -171,8 +173,10 @@ static void finish(struct task *t)
 {
     t->done = true;
     ev_timer_stop(loop, &t->sleep_timer);
-    if (t->conn != NULL)
+    if (t->conn != NULL) {
         conn_close(t->conn);
+        handler_count--;
+    }
     conn_close_owned(t);
     if (t->joiner != NULL) {
         struct task *joiner = t->joiner;
@@ -236,6 +240,11 @@ bool task_run_ready(void)
 bool task_ready_pending(void)
 {
     return ready_head != NULL;
+}
+
+int task_handler_count(void)
+{
+    return handler_count;
 }
 
 int task_sleep(lua_State *L, double seconds)

@@ -56,6 +56,9 @@ void task_wake(struct task *t, int nargs);
 bool task_run_ready(void);
 bool task_ready_pending(void);
 
+/* How many connection handlers are still running (graceful shutdown waits for none). */
+int task_handler_count(void);
+
 /* luasock.sleep: suspends the calling task for seconds. */
 int task_sleep(lua_State *L, double seconds);
 

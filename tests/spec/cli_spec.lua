@@ -158,7 +158,7 @@ describe("serve stops cleanly", function()
     it("on SIG" .. signal .. " with busy connections open, exiting 0", function()
       local path = helper.dir() .. "/stop.sock"
       local server = helper.start(helper.script(BUSY),
-        { listen = { "127.0.0.1:0", "unix:" .. path } })
+        { listen = { "127.0.0.1:0", "unix:" .. path }, args = { "--grace", "1" } })
       local clients = {}
       for i, what in ipairs { "read", "sleep", "send", "spawn" } do
         clients[i] = server:connect(1, function(c) c:setoption("recv-buffer-size", 4096) end)
