@@ -14,6 +14,7 @@
 
 #include "conn.h"
 #include "errors.h"
+#include "lresult.h"
 #include "lclient.h"
 #include "net.h"
 #include "resolver.h"
@@ -29,13 +30,6 @@ struct lookup {
 };
 
 #define loop EV_DEFAULT
-
-static int push_error(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-}
 
 /* Pushes the addresses as a list of strings, IPv6 and IPv4 in c-ares's order. */
 static void push_addresses(lua_State *L, struct ares_addrinfo *result)

@@ -8,6 +8,7 @@
 
 #include "conn.h"
 #include "errors.h"
+#include "lresult.h"
 #include "lconn.h"
 #include "net.h"
 #include "task.h"
@@ -25,13 +26,6 @@ static struct conn *toconn(lua_State *L)
         luaL_typeerror(L, 1, CONN_MT);
     lua_pop(L, 1);
     return c;
-}
-
-static int push_error(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
 }
 
 static int start_read(lua_State *L, struct conn *c, struct read_req *req)
@@ -231,20 +225,6 @@ static int conn_shutdown_method(lua_State *L)
     conn_shutdown(c, how);
     lua_pushboolean(L, 1);
     return 1;
-}
-
-static int push_host_port(lua_State *L, const struct sockaddr *sa, socklen_t len)
-{
-    char host[128];
-    int port;
-    if (net_host_port(sa, len, host, sizeof host, &port) < 0)
-        return push_error(L, "bad address");
-    lua_pushstring(L, host);
-    if (port < 0)
-        lua_pushnil(L);
-    else
-        lua_pushinteger(L, port);
-    return 2;
 }
 
 static int conn_peer(lua_State *L)

@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "lclient.h"
 #include "lluasock.h"
+#include "lresult.h"
 #include "log.h"
 #include "ludp.h"
 #include "luasock.h"
@@ -74,9 +75,7 @@ static int luasock_encode(lua_State *L)
     struct buf out = {0};
     const char *err;
     if (codec_encode(L, 1, &out, &limits, &err) != CODEC_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
+        return push_error(L, err);
     }
     lua_pushlstring(L, buf_head(&out), buf_len(&out));
     buf_free(&out);
@@ -95,9 +94,7 @@ static int luasock_decode(lua_State *L)
         err = "trailing bytes after the value";
     else if (status == CODEC_OK && codec_decode(L, data, len, &err) == CODEC_OK)
         return 1;
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
+    return push_error(L, err);
 }
 
 static const luaL_Reg functions[] = {

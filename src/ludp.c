@@ -13,6 +13,7 @@
 #include "conn.h"
 #include "container.h"
 #include "errors.h"
+#include "lresult.h"
 #include "ludp.h"
 #include "task.h"
 
@@ -36,13 +37,6 @@ struct udp {
 #define loop EV_DEFAULT
 
 static char datagram[65536];
-
-static int push_error(lua_State *L, const char *err)
-{
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-}
 
 static struct udp *toudp(lua_State *L)
 {
@@ -101,12 +95,7 @@ static int try_receive(struct udp *u, lua_State *L, size_t max, bool want_from)
     lua_pushlstring(L, datagram, (size_t)n < max ? (size_t)n : max);
     if (!want_from)
         return 1;
-    char host[NI_MAXHOST];
-    int port;
-    net_host_port((struct sockaddr *)&ss, len, host, sizeof host, &port);
-    lua_pushstring(L, host);
-    lua_pushinteger(L, port);
-    return 3;
+    return 1 + push_host_port(L, (struct sockaddr *)&ss, len);
 }
 
 static void on_readable(struct ev_loop *l, ev_io *w, int revents)
@@ -243,18 +232,13 @@ static int udp_setsockname(lua_State *L)
 static int udp_getsockname(lua_State *L)
 {
     struct udp *u = toudp(L);
-    char name[160];
     if (u->fd < 0)
         return push_error(L, "not bound");
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    int port;
-    if (getsockname(u->fd, (struct sockaddr *)&ss, &len) < 0 ||
-        net_host_port((struct sockaddr *)&ss, len, name, sizeof name, &port) < 0)
+    if (getsockname(u->fd, (struct sockaddr *)&ss, &len) < 0)
         return push_error(L, errors_string(errno));
-    lua_pushstring(L, name);
-    lua_pushinteger(L, port);
-    return 2;
+    return push_host_port(L, (struct sockaddr *)&ss, len);
 }
 
 static int udp_settimeout(lua_State *L)
