@@ -382,6 +382,18 @@ function helper.read_all(client)
   end
 end
 
+-- Reads lines from a client until one equals `want`; returns the lines skipped before it.
+function helper.expect_line(client, want)
+  local skipped = {}
+  while true do
+    local line, err = client:receive("*l")
+    assert(line, "waiting for " .. want .. ": " .. tostring(err) .. " after "
+      .. table.concat(skipped, " | "))
+    if line == want then return skipped end
+    skipped[#skipped + 1] = line
+  end
+end
+
 -- Polls `fn` until it returns a true value (returned) or `timeout` seconds pass (error).
 function helper.eventually(fn, timeout, what)
   local deadline = socket.gettime() + (timeout or 5)

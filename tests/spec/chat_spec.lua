@@ -15,17 +15,7 @@ local function join(server, before)
   return client, nick
 end
 
--- Reads lines until one equals `want`; returns the lines skipped before it.
-local function expect_line(client, want)
-  local skipped = {}
-  while true do
-    local line, err = client:receive("*l")
-    assert(line, "waiting for " .. want .. ": " .. tostring(err) .. " after "
-      .. table.concat(skipped, " | "))
-    if line == want then return skipped end
-    skipped[#skipped + 1] = line
-  end
-end
+local expect_line = helper.expect_line
 
 describe("examples/chat.lua", function()
   after_each(helper.cleanup)

@@ -429,17 +429,7 @@ describe("hot reload", function()
   end)
 
   describe("of examples/chat.lua", function()
-    -- Reads lines until one equals `want`.
-    local function expect_line(client, want)
-      local seen = {}
-      while true do
-        local line, err = client:receive("*l")
-        assert(line, "waiting for " .. want .. ": " .. tostring(err) .. " after "
-          .. table.concat(seen, " | "))
-        if line == want then return end
-        seen[#seen + 1] = line
-      end
-    end
+    local expect_line = helper.expect_line
 
     local function nick_in(welcome, room_name)
       local nick = welcome:match("^%* welcome to the " .. room_name .. ", (%S+)!")
