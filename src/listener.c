@@ -65,10 +65,12 @@ static void on_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
 struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
                                void (*on_accept)(int fd, const struct sockaddr *peer,
                                                  socklen_t peer_len),
-                               char *err, size_t err_size)
+                               bool for_workers, char *err, size_t err_size)
 {
     int gai_error;
-    int fd = net_listen(addr, BACKLOG, &gai_error);
+    bool own_socket_per_worker = for_workers && addr->kind == NET_TCP;
+    int fd = own_socket_per_worker ? net_bind_shared(addr, &gai_error)
+                                   : net_listen(addr, BACKLOG, &gai_error);
     if (fd < 0) {
         snprintf(err, err_size, "listen %s: %s", text,
                  gai_error ? errors_gai_string(gai_error) : errors_string(errno));
@@ -81,14 +83,35 @@ struct listener *listener_open(struct ev_loop *loop, const char *text, const str
         return NULL;
     }
     l->fd = fd;
+    l->listen_in_worker = own_socket_per_worker;
     l->on_accept = on_accept;
     net_local_address(fd, l->name, sizeof l->name);
     if (addr->kind == NET_UNIX)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", addr->path);
     ev_io_init(&l->io, on_connection, fd, EV_READ);
     ev_init(&l->pause, on_pause_end);
-    ev_io_start(loop, &l->io);
+    if (!for_workers)
+        ev_io_start(loop, &l->io);
     return l;
+}
+
+int listener_start_in_worker(struct ev_loop *loop, struct listener *l, char *err, size_t err_size)
+{
+    /* The unix socket's file belongs to the parent, which outlives this worker. */
+    l->unix_path[0] = '\0';
+    if (l->listen_in_worker) {
+        int fd = net_listen_beside(l->fd, BACKLOG);
+        if (fd < 0) {
+            snprintf(err, err_size, "listen %s: %s", l->name, errors_string(errno));
+            return -1;
+        }
+        close(l->fd);
+        l->fd = fd;
+        l->listen_in_worker = false;
+        ev_io_set(&l->io, fd, EV_READ);
+    }
+    ev_io_start(loop, &l->io);
+    return 0;
 }
 
 void listener_close(struct ev_loop *loop, struct listener *l)

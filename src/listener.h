@@ -3,6 +3,7 @@
 #define LISTENER_H
 
 #include <ev.h>
+#include <stdbool.h>
 
 #include "net.h"
 
@@ -10,6 +11,7 @@ struct listener {
     ev_io io;
     ev_timer pause; /* accepting again after running out of file descriptors */
     int fd;
+    bool listen_in_worker; /* fd is only bound: each worker listens on a socket of its own */
     char name[160];      /* the bound address, e.g. "127.0.0.1:9090" */
     char unix_path[108]; /* removed on close */
     void (*on_accept)(int fd, const struct sockaddr *peer, socklen_t peer_len);
@@ -17,11 +19,17 @@ struct listener {
 };
 
 /* Listens on addr (written as text in the error message). Returns the listener, or NULL with
- * "listen TEXT: cause" in err. */
+ * "listen TEXT: cause" in err. for_workers: the caller is the --workers parent, which never
+ * accepts: TCP addresses are only bound, and nothing is watched until
+ * listener_start_in_worker. */
 struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
                                void (*on_accept)(int fd, const struct sockaddr *peer,
                                                  socklen_t peer_len),
-                               char *err, size_t err_size);
+                               bool for_workers, char *err, size_t err_size);
+
+/* In a worker just forked from the parent: accepts on l from now on. */
+int listener_start_in_worker(struct ev_loop *loop, struct listener *l, char *err,
+                             size_t err_size);
 
 void listener_close(struct ev_loop *loop, struct listener *l);
 

@@ -97,6 +97,22 @@ static int luasock_decode(lua_State *L)
     return push_error(L, err);
 }
 
+void lluasock_set_worker(lua_State *L, int id, int count)
+{
+    static const char *const modules[] = {"luasock.core", "luasock"};
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    for (int i = 0; i < 2; i++) {
+        if (lua_getfield(L, -1, modules[i]) == LUA_TTABLE) {
+            lua_pushinteger(L, id);
+            lua_setfield(L, -2, "worker");
+            lua_pushinteger(L, count);
+            lua_setfield(L, -2, "workers");
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
 static const luaL_Reg functions[] = {
     {"encode", luasock_encode},
     {"decode", luasock_decode},
@@ -117,5 +133,9 @@ int luaopen_luasock(lua_State *L)
     lua_setfield(L, -2, "version");
     lua_newtable(L); /* survives reloads: the module is loaded once per process */
     lua_setfield(L, -2, "state");
+    lua_pushinteger(L, 1);
+    lua_setfield(L, -2, "worker");
+    lua_pushinteger(L, 1);
+    lua_setfield(L, -2, "workers");
     return 1;
 }

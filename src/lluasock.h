@@ -2,7 +2,13 @@
 #ifndef LLUASOCK_H
 #define LLUASOCK_H
 
+#include <lua.h>
+
 /* From now on luasock.shutting_down() returns true. */
 void lluasock_begin_shutdown(void);
+
+/* Sets luasock.worker (this process's number, 1..count; 0 in the --workers parent) and
+ * luasock.workers (count), in the module and in the copy scripts already required. */
+void lluasock_set_worker(lua_State *L, int id, int count);
 
 #endif

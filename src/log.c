@@ -11,6 +11,7 @@
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 static enum luasock_log_level min_level = LUASOCK_LOG_INFO;
+static char origin[32];
 
 int log_level_from_name(const char *name)
 {
@@ -23,6 +24,11 @@ int log_level_from_name(const char *name)
 void log_set_level(enum luasock_log_level level)
 {
     min_level = level;
+}
+
+void log_set_origin(const char *name)
+{
+    snprintf(origin, sizeof origin, "%s: ", name);
 }
 
 void luasock_log(enum luasock_log_level level, const char *fmt, ...)
@@ -52,8 +58,8 @@ void luasock_log(enum luasock_log_level level, const char *fmt, ...)
     if (message == NULL)
         message = small;
 
-    fprintf(stderr, "%s.%03ld [%s] %s\n", stamp, now.tv_nsec / 1000000L, level_names[level],
-            message);
+    fprintf(stderr, "%s.%03ld [%s] %s%s\n", stamp, now.tv_nsec / 1000000L, level_names[level],
+            origin, message);
     if (message != small)
         free(message);
 }

@@ -32,11 +32,13 @@ struct udp {
     ev_tstamp deadline;
     int fd;
     int datagram_ref; /* listeners: the script's callback */
+    struct udp *next_listener;
 };
 
 #define loop EV_DEFAULT
 
 static char datagram[65536];
+static struct udp *listeners;
 
 static struct udp *toudp(lua_State *L)
 {
@@ -361,7 +363,7 @@ static void on_datagram(struct ev_loop *l, ev_io *w, int revents)
 }
 
 int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
-                char *name, size_t name_size, char *err, size_t err_size)
+                bool for_workers, char *name, size_t name_size, char *err, size_t err_size)
 {
     int gai_error;
     int fd = net_listen(addr, 0, &gai_error);
@@ -373,7 +375,10 @@ int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int
     struct udp *u = new_udp(L, fd);
     u->datagram_ref = datagram_ref;
     ev_set_cb(&u->rio, on_datagram);
-    ev_io_start(loop, &u->rio);
+    u->next_listener = listeners;
+    listeners = u;
+    if (!for_workers)
+        ev_io_start(loop, &u->rio);
     lua_pushlightuserdata(L, u);
     lua_insert(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
@@ -381,6 +386,13 @@ int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int
     net_local_address(fd, bound, sizeof bound);
     snprintf(name, name_size, "udp:%s", bound);
     return 0;
+}
+
+void ludp_start_listeners_in_worker(void)
+{
+    for (struct udp *u = listeners; u != NULL; u = u->next_listener)
+        if (u->fd >= 0) /* a script may have closed it through peer.socket */
+            ev_io_start(loop, &u->rio);
 }
 
 static const luaL_Reg methods[] = {

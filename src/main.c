@@ -1,10 +1,11 @@
-/* main.c -- the command line: luasock serve | check | --help | --version. */
+/* main.c -- the command line: luasock serve | run | check | --help | --version. */
 #include <ev.h>
 #include <lua.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "luasock.h"
@@ -37,6 +38,8 @@ static const char serve_usage[] =
     "                         process); removed at exit\n"
     "  --watch                reload SCRIPT when it or a module beside it changes\n"
     "                         (SIGHUP reloads at any time)\n"
+    "  --workers N|auto       serve from N processes (auto: one per core), restarted when\n"
+    "                         they die; SIGHUP and SIGTERM to the parent reach them all\n"
     "  --help                 show this help\n";
 
 static int usage_error(const char *help_command, const char *fmt, ...)
@@ -82,6 +85,22 @@ static int parse_count(const char *text, size_t *out)
     return 0;
 }
 
+#define MAX_WORKERS 1024
+
+static int parse_workers(const char *text, int *out)
+{
+    size_t count;
+    if (strcmp(text, "auto") == 0) {
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        *out = cores > 0 ? (int)(cores < MAX_WORKERS ? cores : MAX_WORKERS) : 1;
+        return 0;
+    }
+    if (parse_count(text, &count) < 0 || count > MAX_WORKERS)
+        return -1;
+    *out = (int)count;
+    return 0;
+}
+
 static int serve_command(int argc, char **argv)
 {
     const char *help = "luasock serve";
@@ -114,6 +133,10 @@ static int serve_command(int argc, char **argv)
             if (*value == '\0' || *end != '\0' || !(o.grace >= 0))
                 status = usage_error(help, "--grace: expected seconds (0 or more), got '%s'",
                                      value);
+        } else if ((value = option_value(argc, argv, &i, "--workers", &missing)) != NULL) {
+            if (parse_workers(value, &o.workers) < 0)
+                status = usage_error(help, "--workers: expected a number from 1 to %d or "
+                                           "'auto', got '%s'", MAX_WORKERS, value);
         } else if ((value = option_value(argc, argv, &i, "--pid-file", &missing)) != NULL) {
             o.pid_file = value;
         } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {

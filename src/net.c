@@ -5,6 +5,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,7 +82,33 @@ static int socket_for(int family, int type)
     return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 }
 
-static int listen_inet(const struct net_addr *addr, int backlog, int *gai_error)
+static int close_keeping_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
+}
+
+static int bind_socket(const struct sockaddr *sa, socklen_t len, int type, bool reuseport)
+{
+    int fd = socket_for(sa->sa_family, type);
+    if (fd < 0)
+        return -1;
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+    /* So that [::]:P and 0.0.0.0:P can be listened on side by side. */
+    if (sa->sa_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
+    if (bind(fd, sa, len) < 0)
+        return close_keeping_errno(fd);
+    return fd;
+}
+
+/* backlog < 0 binds without listening. */
+static int listen_inet(const struct net_addr *addr, int backlog, bool reuseport, int *gai_error)
 {
     int type = addr->kind == NET_UDP ? SOCK_DGRAM : SOCK_STREAM;
     struct addrinfo hints = {.ai_socktype = type, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
@@ -91,22 +118,9 @@ static int listen_inet(const struct net_addr *addr, int backlog, int *gai_error)
     *gai_error = getaddrinfo(addr->host[0] ? addr->host : NULL, addr->port, &hints, &found);
     if (*gai_error != 0)
         return -1;
-
-    int fd = socket_for(found->ai_family, type);
-    if (fd >= 0) {
-        int on = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-        /* So that [::]:P and 0.0.0.0:P can be listened on side by side. */
-        if (found->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof on);
-        if (bind(fd, found->ai_addr, found->ai_addrlen) < 0 ||
-            (type == SOCK_STREAM && listen(fd, backlog) < 0)) {
-            int saved = errno;
-            close(fd);
-            errno = saved;
-            fd = -1;
-        }
-    }
+    int fd = bind_socket(found->ai_addr, found->ai_addrlen, type, reuseport);
+    if (fd >= 0 && backlog >= 0 && listen(fd, backlog) < 0)
+        fd = close_keeping_errno(fd);
     freeaddrinfo(found);
     return fd;
 }
@@ -138,12 +152,8 @@ static int listen_unix(const struct net_addr *addr, int backlog)
         unlink(sun.sun_path);
         rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
     }
-    if (rc < 0 || listen(fd, backlog) < 0) {
-        int saved = errno;
-        close(fd);
-        errno = saved;
-        return -1;
-    }
+    if (rc < 0 || listen(fd, backlog) < 0)
+        return close_keeping_errno(fd);
     return fd;
 }
 
@@ -151,7 +161,24 @@ int net_listen(const struct net_addr *addr, int backlog, int *gai_error)
 {
     *gai_error = 0;
     return addr->kind == NET_UNIX ? listen_unix(addr, backlog)
-                                  : listen_inet(addr, backlog, gai_error);
+                                  : listen_inet(addr, backlog, false, gai_error);
+}
+
+int net_bind_shared(const struct net_addr *addr, int *gai_error)
+{
+    return listen_inet(addr, -1, true, gai_error);
+}
+
+int net_listen_beside(int bound_fd, int backlog)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(bound_fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    int fd = bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, true);
+    if (fd >= 0 && listen(fd, backlog) < 0)
+        fd = close_keeping_errno(fd);
+    return fd;
 }
 
 int net_host_port(const struct sockaddr *sa, socklen_t len, char *host, size_t size, int *port)

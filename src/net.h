@@ -27,6 +27,12 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why);
  * accepts on it) is replaced; a live one gives EADDRINUSE. */
 int net_listen(const struct net_addr *addr, int backlog, int *gai_error);
 
+/* For --workers: binds a TCP addr with SO_REUSEPORT but does not listen, so that the parent holds
+ * the port (and its errors show at start) while every worker listens on a socket of its own
+ * beside it (net_listen_beside) and the kernel spreads connections across the workers. */
+int net_bind_shared(const struct net_addr *addr, int *gai_error);
+int net_listen_beside(int bound_fd, int backlog);
+
 /* Formats an address as "127.0.0.1:9090", "[::1]:9090" or "unix:/path". */
 void net_format(const struct sockaddr *sa, socklen_t len, char *out, size_t size);
 

@@ -17,6 +17,7 @@
 #include "lconn.h"
 #include "listener.h"
 #include "lluasock.h"
+#include "log.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "net.h"
@@ -24,6 +25,7 @@
 #include "server.h"
 #include "task.h"
 #include "watch.h"
+#include "workers.h"
 
 static struct ev_loop *loop;
 static lua_State *L;
@@ -44,6 +46,14 @@ static const char *pid_file_written;
 static bool shutting_down;
 static double grace_seconds;
 static ev_timer grace_timer;
+/* --workers: the parent supervises and never serves; a worker is a fork of it. */
+static int worker_count = 1;
+static bool supervising;
+static bool reloaded_before_fork; /* a restarted worker must catch up with the reloads */
+/* The "listening on" lines; with workers they wait until every worker listens. */
+static FILE *announcements;
+static char *announcements_text;
+static size_t announcements_size;
 
 /* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
 static int add_runtime_path(void)
@@ -78,6 +88,8 @@ static void before_wait_cb(struct ev_loop *l, ev_prepare *w, int revents)
 {
     (void)w;
     (void)revents;
+    if (supervising)
+        return;
     task_run_ready();
     conn_flush_all();
     if (shutting_down && task_handler_count() == 0 && !task_ready_pending()) {
@@ -134,6 +146,10 @@ static void begin_shutdown(const char *signal_name)
 static void on_signal(struct ev_loop *l, ev_signal *w, int revents)
 {
     (void)revents;
+    if (supervising) {
+        workers_stop(w->signum);
+        return;
+    }
     if (!shutting_down) {
         begin_shutdown(sigabbrev_np(w->signum));
         return;
@@ -329,17 +345,19 @@ static int open_listener(const char *text, const char *script)
     }
     char name[160];
     if (addr.kind == NET_UDP) {
-        if (ludp_listen(L, text, &addr, datagram_ref, name, sizeof name, err, sizeof err) < 0)
+        if (ludp_listen(L, text, &addr, datagram_ref, worker_count > 1, name, sizeof name, err,
+                        sizeof err) < 0)
             return listen_failed(err);
     } else {
-        struct listener *l = listener_open(loop, text, &addr, on_accept, err, sizeof err);
+        struct listener *l = listener_open(loop, text, &addr, on_accept, worker_count > 1, err,
+                                           sizeof err);
         if (l == NULL)
             return listen_failed(err);
         l->next = listeners;
         listeners = l;
         snprintf(name, sizeof name, "%s", l->name);
     }
-    fprintf(stderr, "luasock: listening on %s (%s)\n", name, script);
+    fprintf(announcements, "luasock: listening on %s (%s)\n", name, script);
     return 0;
 }
 
@@ -473,11 +491,23 @@ static void reload(const char *changed)
     lua_settop(L, top);
 }
 
+/* The parent keeps the code it started with: each worker reloads itself, and a worker forked
+ * later catches up as it starts. */
+static void reload_workers(const char *why)
+{
+    luasock_log(LUASOCK_LOG_INFO, "reloading %d workers (%s)", worker_count, why);
+    reloaded_before_fork = true;
+    workers_signal(SIGHUP);
+}
+
 static void on_files_changed(const char *changed)
 {
     char why[2100];
     snprintf(why, sizeof why, "changed: %s", changed);
-    reload(why);
+    if (supervising)
+        reload_workers(why);
+    else
+        reload(why);
 }
 
 static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
@@ -485,7 +515,10 @@ static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
     (void)l;
     (void)w;
     (void)revents;
-    reload("SIGHUP");
+    if (supervising)
+        reload_workers("SIGHUP");
+    else
+        reload("SIGHUP");
 }
 
 /* Writes our pid to path, unless it names a process that is still running. */
@@ -512,11 +545,60 @@ static int write_pid_file(const char *path)
     return 0;
 }
 
+static void discard_announcements(void)
+{
+    fclose(announcements);
+    free(announcements_text);
+    announcements = NULL;
+}
+
+static void print_announcements(void)
+{
+    fflush(announcements);
+    fputs(announcements_text, stderr);
+    discard_announcements();
+}
+
+/* Runs in each worker right after its fork: takes over the listeners, and drops what is the
+ * parent's alone (its file watch, its pid file, its resolver channel). */
+static void become_worker(int id)
+{
+    char origin[32];
+    ev_loop_fork(loop);
+    supervising = false;
+    snprintf(origin, sizeof origin, "worker %d", id);
+    log_set_origin(origin);
+    if (announcements != NULL)
+        discard_announcements();
+    pid_file_written = NULL;
+    watching = false;
+    watch_stop();
+    resolver_shutdown();
+    if (resolver_init(loop) < 0)
+        _exit(1);
+    for (struct listener *l = listeners; l != NULL; l = l->next) {
+        char err[512];
+        if (listener_start_in_worker(loop, l, err, sizeof err) < 0) {
+            luasock_log(LUASOCK_LOG_ERROR, "%s", err);
+            _exit(1);
+        }
+    }
+    ludp_start_listeners_in_worker();
+    lluasock_set_worker(L, id, worker_count);
+    if (reloaded_before_fork)
+        reload("catching up: started after a reload");
+}
+
 static int start(const struct serve_options *o)
 {
     script_path = o->script;
     grace_seconds = o->grace;
-    if (open_runtime() < 0 || load_script(o->script, "luasock: ") < 0)
+    worker_count = o->workers > 1 ? o->workers : 1;
+    announcements = open_memstream(&announcements_text, &announcements_size);
+    if (announcements == NULL || open_runtime() < 0)
+        return -1;
+    lluasock_set_worker(L, worker_count > 1 ? 0 : 1, worker_count);
+    if (load_script(o->script, "luasock: ") < 0)
         return -1;
     builtin_settings = conn_defaults;
     if (configure_script(o->script) < 0) {
@@ -543,13 +625,32 @@ static int start(const struct serve_options *o)
     return 0;
 }
 
+/* With workers: forks them, and returns in each worker as in the parent. */
+static int start_workers(void)
+{
+    if (worker_count == 1) {
+        print_announcements();
+        return 0;
+    }
+    supervising = true;
+    /* Workers get the grace period, then some time to close what remains. */
+    if (workers_start(loop, worker_count, grace_seconds + 5, become_worker) < 0)
+        return -1;
+    if (supervising)
+        print_announcements();
+    return 0;
+}
+
 int server_serve(const struct serve_options *o)
 {
     int status = 1;
-    if (start(o) == 0) {
+    if (start(o) == 0 && start_workers() == 0) {
         start_loop();
         status = 0;
     }
+    if (announcements != NULL)
+        discard_announcements();
+    workers_free();
     close_runtime();
     return status;
 }

@@ -13,6 +13,7 @@ struct serve_options {
     bool watch;             /* reload when the script or its own modules change */
     const char *pid_file;   /* written at start, removed at exit; NULL for none */
     double grace;           /* seconds handlers may run on after SIGTERM/SIGINT */
+    int workers;            /* processes that serve; above 1, a parent supervises them */
 };
 
 /* Both return the process exit status. */
