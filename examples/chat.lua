@@ -9,6 +9,11 @@
 -- luasock.state, so editing this file under `luasock serve --watch` keeps everyone in it.
 local luasock = require "luasock"
 
+if luasock.workers > 1 then
+  error("chat.lua keeps its room in one process, so members on different workers would not "
+    .. "see each other: run it without --workers (or --workers 1)", 0)
+end
+
 local M = {
   listen = "127.0.0.1:9093",
   idle_timeout = false, -- people sit in a chat room quietly for hours
