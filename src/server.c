@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "errors.h"
+#include "guard.h"
 #include "lconn.h"
 #include "listener.h"
 #include "lluasock.h"
@@ -167,7 +168,7 @@ static int on_panic(lua_State *state)
 static int open_runtime(void)
 {
     loop = ev_default_loop(0);
-    L = luaL_newstate();
+    L = lua_newstate(guard_alloc, NULL);
     if (loop == NULL || L == NULL) {
         fprintf(stderr, "luasock: out of memory\n");
         return -1;
@@ -215,7 +216,11 @@ static int call_loader(const char *fn, const char *path, int nargs)
     lua_pushstring(L, path);
     for (int i = 1; i <= nargs; i++)
         lua_pushvalue(L, base + i);
-    if (lua_pcall(L, 1 + nargs, 2, 0) != LUA_OK)
+    /* A script whose top level loops forever must not freeze a server that reloads it. */
+    lua_State *outer = guard_enter(L);
+    int status = lua_pcall(L, 1 + nargs, 2, 0);
+    guard_leave(outer);
+    if (status != LUA_OK)
         return -1;
     if (lua_isnil(L, -2)) {
         lua_remove(L, -2);
@@ -270,9 +275,17 @@ static double time_setting(const char *name, double fallback)
     return value;
 }
 
-/* With the settings table on top, sets the defaults of new connections. */
+#define DEFAULT_CPU_BUDGET 2.0
+#define DEFAULT_MAX_MEMORY ((size_t)1 << 30)
+#define DEFAULT_FIRST_BYTE_TIMEOUT 10.0
+
+/* With the settings table on top: sets the defaults of new connections and the limits of the
+ * handlers. */
 static void apply_settings(void)
 {
+    guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
+    guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
+    conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
     struct conn_settings *d = &conn_defaults;
     *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);
@@ -584,6 +597,7 @@ static void become_worker(int id)
         }
     }
     ludp_start_listeners_in_worker();
+    guard_start();
     lluasock_set_worker(L, id, worker_count);
     if (reloaded_before_fork)
         reload("catching up: started after a reload");
@@ -608,6 +622,7 @@ static int start(const struct serve_options *o)
     install_script();
     max_connections = o->max_connections;
     raise_fd_limit();
+    guard_start();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
     start_signals();
     if (o->pid_file != NULL && write_pid_file(o->pid_file) < 0)
