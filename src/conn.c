@@ -22,6 +22,7 @@
 #include "errors.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "task.h"
 
 /* How long a closed connection keeps reading (and dropping) input while it waits for the
@@ -139,6 +140,8 @@ static void close_fd(struct conn *c)
     flush_list_remove(c);
     open_list_remove(c);
     open_count--;
+    if (c->peer_counted)
+        peers_release(&c->peer.sa);
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
     close(c->fd);
     c->fd = -1;

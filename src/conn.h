@@ -75,6 +75,7 @@ struct conn {
     enum conn_state state;
     bool eof;          /* the peer will send nothing more */
     bool heard_from;   /* the peer has sent something (outgoing: we spoke first) */
+    bool peer_counted; /* counted by peers_admit, for --max-connections-per-ip */
     bool readable;     /* the socket may have unread bytes; read before waiting */
     bool skipping;     /* dropping the rest of an over-long line */
     bool shut_wr;      /* no more sends: shutdown("send") or closing */

@@ -22,6 +22,7 @@
 #include "ludp.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "resolver.h"
 #include "server.h"
 #include "task.h"
@@ -39,6 +40,10 @@ static struct conn_settings builtin_settings;
 static const char *script_path;
 static bool watching;
 static size_t max_connections;
+static size_t max_per_ip;
+/* Refusals are logged at most once a second: a flood of them must not flood the log too. */
+static ev_tstamp refusal_logged_at;
+static unsigned long refusals_unlogged;
 static struct listener *listeners;
 static ev_prepare before_wait;
 static ev_idle keep_polling;
@@ -198,6 +203,7 @@ static void close_runtime(void)
         lua_close(L);
     }
     buf_pool_drain();
+    peers_free();
     if (loop != NULL)
         ev_loop_destroy(loop);
 }
@@ -310,14 +316,33 @@ static void run_on_close(struct conn *c, const char *reason)
     task_wake(task_new(L, 2, 0), 2);
 }
 
+static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
+                   const char *why)
+{
+    close(fd);
+    ev_tstamp now = ev_now(loop);
+    if (now - refusal_logged_at < 1) {
+        refusals_unlogged++;
+        return;
+    }
+    char peer[128], more[64] = "";
+    net_format(peer_addr, peer_len, peer, sizeof peer);
+    if (refusals_unlogged > 0)
+        snprintf(more, sizeof more, " (and %lu more since the last such line)", refusals_unlogged);
+    luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %s%s", peer, why, more);
+    refusal_logged_at = now;
+    refusals_unlogged = 0;
+}
+
 static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
-        char peer[128];
-        net_format(peer_addr, peer_len, peer, sizeof peer);
-        luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %zu connections open "
-                    "(--max-connections)", peer, max_connections);
-        close(fd);
+        refuse(fd, peer_addr, peer_len, "too many connections open (--max-connections)");
+        return;
+    }
+    if (max_per_ip > 0 && !peers_admit(peer_addr, max_per_ip)) {
+        refuse(fd, peer_addr, peer_len, "too many connections from this address "
+                                        "(--max-connections-per-ip)");
         return;
     }
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref) != LUA_TFUNCTION) {
@@ -328,7 +353,8 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
         return;
     }
     net_set_nodelay(fd);
-    conn_new(L, fd, peer_addr, peer_len);
+    struct conn *c = conn_new(L, fd, peer_addr, peer_len);
+    c->peer_counted = max_per_ip > 0;
     struct task *t = task_new(L, 1, -1);
     task_resume(t, 1);
 }
@@ -621,6 +647,7 @@ static int start(const struct serve_options *o)
     }
     install_script();
     max_connections = o->max_connections;
+    max_per_ip = o->max_per_ip;
     raise_fd_limit();
     guard_start();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
