@@ -119,7 +119,7 @@ static int listen_inet(const struct net_addr *addr, int backlog, bool reuseport,
     if (*gai_error != 0)
         return -1;
     int fd = bind_socket(found->ai_addr, found->ai_addrlen, type, reuseport);
-    if (fd >= 0 && backlog >= 0 && listen(fd, backlog) < 0)
+    if (fd >= 0 && type == SOCK_STREAM && backlog >= 0 && listen(fd, backlog) < 0)
         fd = close_keeping_errno(fd);
     freeaddrinfo(found);
     return fd;
