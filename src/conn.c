@@ -22,6 +22,7 @@
 #include "errors.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "task.h"
 
 /* How long a closed connection keeps reading (and dropping) input while it waits for the
@@ -38,6 +39,8 @@ struct conn_settings conn_defaults = {
     .read_timeout = 60,
     .send_timeout = 60,
 };
+
+double conn_first_byte_timeout = -1;
 
 void (*conn_on_close)(struct conn *c, const char *reason);
 
@@ -137,6 +140,8 @@ static void close_fd(struct conn *c)
     flush_list_remove(c);
     open_list_remove(c);
     open_count--;
+    if (c->peer_counted)
+        peers_release(&c->peer.sa);
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
     close(c->fd);
     c->fd = -1;
@@ -222,6 +227,7 @@ static int fill(struct conn *c)
 
     if (n > 0) {
         buf_commit(&c->in, (size_t)n);
+        c->heard_from = true;
         /* A short read means the kernel had no more: skip the read that would say EAGAIN. */
         c->readable = (size_t)n == space;
         return 0;
@@ -351,7 +357,11 @@ int conn_wait_read(struct conn *c, lua_State *L)
         return push_failure(c, L, ERR_TIMEOUT);
     c->reader = t;
     ev_io_start(loop, &c->rio);
-    arm(&c->rtimer, &c->rdeadline, c->set.read_timeout);
+    double timeout = c->set.read_timeout;
+    if (!c->heard_from && conn_first_byte_timeout >= 0 &&
+        (timeout < 0 || conn_first_byte_timeout < timeout))
+        timeout = conn_first_byte_timeout;
+    arm(&c->rtimer, &c->rdeadline, timeout);
     return task_suspend(L);
 }
 
@@ -538,6 +548,7 @@ int conn_wait_connect(struct conn *c, lua_State *L, double timeout)
 {
     struct task *t = task_check(L, "luasock.connect");
     conn_own(c, t);
+    c->heard_from = true;
     c->state = CONN_CONNECTING;
     c->writer = t;
     ev_io_start(loop, &c->wio);

@@ -32,6 +32,10 @@ struct conn_settings {
 
 extern struct conn_settings conn_defaults;
 
+/* How long an accepted connection may stay silent before its first byte: a read waiting for it
+ * times out sooner than read_timeout. Below 0: no such limit. */
+extern double conn_first_byte_timeout;
+
 struct conn;
 
 /* Called once when an open connection starts closing, for whatever reason ("closed" when the
@@ -70,6 +74,8 @@ struct conn {
     int ref;
     enum conn_state state;
     bool eof;          /* the peer will send nothing more */
+    bool heard_from;   /* the peer has sent something (outgoing: we spoke first) */
+    bool peer_counted; /* counted by peers_admit, for --max-connections-per-ip */
     bool readable;     /* the socket may have unread bytes; read before waiting */
     bool skipping;     /* dropping the rest of an over-long line */
     bool shut_wr;      /* no more sends: shutdown("send") or closing */

@@ -31,6 +31,8 @@ static const char serve_usage[] =
     "  --listen ADDR          HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path; repeatable;\n"
     "                         replaces the script's 'listen' (port 0 picks a free port)\n"
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
+    "  --max-connections-per-ip N\n"
+    "                         the same, counting the connections from each client address\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
     "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
     "                         (default 10); a second signal exits at once\n"
@@ -123,6 +125,10 @@ static int serve_command(int argc, char **argv)
             if (net_parse_addr(value, &addr, &why) < 0)
                 status = usage_error(help, "bad listen address '%s': %s", value, why);
             o.listen[o.listen_count++] = value;
+        } else if ((value = option_value(argc, argv, &i, "--max-connections-per-ip", &missing))) {
+            if (parse_count(value, &o.max_per_ip) < 0)
+                status = usage_error(help, "--max-connections-per-ip: expected a positive "
+                                           "integer, got '%s'", value);
         } else if ((value = option_value(argc, argv, &i, "--max-connections", &missing))) {
             if (parse_count(value, &o.max_connections) < 0)
                 status = usage_error(help, "--max-connections: expected a positive integer, "

@@ -14,6 +14,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "errors.h"
+#include "guard.h"
 #include "lconn.h"
 #include "listener.h"
 #include "lluasock.h"
@@ -21,6 +22,7 @@
 #include "ludp.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "resolver.h"
 #include "server.h"
 #include "task.h"
@@ -38,6 +40,10 @@ static struct conn_settings builtin_settings;
 static const char *script_path;
 static bool watching;
 static size_t max_connections;
+static size_t max_per_ip;
+/* Refusals are logged at most once a second: a flood of them must not flood the log too. */
+static ev_tstamp refusal_logged_at;
+static unsigned long refusals_unlogged;
 static struct listener *listeners;
 static ev_prepare before_wait;
 static ev_idle keep_polling;
@@ -167,7 +173,7 @@ static int on_panic(lua_State *state)
 static int open_runtime(void)
 {
     loop = ev_default_loop(0);
-    L = luaL_newstate();
+    L = lua_newstate(guard_alloc, NULL);
     if (loop == NULL || L == NULL) {
         fprintf(stderr, "luasock: out of memory\n");
         return -1;
@@ -197,6 +203,7 @@ static void close_runtime(void)
         lua_close(L);
     }
     buf_pool_drain();
+    peers_free();
     if (loop != NULL)
         ev_loop_destroy(loop);
 }
@@ -215,7 +222,11 @@ static int call_loader(const char *fn, const char *path, int nargs)
     lua_pushstring(L, path);
     for (int i = 1; i <= nargs; i++)
         lua_pushvalue(L, base + i);
-    if (lua_pcall(L, 1 + nargs, 2, 0) != LUA_OK)
+    /* A script whose top level loops forever must not freeze a server that reloads it. */
+    lua_State *outer = guard_enter(L);
+    int status = lua_pcall(L, 1 + nargs, 2, 0);
+    guard_leave(outer);
+    if (status != LUA_OK)
         return -1;
     if (lua_isnil(L, -2)) {
         lua_remove(L, -2);
@@ -270,9 +281,17 @@ static double time_setting(const char *name, double fallback)
     return value;
 }
 
-/* With the settings table on top, sets the defaults of new connections. */
+#define DEFAULT_CPU_BUDGET 2.0
+#define DEFAULT_MAX_MEMORY ((size_t)1 << 30)
+#define DEFAULT_FIRST_BYTE_TIMEOUT 10.0
+
+/* With the settings table on top: sets the defaults of new connections and the limits of the
+ * handlers. */
 static void apply_settings(void)
 {
+    guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
+    guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
+    conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
     struct conn_settings *d = &conn_defaults;
     *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);
@@ -297,14 +316,33 @@ static void run_on_close(struct conn *c, const char *reason)
     task_wake(task_new(L, 2, 0), 2);
 }
 
+static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
+                   const char *why)
+{
+    close(fd);
+    ev_tstamp now = ev_now(loop);
+    if (now - refusal_logged_at < 1) {
+        refusals_unlogged++;
+        return;
+    }
+    char peer[128], more[64] = "";
+    net_format(peer_addr, peer_len, peer, sizeof peer);
+    if (refusals_unlogged > 0)
+        snprintf(more, sizeof more, " (and %lu more since the last such line)", refusals_unlogged);
+    luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %s%s", peer, why, more);
+    refusal_logged_at = now;
+    refusals_unlogged = 0;
+}
+
 static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
-        char peer[128];
-        net_format(peer_addr, peer_len, peer, sizeof peer);
-        luasock_log(LUASOCK_LOG_WARN, "refused connection from %s: %zu connections open "
-                    "(--max-connections)", peer, max_connections);
-        close(fd);
+        refuse(fd, peer_addr, peer_len, "too many connections open (--max-connections)");
+        return;
+    }
+    if (max_per_ip > 0 && !peers_admit(peer_addr, max_per_ip)) {
+        refuse(fd, peer_addr, peer_len, "too many connections from this address "
+                                        "(--max-connections-per-ip)");
         return;
     }
     if (lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref) != LUA_TFUNCTION) {
@@ -315,7 +353,8 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
         return;
     }
     net_set_nodelay(fd);
-    conn_new(L, fd, peer_addr, peer_len);
+    struct conn *c = conn_new(L, fd, peer_addr, peer_len);
+    c->peer_counted = max_per_ip > 0;
     struct task *t = task_new(L, 1, -1);
     task_resume(t, 1);
 }
@@ -584,6 +623,7 @@ static void become_worker(int id)
         }
     }
     ludp_start_listeners_in_worker();
+    guard_start();
     lluasock_set_worker(L, id, worker_count);
     if (reloaded_before_fork)
         reload("catching up: started after a reload");
@@ -607,7 +647,9 @@ static int start(const struct serve_options *o)
     }
     install_script();
     max_connections = o->max_connections;
+    max_per_ip = o->max_per_ip;
     raise_fd_limit();
+    guard_start();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */
     start_signals();
     if (o->pid_file != NULL && write_pid_file(o->pid_file) < 0)

@@ -10,6 +10,7 @@ struct serve_options {
     const char **listen; /* overrides the script's listen addresses when count > 0 */
     size_t listen_count;
     size_t max_connections; /* 0: no limit */
+    size_t max_per_ip;      /* open connections from one client address; 0: no limit */
     bool watch;             /* reload when the script or its own modules change */
     const char *pid_file;   /* written at start, removed at exit; NULL for none */
     double grace;           /* seconds handlers may run on after SIGTERM/SIGINT */

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "conn.h"
+#include "guard.h"
 #include "luasock.h"
 #include "task.h"
 
@@ -195,7 +196,9 @@ void task_resume(struct task *t, int nargs)
 {
     int nresults;
     t->waiting = false;
+    lua_State *outer = guard_enter(t->co);
     int status = lua_resume(t->co, NULL, nargs, &nresults);
+    guard_leave(outer);
     if (status == LUA_YIELD) {
         lua_pop(t->co, nresults);
         /* A bare coroutine.yield() in a handler just lets the others run. */

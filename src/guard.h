@@ -1,0 +1,30 @@
+/* guard.h -- limits on what a handler's Lua code may consume: CPU time per resume and the Lua
+ * state's memory. Exceeding either fails the coroutine that did it with a clear error; the
+ * process and every other connection go on. */
+#ifndef GUARD_H
+#define GUARD_H
+
+#include <lua.h>
+#include <stddef.h>
+
+/* The allocator to create the Lua state with (ud unused). */
+void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* seconds <= 0: no limit. Takes effect at the next resume. */
+void guard_set_cpu_budget(double seconds);
+
+/* bytes == 0: no limit. */
+void guard_set_memory_limit(size_t bytes);
+
+size_t guard_memory_in_use(void);
+
+/* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
+ * inherited). */
+void guard_start(void);
+
+/* Around running Lua code for a handler: the limits apply to co (and its allocations) only in
+ * between, never to the core's own use of the main state. */
+lua_State *guard_enter(lua_State *co);
+void guard_leave(lua_State *outer); /* what guard_enter returned */
+
+#endif
