@@ -17,6 +17,7 @@ end
 local M = {
   listen = "127.0.0.1:9093",
   idle_timeout = false, -- people sit in a chat room quietly for hours
+  first_byte_timeout = false, -- and may only read
   max_line = 1024,
 }
 
