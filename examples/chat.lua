@@ -7,11 +7,14 @@
 -- Joins and leaves are announced. A member whose connection dies for any reason (reset,
 -- timeout, or not reading while others talk) is removed by on_close. The room lives in
 -- luasock.state, so editing this file under `luasock serve --watch` keeps everyone in it.
+-- Lines travel through luasock.pubsub: with `--pubsub redis://HOST:PORT`, one room spans every
+-- worker and every luasock process using that Redis, which also keeps the names and /who.
 local luasock = require "luasock"
+local pubsub = require "luasock.pubsub"
 
-if luasock.workers > 1 then
-  error("chat.lua keeps its room in one process, so members on different workers would not "
-    .. "see each other: run it without --workers (or --workers 1)", 0)
+if luasock.workers > 1 and pubsub.backend() == "in-process" then
+  error("chat.lua keeps its room in one process unless it has a message bus: with --workers, "
+    .. "give --pubsub redis://HOST:PORT so that members on different workers see each other", 0)
 end
 
 local M = {
@@ -23,20 +26,141 @@ local M = {
 
 local room = luasock.state.chat or { nick_of = {}, conn_of = {}, guests = 0 }
 luasock.state.chat = room
-local nick_of = room.nick_of -- conn -> nick of every member
+local nick_of = room.nick_of -- conn -> nick of this node's members
 local conn_of = room.conn_of -- nick -> conn
 
-local function broadcast(from, line)
-  for conn in pairs(nick_of) do
-    if conn ~= from then
-      conn:post(line)
-    end
+-- Who is in the room across every node. With Redis, a name is claimed with SET NX and each
+-- node keeps a set of its members; both expire unless the node refreshes them, so the members of
+-- a node that dies vanish within MEMBER_TTL seconds. Without Redis (or while it is away) this
+-- node's own members are all there is, which is what one process needs.
+local directory = {}
+
+local MEMBER_TTL = tonumber(os.getenv("CHAT_MEMBER_TTL")) or 30
+
+-- Deletes a name only if this member still holds it.
+local RELEASE = [[
+if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
+return 0]]
+
+local function members_key()
+  return "chat:members:" .. pubsub.node()
+end
+
+-- The member's owner token: which node and connection hold a name.
+local function owner(conn)
+  return pubsub.node() .. "/" .. conn:id()
+end
+
+-- Returns true if the name was free (in Redis, when it is there) and is now the member's.
+function directory.claim(conn, nick)
+  local r = pubsub.redis()
+  if not r then
+    return true
+  end
+  local ok, err = r:set("chat:nick:" .. nick, owner(conn), "NX", "EX", MEMBER_TTL)
+  if err then
+    luasock.log("warn", "chat: cannot claim '" .. nick .. "' in Redis: " .. err)
+    return true
+  end
+  if ok then
+    r:sadd(members_key(), nick)
+    r:expire(members_key(), MEMBER_TTL)
+  end
+  return ok ~= nil
+end
+
+function directory.release(conn, nick)
+  local r = pubsub.redis()
+  if r then
+    r:eval(RELEASE, 1, "chat:nick:" .. nick, owner(conn))
+    r:srem(members_key(), nick)
   end
 end
 
+-- A fresh guest name: numbered across all nodes when Redis is there.
+function directory.guest_name()
+  local r = pubsub.redis()
+  local n = r and r:incr("chat:guests")
+  if not n then
+    room.guests = room.guests + 1
+    n = room.guests
+  end
+  return "guest" .. n
+end
+
+-- Every member's name, sorted: all nodes' (from Redis), else this node's.
+function directory.everyone()
+  local names, seen = {}, {}
+  local r = pubsub.redis()
+  local keys = r and r:keys("chat:members:*")
+  local sets = keys and #keys > 0 and r:sunion(table.unpack(keys)) or {}
+  for nick in pairs(conn_of) do
+    sets[#sets + 1] = nick
+  end
+  for _, nick in ipairs(sets) do
+    if not seen[nick] then
+      seen[nick], names[#names + 1] = true, nick
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- Renews this node's names and member set (and writes back what an outage lost).
+local function refresh()
+  local r = pubsub.redis()
+  if not r then
+    return
+  end
+  local commands = { { "DEL", members_key() } }
+  for nick, conn in pairs(conn_of) do
+    commands[#commands + 1] = { "SET", "chat:nick:" .. nick, owner(conn), "EX", MEMBER_TTL }
+    commands[#commands + 1] = { "SADD", members_key(), nick }
+  end
+  commands[#commands + 1] = { "EXPIRE", members_key(), MEMBER_TTL }
+  r:pipeline(commands)
+end
+
+-- Started once per process (the room outlives reloads, and so does this coroutine).
+function directory.keep_fresh()
+  if room.refreshing or pubsub.backend() == "in-process" then
+    return
+  end
+  room.refreshing = true
+  luasock.spawn(function()
+    while true do
+      luasock.sleep(MEMBER_TTL / 3)
+      refresh()
+    end
+  end)
+end
+
+
+-- Whoever said it, as "node/conn id": the speaker hears everyone but themself.
+local function speaker(conn)
+  return (pubsub.node() or "") .. "/" .. conn:id()
+end
+
+-- Every node, this one included, hands each line to its own members.
+pubsub.subscribe("chat", function(message)
+  local from, line = message:match("^([^\n]*)\n(.*)$")
+  for conn in pairs(nick_of) do
+    if speaker(conn) ~= from then
+      conn:post(line)
+    end
+  end
+end)
+directory.keep_fresh()
+
+local function broadcast(from, line)
+  pubsub.publish("chat", speaker(from) .. "\n" .. line)
+end
+
 local function join(conn)
-  room.guests = room.guests + 1
-  local nick = "guest" .. room.guests
+  local nick = directory.guest_name()
+  while not directory.claim(conn, nick) do
+    nick = directory.guest_name()
+  end
   nick_of[conn], conn_of[nick] = nick, conn
   conn:post("* welcome to the chat, ", nick, "! commands: /nick NAME, /who, /me ACTION, /quit\n")
   broadcast(conn, "* " .. nick .. " joined\n")
@@ -47,21 +171,17 @@ local function rename(conn, wanted)
   if not wanted:match("^[%w_%-]+$") or #wanted > 20 then
     return conn:post("* names are 1 to 20 letters, digits, _ or -\n")
   end
-  if conn_of[wanted] then
+  if conn_of[wanted] or not directory.claim(conn, wanted) then
     return conn:post("* ", wanted, " is taken\n")
   end
+  directory.release(conn, old)
   conn_of[old], conn_of[wanted], nick_of[conn] = nil, conn, wanted
   conn:post("* you are now ", wanted, "\n")
   broadcast(conn, "* " .. old .. " is now " .. wanted .. "\n")
 end
 
 local function who(conn)
-  local nicks = {}
-  for nick in pairs(conn_of) do
-    nicks[#nicks + 1] = nick
-  end
-  table.sort(nicks)
-  conn:post("* here: ", table.concat(nicks, ", "), "\n")
+  conn:post("* here: ", table.concat(directory.everyone(), ", "), "\n")
 end
 
 -- Returns false when the member leaves.
@@ -107,6 +227,7 @@ function M.on_close(conn, reason)
   local nick = nick_of[conn]
   if nick then
     nick_of[conn], conn_of[nick] = nil, nil
+    directory.release(conn, nick)
     broadcast(conn, "* " .. nick .. " left" .. (reason == "closed" and "" or " (" .. reason .. ")") .. "\n")
   end
 end

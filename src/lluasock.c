@@ -8,6 +8,7 @@
 #include "codec.h"
 #include "conn.h"
 #include "lclient.h"
+#include "lqueue.h"
 #include "lluasock.h"
 #include "lresult.h"
 #include "log.h"
@@ -113,6 +114,15 @@ void lluasock_set_worker(lua_State *L, int id, int count)
     lua_pop(L, 1);
 }
 
+void lluasock_set_pubsub_url(lua_State *L, const char *url)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_getfield(L, -1, "luasock.core");
+    lua_pushstring(L, url);
+    lua_setfield(L, -2, "pubsub_url");
+    lua_pop(L, 2);
+}
+
 static const luaL_Reg functions[] = {
     {"encode", luasock_encode},
     {"decode", luasock_decode},
@@ -129,6 +139,7 @@ int luaopen_luasock(lua_State *L)
     luaL_newlib(L, functions);
     lclient_open(L);
     ludp_open(L);
+    lqueue_open(L);
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L); /* survives reloads: the module is loaded once per process */

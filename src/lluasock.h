@@ -11,4 +11,7 @@ void lluasock_begin_shutdown(void);
  * luasock.workers (count), in the module and in the copy scripts already required. */
 void lluasock_set_worker(lua_State *L, int id, int count);
 
+/* Sets luasock.pubsub_url (serve --pubsub), before the script loads. */
+void lluasock_set_pubsub_url(lua_State *L, const char *url);
+
 #endif

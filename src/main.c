@@ -40,6 +40,8 @@ static const char serve_usage[] =
     "                         process); removed at exit\n"
     "  --watch                reload SCRIPT when it or a module beside it changes\n"
     "                         (SIGHUP reloads at any time)\n"
+    "  --pubsub URL           luasock.pubsub through Redis (redis://HOST[:PORT][/DB]), so\n"
+    "                         that workers and other nodes share channels (default: in-process)\n"
     "  --workers N|auto       serve from N processes (auto: one per core), restarted when\n"
     "                         they die; SIGHUP and SIGTERM to the parent reach them all\n"
     "  --help                 show this help\n";
@@ -143,6 +145,11 @@ static int serve_command(int argc, char **argv)
             if (parse_workers(value, &o.workers) < 0)
                 status = usage_error(help, "--workers: expected a number from 1 to %d or "
                                            "'auto', got '%s'", MAX_WORKERS, value);
+        } else if ((value = option_value(argc, argv, &i, "--pubsub", &missing)) != NULL) {
+            if (strncmp(value, "redis://", 8) != 0)
+                status = usage_error(help, "--pubsub: expected redis://HOST[:PORT][/DB], got "
+                                           "'%s'", value);
+            o.pubsub = value;
         } else if ((value = option_value(argc, argv, &i, "--pid-file", &missing)) != NULL) {
             o.pid_file = value;
         } else if ((value = option_value(argc, argv, &i, "--log-level", &missing)) != NULL) {

@@ -638,6 +638,8 @@ static int start(const struct serve_options *o)
     if (announcements == NULL || open_runtime() < 0)
         return -1;
     lluasock_set_worker(L, worker_count > 1 ? 0 : 1, worker_count);
+    if (o->pubsub != NULL)
+        lluasock_set_pubsub_url(L, o->pubsub);
     if (load_script(o->script, "luasock: ") < 0)
         return -1;
     builtin_settings = conn_defaults;

@@ -250,6 +250,11 @@ int task_handler_count(void)
     return handler_count;
 }
 
+void task_restore_sleep_timer(struct task *t)
+{
+    ev_set_cb(&t->sleep_timer, sleep_done);
+}
+
 int task_sleep(lua_State *L, double seconds)
 {
     struct task *t = task_check(L, "luasock.sleep");

@@ -25,8 +25,9 @@ struct task {
     struct task *joiner; /* waiting in join for this task to end */
     struct conn *conn;   /* the connection a handler task serves, closed when it ends */
     struct conn *owned;  /* outgoing connections it made, closed when it ends */
-    struct task *next_ready;
-    ev_timer sleep_timer;
+    struct task *next_ready;  /* in the ready queue, or among a luasock.queue's waiters */
+    struct queue *waiting_on; /* the luasock.queue it waits in, if any */
+    ev_timer sleep_timer;     /* luasock.sleep, and a queue:pop timeout */
 };
 
 void task_init(struct ev_loop *loop, lua_State *L);
@@ -58,6 +59,9 @@ bool task_ready_pending(void);
 
 /* How many connection handlers are still running (graceful shutdown waits for none). */
 int task_handler_count(void);
+
+/* After a queue:pop timeout borrowed the sleep timer. */
+void task_restore_sleep_timer(struct task *t);
 
 /* luasock.sleep: suspends the calling task for seconds. */
 int task_sleep(lua_State *L, double seconds);
