@@ -1,5 +1,7 @@
-/* server.c -- wires the pieces together: the Lua state, the handler script, the listeners and
- * the loop's per-iteration work (resume woken tasks, then flush output). */
+/* server.c -- `luasock serve`, `run` and `check` from start to exit: the runtime (loop, Lua
+ * state), the listeners and accepting, signals and graceful shutdown, the pid file, the
+ * --workers glue, and the loop's per-iteration work (resume woken tasks, then flush output).
+ * The handler script itself is script.c's. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <libgen.h>
@@ -24,21 +26,14 @@
 #include "net.h"
 #include "peers.h"
 #include "resolver.h"
+#include "script.h"
 #include "server.h"
 #include "task.h"
-#include "watch.h"
 #include "workers.h"
 
 static struct ev_loop *loop;
 static lua_State *L;
-/* The script's callbacks live in registry slots that a reload overwrites in place, so whoever
- * kept a slot number (a udp listener) calls the new function from then on. */
-static int handle_ref = LUA_NOREF;
-static int on_close_ref = LUA_NOREF;
-static int datagram_ref = LUA_NOREF;
-static struct conn_settings builtin_settings;
 static const char *script_path;
-static bool watching;
 static size_t max_connections;
 static size_t max_per_ip;
 /* Refusals are logged at most once a second: a flood of them must not flood the log too. */
@@ -208,112 +203,15 @@ static void close_runtime(void)
         ev_loop_destroy(loop);
 }
 
-/* Calls loader[fn](script path, ...) with the nargs values on top as more arguments; leaves its
- * first result, or the error message and returns -1 when the first result is nil. */
-static int call_loader(const char *fn, const char *path, int nargs)
-{
-    int base = lua_gettop(L) - nargs;
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "luasock.loader");
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK)
-        return -1;
-    lua_getfield(L, -1, fn);
-    lua_remove(L, -2);
-    lua_pushstring(L, path);
-    for (int i = 1; i <= nargs; i++)
-        lua_pushvalue(L, base + i);
-    /* A script whose top level loops forever must not freeze a server that reloads it. */
-    lua_State *outer = guard_enter(L);
-    int status = lua_pcall(L, 1 + nargs, 2, 0);
-    guard_leave(outer);
-    if (status != LUA_OK)
-        return -1;
-    if (lua_isnil(L, -2)) {
-        lua_remove(L, -2);
-        return -1;
-    }
-    lua_pop(L, 1);
-    return 0;
-}
-
-/* Leaves the script's table on the stack, or prints why it cannot be loaded after prefix. */
-static int load_script(const char *path, const char *prefix)
-{
-    if (call_loader("load", path, 0) < 0) {
-        fprintf(stderr, "%s%s\n", prefix, lua_tostring(L, -1));
-        return -1;
-    }
-    return 0;
-}
-
-/* With the script's table on top: runs its start hook and leaves the settings table above it,
- * or the error message. */
-static int configure_script(const char *path)
-{
-    lua_pushvalue(L, -1);
-    return call_loader("configure", path, 1);
-}
-
 int server_check(const char *script)
 {
     int status = 1;
-    if (open_runtime() == 0 && load_script(script, "") == 0) {
-        printf("%s: ok\n", script);
-        status = 0;
+    if (open_runtime() == 0) {
+        script_init(L, script);
+        status = script_check() == 0 ? 0 : 1;
     }
     close_runtime();
     return status;
-}
-
-static size_t size_setting(const char *name, size_t fallback)
-{
-    lua_getfield(L, -1, name);
-    size_t value = lua_isinteger(L, -1) ? (size_t)lua_tointeger(L, -1) : fallback;
-    lua_pop(L, 1);
-    return value;
-}
-
-static double time_setting(const char *name, double fallback)
-{
-    lua_getfield(L, -1, name);
-    double value = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : fallback;
-    lua_pop(L, 1);
-    return value;
-}
-
-#define DEFAULT_CPU_BUDGET 2.0
-#define DEFAULT_MAX_MEMORY ((size_t)1 << 30)
-#define DEFAULT_FIRST_BYTE_TIMEOUT 10.0
-
-/* With the settings table on top: sets the defaults of new connections and the limits of the
- * handlers. */
-static void apply_settings(void)
-{
-    guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
-    guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
-    conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
-    struct conn_settings *d = &conn_defaults;
-    *d = builtin_settings;
-    d->max_line = size_setting("max_line", d->max_line);
-    d->max_all = size_setting("max_all", d->max_all);
-    d->high_water = size_setting("high_water", d->high_water);
-    d->max_queue = size_setting("max_queue", d->max_queue);
-    d->max_object = size_setting("max_object", d->max_object);
-    d->read_timeout = time_setting("idle_timeout", d->read_timeout);
-    d->send_timeout = time_setting("send_timeout", d->send_timeout);
-}
-
-/* Runs the script's on_close(conn, reason) in a task of its own: the connection may be closing
- * from inside another coroutine, which must not be interrupted. */
-static void run_on_close(struct conn *c, const char *reason)
-{
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, on_close_ref) != LUA_TFUNCTION) {
-        lua_pop(L, 1);
-        return;
-    }
-    conn_push(L, c);
-    lua_pushstring(L, reason);
-    task_wake(task_new(L, 2, 0), 2);
 }
 
 static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
@@ -345,8 +243,7 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
                                         "(--max-connections-per-ip)");
         return;
     }
-    if (lua_rawgeti(L, LUA_REGISTRYINDEX, handle_ref) != LUA_TFUNCTION) {
-        lua_pop(L, 1);
+    if (!script_push_callback(L, SCRIPT_HANDLE)) {
         luasock_log(LUASOCK_LOG_ERROR, "%s has no 'handle' function since its reload: "
                     "connection closed", script_path);
         close(fd);
@@ -374,18 +271,17 @@ static int open_listener(const char *text, const char *script)
         fprintf(stderr, "luasock: bad listen address '%s': %s\n", text, why);
         return -1;
     }
-    int callback = addr.kind == NET_UDP ? datagram_ref : handle_ref;
-    int type = lua_rawgeti(L, LUA_REGISTRYINDEX, callback);
-    lua_pop(L, 1);
-    if (type != LUA_TFUNCTION) {
+    enum script_callback callback = addr.kind == NET_UDP ? SCRIPT_DATAGRAM : SCRIPT_HANDLE;
+    if (!script_push_callback(L, callback)) {
         fprintf(stderr, "luasock: %s: no '%s' function for listener %s\n", script,
                 addr.kind == NET_UDP ? "datagram" : "handle", text);
         return -1;
     }
+    lua_pop(L, 1);
     char name[160];
     if (addr.kind == NET_UDP) {
-        if (ludp_listen(L, text, &addr, datagram_ref, worker_count > 1, name, sizeof name, err,
-                        sizeof err) < 0)
+        if (ludp_listen(L, text, &addr, script_callback_slot(SCRIPT_DATAGRAM), worker_count > 1,
+                        name, sizeof name, err, sizeof err) < 0)
             return listen_failed(err);
     } else {
         struct listener *l = listener_open(loop, text, &addr, on_accept, worker_count > 1, err,
@@ -454,82 +350,6 @@ static void start_loop(void)
     ev_run(loop, 0);
 }
 
-/* Stores the script's callback field in its registry slot, made on first use. A missing
- * callback is stored as false, never nil: a nil would punch a hole in the registry's array,
- * and luaL_ref could then hand out a slot that is still in use. */
-static void install_callback(int *ref, const char *field)
-{
-    if (lua_getfield(L, -1, field) == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_pushboolean(L, 0);
-    }
-    if (*ref == LUA_NOREF) {
-        lua_pushvalue(L, -1);
-        *ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    }
-    lua_rawseti(L, LUA_REGISTRYINDEX, *ref);
-}
-
-/* With the script's table below its settings table: makes them the ones in use. */
-static void install_script(void)
-{
-    apply_settings();
-    lua_pushvalue(L, -2);
-    install_callback(&handle_ref, "handle");
-    install_callback(&datagram_ref, "datagram");
-    install_callback(&on_close_ref, "on_close");
-    lua_pop(L, 1);
-    conn_on_close = run_on_close;
-}
-
-/* Watches the script and the modules it loaded from its own directory. */
-static void watch_script(void)
-{
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "luasock.loader");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "local_modules");
-    lua_pushstring(L, script_path);
-    lua_call(L, 1, 1);
-    const char *paths[64] = {script_path};
-    int count = 1;
-    lua_Integer n = luaL_len(L, -1);
-    for (lua_Integer i = 1; i <= n && count < 64; i++) {
-        lua_rawgeti(L, -1, i);
-        paths[count++] = lua_tostring(L, -1);
-        lua_pop(L, 1); /* the string stays alive in the list below it */
-    }
-    if (watch_files(paths, count) < 0)
-        luasock_log(LUASOCK_LOG_WARN, "--watch: cannot watch %d files", count);
-    lua_pop(L, 2);
-}
-
-/* Loads the script again. If that fails, the old code keeps serving; connections already open
- * keep running their coroutines either way. */
-static void reload(const char *changed)
-{
-    ev_tstamp began = ev_time();
-    int top = lua_gettop(L);
-    int rc = call_loader("forget_local_modules", script_path, 0);
-    if (rc == 0) {
-        lua_pop(L, 1);
-        rc = call_loader("load", script_path, 0);
-    }
-    if (rc == 0)
-        rc = configure_script(script_path);
-    if (rc < 0) {
-        /* The files watched so far stay watched: fixing a broken module must reload too. */
-        luasock_log(LUASOCK_LOG_ERROR, "reload failed: %s", lua_tostring(L, -1));
-    } else {
-        install_script();
-        luasock_log(LUASOCK_LOG_INFO, "reloaded %s in %.1f ms (%s)", script_path,
-                    (ev_time() - began) * 1000, changed);
-        if (watching)
-            watch_script();
-    }
-    lua_settop(L, top);
-}
-
 /* The parent keeps the code it started with: each worker reloads itself, and a worker forked
  * later catches up as it starts. */
 static void reload_workers(const char *why)
@@ -546,7 +366,7 @@ static void on_files_changed(const char *changed)
     if (supervising)
         reload_workers(why);
     else
-        reload(why);
+        script_reload(why);
 }
 
 static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
@@ -557,7 +377,7 @@ static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
     if (supervising)
         reload_workers("SIGHUP");
     else
-        reload("SIGHUP");
+        script_reload("SIGHUP");
 }
 
 /* Writes our pid to path, unless it names a process that is still running. */
@@ -610,8 +430,7 @@ static void become_worker(int id)
     if (announcements != NULL)
         discard_announcements();
     pid_file_written = NULL;
-    watching = false;
-    watch_stop();
+    script_unwatch();
     resolver_shutdown();
     if (resolver_init(loop) < 0)
         _exit(1);
@@ -626,7 +445,7 @@ static void become_worker(int id)
     guard_start();
     lluasock_set_worker(L, id, worker_count);
     if (reloaded_before_fork)
-        reload("catching up: started after a reload");
+        script_reload("catching up: started after a reload");
 }
 
 static int start(const struct serve_options *o)
@@ -640,14 +459,9 @@ static int start(const struct serve_options *o)
     lluasock_set_worker(L, worker_count > 1 ? 0 : 1, worker_count);
     if (o->pubsub != NULL)
         lluasock_set_pubsub_url(L, o->pubsub);
-    if (load_script(o->script, "luasock: ") < 0)
+    script_init(L, o->script);
+    if (script_start() < 0)
         return -1;
-    builtin_settings = conn_defaults;
-    if (configure_script(o->script) < 0) {
-        fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
-        return -1;
-    }
-    install_script();
     max_connections = o->max_connections;
     max_per_ip = o->max_per_ip;
     raise_fd_limit();
@@ -660,11 +474,8 @@ static int start(const struct serve_options *o)
         return -1;
     ev_signal_init(&on_sighup, on_hangup, SIGHUP);
     ev_signal_start(loop, &on_sighup);
-    if (o->watch) {
-        watching = true;
-        watch_init(loop, on_files_changed);
-        watch_script();
-    }
+    if (o->watch)
+        script_watch(loop, on_files_changed);
     lua_settop(L, 0);
     return 0;
 }
@@ -703,15 +514,12 @@ int server_run(const char *script, int argc, char **argv)
 {
     int status = 1;
     if (open_runtime() == 0) {
+        script_init(L, script);
         for (int i = 0; i < argc; i++)
             lua_pushstring(L, argv[i]);
-        if (call_loader("load_program", script, argc) < 0) {
-            fprintf(stderr, "luasock: %s\n", lua_tostring(L, -1));
-        } else {
+        if (script_load_program(argc) == 0) {
             start_signals();
             raise_fd_limit();
-            lua_insert(L, 1); /* the script's function, below its arguments */
-            lua_settop(L, argc + 1);
             struct task *t = task_new(L, argc, 0);
             task_set_main(t);
             task_wake(t, argc);
