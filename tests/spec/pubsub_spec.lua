@@ -1,0 +1,536 @@
+-- pubsub_spec.lua -- luasock.pubsub inside servers: in-process delivery (synchronous, within
+-- the publish call), a reload replacing the callback (no double delivery), and with
+-- `--pubsub redis://127.0.0.1:PORT` two servers exchanging messages in order through a real
+-- redis-server, each node skipping its own messages when Redis echoes them; a bad --pubsub URL;
+-- Redis going away (the outage is logged, local delivery goes on) and coming back on the same
+-- port (reconnect logged with the time away, cross-node delivery resumes); a node started before
+-- its Redis; the /DB of the URL; messages published by handlers finishing during a graceful
+-- shutdown still reaching the other nodes.
+--
+-- The servers run HANDLER: every connection is a listener that gets each message of channel
+-- "room" as "TAG room MESSAGE"; a line "pub TEXT" publishes TEXT and answers "published TEXT"
+-- after the publish call returns; "info" answers with the backend, node and whether
+-- pubsub.redis() has a client; "set KEY" sets KEY through pubsub.redis(). A handler woken by a
+-- graceful shutdown publishes "leaving".
+local socket = require "socket"
+local helper = require "helper"
+
+local REDIS_SERVER = os.getenv("REDIS_SERVER") or "/usr/bin/redis-server"
+
+-- redis-server processes ------------------------------------------------------------------
+
+local Redis = {}
+Redis.__index = Redis
+local live_redis = {}
+
+local function process_exited(pid)
+  local file = io.open("/proc/" .. pid .. "/stat")
+  if not file then return true end
+  local stat = file:read("a")
+  file:close()
+  -- unreadable while the process exits: still running until its stat says otherwise
+  local state = stat and stat:match("^%d+ %b() (%a)")
+  return state == "Z" or state == "X"
+end
+
+-- One command on a fresh connection (inline form: words without spaces); the reply line.
+function Redis:call(command)
+  local client = assert(socket.tcp())
+  client:settimeout(5)
+  assert(client:connect("127.0.0.1", self.port))
+  assert(client:send(command .. "\r\n"))
+  local line = client:receive("*l")
+  client:close()
+  return line
+end
+
+-- Several inline commands on one connection; the reply lines (for one-line replies).
+function Redis:calls(...)
+  local client = assert(socket.tcp())
+  client:settimeout(5)
+  assert(client:connect("127.0.0.1", self.port))
+  local replies = {}
+  for i, command in ipairs { ... } do
+    assert(client:send(command .. "\r\n"))
+    replies[i] = client:receive("*l")
+  end
+  client:close()
+  return replies
+end
+
+function Redis:exited()
+  return process_exited(self.pid)
+end
+
+function Redis:log()
+  return helper.read_file(self.logfile)
+end
+
+local function answers_ping(port)
+  local client = assert(socket.tcp())
+  client:settimeout(0.5)
+  local ok = client:connect("127.0.0.1", port)
+  local line
+  if ok then
+    client:send("PING\r\n")
+    line = client:receive("*l")
+  end
+  client:close()
+  return line == "+PONG"
+end
+
+local function reap(server)
+  if not server.reaped then
+    server.reaped = true
+    server.pipe:close()
+    live_redis[server] = nil
+  end
+end
+
+function Redis:kill()
+  os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
+  local deadline = socket.gettime() + 10
+  while not self:exited() and socket.gettime() < deadline do socket.sleep(0.01) end
+  reap(self)
+end
+
+function Redis:stop()
+  os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
+  local deadline = socket.gettime() + 10
+  while not self:exited() do
+    if socket.gettime() > deadline then
+      self:kill()
+      error("redis-server did not exit after SIGTERM; log:\n" .. self:log())
+    end
+    socket.sleep(0.01)
+  end
+  reap(self)
+end
+
+local sentinels = {}
+
+-- Starts redis-server on a free port (or opts.port), waits until it answers PING; retries with
+-- another port if the chosen one was taken.
+local function start_redis(opts)
+  opts = opts or {}
+  local dir = opts.dir or helper.tmpdir()
+  for attempt = 1, 5 do
+    local port = opts.port or helper.free_port()
+    local args = { REDIS_SERVER, "--port", port, "--bind", "127.0.0.1", "--save", "",
+      "--appendonly", "no", "--dir", dir, "--daemonize", "no" }
+    local words = {}
+    for i, word in ipairs(args) do words[i] = helper.shell_quote(word) end
+    local logfile = dir .. "/redis-" .. port .. ".log"
+    local pipe = assert(io.popen(string.format("echo $$; exec %s >>%s 2>&1 </dev/null",
+      table.concat(words, " "), helper.shell_quote(logfile))))
+    sentinels[#sentinels + 1] = setmetatable({}, { __gc = function()
+      for server in pairs(live_redis) do server:kill() end
+    end })
+    local server = setmetatable({ pid = assert(tonumber(pipe:read("l"))), pipe = pipe,
+      port = port, dir = dir, logfile = logfile }, Redis)
+    live_redis[server] = true
+    local deadline = socket.gettime() + 5
+    while not server:exited() and socket.gettime() < deadline do
+      if answers_ping(port) then return server end
+      socket.sleep(0.01)
+    end
+    local log = server:log()
+    server:kill()
+    if opts.port or attempt == 5 then
+      error("redis-server did not start on port " .. port .. "; log:\n" .. log)
+    end
+  end
+end
+
+local function cleanup()
+  for server in pairs(live_redis) do server:kill() end
+  helper.cleanup()
+end
+
+-- Servers and clients -------------------------------------------------------------------
+
+local HANDLER = [[
+local pubsub = require "luasock.pubsub"
+local listeners = luasock.state.listeners or {}
+luasock.state.listeners = listeners
+local TAG = "${TAG}"
+pubsub.subscribe("room", function(message, channel)
+  for conn in pairs(listeners) do conn:post(TAG, " ", channel, " ", message, "\n") end
+end)
+return {
+  idle_timeout = false,
+  handle = function(conn)
+    listeners[conn] = true
+    conn:post("ready\n")
+    while true do
+      local line, err = conn:receive("*l")
+      if not line then
+        if err == "shutting down" then pubsub.publish("room", "leaving") end
+        break
+      end
+      local command, rest = line:match("^(%S+) ?(.*)$")
+      if command == "pub" then
+        pubsub.publish("room", rest)
+        conn:post("published ", rest, "\n")
+      elseif command == "info" then
+        conn:post("info ", pubsub.backend(), " ", tostring(pubsub.node()), " ",
+          tostring(pubsub.redis() ~= nil), "\n")
+      elseif command == "set" then
+        local r = pubsub.redis()
+        conn:post("set ", tostring(r and r:set(rest, "from the node")), "\n")
+      end
+    end
+    listeners[conn] = nil
+  end,
+}]]
+
+local function handler_source(tag)
+  return helper.PRELUDE .. helper.fill(HANDLER, { TAG = tag })
+end
+
+-- Starts a server running HANDLER with TAG, with --pubsub `url` if given.
+local function start_node(url, tag, name)
+  local script = helper.script(handler_source(tag or "v1"), name)
+  return helper.start(script, { args = url and { "--pubsub", url } or nil })
+end
+
+-- Escapes the magic characters of a Lua pattern.
+local function literal(text)
+  return (text:gsub("%p", "%%%0"))
+end
+
+-- A connected listener; returns the client.
+local function listener(server)
+  local client = server:connect()
+  assert.equal("ready", (client:receive("*l")))
+  return client
+end
+
+local function next_line(client)
+  local line, err = client:receive("*l")
+  assert(line, "no line: " .. tostring(err))
+  return line
+end
+
+local function publish(client, text)
+  assert(client:send("pub " .. text .. "\n"))
+end
+
+-- Waits until the node's log says it is connected to Redis (after byte `from` of the log).
+local function wait_connected(server, url, from)
+  return server:wait_log("%[info%] pubsub: connected to " .. literal(url) .. "([^\n]*)\n", 10,
+    from)
+end
+
+-- Reads lines from `client` until one satisfies `match`; returns it and the lines before it.
+local function read_until(client, match, what)
+  local skipped = {}
+  while true do
+    local line, err = client:receive("*l")
+    assert(line, "waiting for " .. what .. ": " .. tostring(err) .. " after "
+      .. table.concat(skipped, " | "))
+    if match(line) then return line, skipped end
+    skipped[#skipped + 1] = line
+  end
+end
+
+-- Tests ---------------------------------------------------------------------------------
+
+describe("luasock.pubsub in one process", function()
+  after_each(cleanup)
+
+  it("delivers a publish to the subscribers of the process within the publish call", function()
+    local server = start_node()
+    local a = listener(server)
+    local b = listener(server)
+    b:send("info\n")
+    assert.equal("info in-process nil false", next_line(b))
+    publish(b, "hello")
+    -- the callback ran inside publish: b has the message before the "published" answer
+    assert.equal("v1 room hello", next_line(b))
+    assert.equal("published hello", next_line(b))
+    assert.equal("v1 room hello", next_line(a))
+    for i = 1, 100 do publish(a, "n" .. i) end
+    for i = 1, 100 do
+      assert.equal("v1 room n" .. i, next_line(a))
+      assert.equal("published n" .. i, next_line(a))
+      assert.equal("v1 room n" .. i, next_line(b))
+    end
+    a:close()
+    b:close()
+    server:stop()
+  end)
+
+  it("replaces the callback when the script subscribes again after a reload", function()
+    local server = start_node()
+    local old = listener(server)
+    local mark = server:mark()
+    helper.write_file(server.script, handler_source("v2"))
+    server:signal("HUP")
+    server:wait_log("%[info%] reloaded ", 5, mark)
+    local new = listener(server)
+    publish(new, "x")
+    publish(new, "y")
+    -- one delivery per message, by the new callback only: the old connection's next lines too
+    assert.equal("v2 room x", next_line(old))
+    assert.equal("v2 room y", next_line(old))
+    assert.equal("v2 room x", next_line(new))
+    assert.equal("published x", next_line(new))
+    assert.equal("v2 room y", next_line(new))
+    assert.equal("published y", next_line(new))
+    old:close()
+    new:close()
+    server:stop()
+  end)
+
+  it("refuses a --pubsub URL that is not redis:// as a usage error (exit 2)", function()
+    local script = helper.script(handler_source("v1"))
+    local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
+      "--pubsub", "http://x" }, { timeout = 10 })
+    assert.equal(2, code, err)
+    assert.equal("", out)
+    assert.matches("--pubsub: expected redis://HOST[:PORT][/DB], got 'http://x'", err, 1, true)
+    code, _, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0", "--pubsub" },
+      { timeout = 10 })
+    assert.equal(2, code, err)
+  end)
+
+  it("refuses a malformed redis:// URL as a usage error (exit 2), like any bad URL", function()
+    local script = helper.script(handler_source("v1"))
+    for _, bad in ipairs { "redis://127.0.0.1:notaport", "redis://", "redis://h:1/db" } do
+      local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
+        "--pubsub", bad }, { timeout = 10 })
+      assert.equal("", out)
+      assert.matches("--pubsub: expected redis://HOST[:PORT][/DB], got '" .. bad .. "'", err, 1,
+        true)
+      assert.equal(2, code, "exit status for --pubsub " .. bad .. "; stderr:\n" .. err)
+    end
+  end)
+end)
+
+describe("luasock.pubsub with --pubsub redis://", function()
+  local redis, url
+
+  before_each(function()
+    redis = start_redis()
+    url = "redis://127.0.0.1:" .. redis.port
+  end)
+  after_each(cleanup)
+
+  it("lets two servers exchange messages in order, each getting its own once", function()
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a, b = listener(a_node), listener(b_node)
+
+    a:send("info\n")
+    local a_info = next_line(a)
+    b:send("info\n")
+    local b_info = next_line(b)
+    local a_name = a_info:match("^info " .. literal(url) .. " (%S+:%d+) true$")
+    local b_name = b_info:match("^info " .. literal(url) .. " (%S+:%d+) true$")
+    assert.is_truthy(a_name, a_info)
+    assert.is_truthy(b_name, b_info)
+    assert.are_not.equal(a_name, b_name)
+    assert.equal(tostring(a_node.pid), a_name:match(":(%d+)$"))
+
+    -- 200 messages from A reach B in order, and A's own listener once each
+    for i = 1, 200 do publish(a, "a" .. i) end
+    for i = 1, 200 do
+      assert.equal("v1 room a" .. i, next_line(b))
+    end
+    -- B publishes after it got A's last message, so Redis has handled all of A's messages
+    -- first: had A received its own back, they would come before B's marker.
+    publish(b, "b-marker")
+    local lines = {}
+    for _ = 1, 401 do lines[#lines + 1] = next_line(a) end
+    local want = {}
+    for i = 1, 200 do
+      want[#want + 1] = "v1 room a" .. i
+      want[#want + 1] = "published a" .. i
+    end
+    want[#want + 1] = "v1 room b-marker"
+    assert.same(want, lines)
+    assert.equal("v1 room b-marker", next_line(b))
+    assert.equal("published b-marker", next_line(b))
+
+    -- and the other way round, both at once
+    for i = 1, 100 do publish(b, "b" .. i) publish(a, "a2-" .. i) end
+    local from_b, from_a = 0, 0
+    for _ = 1, 200 do
+      local line = next_line(a)
+      local n = line:match("^v1 room b(%d+)$")
+      if n then
+        from_b = from_b + 1
+        assert.equal(from_b, tonumber(n))
+      else
+        n = line:match("^v1 room a2%-(%d+)$")
+        if n then
+          from_a = from_a + 1
+          assert.equal(from_a, tonumber(n))
+          assert.equal("published a2-" .. n, next_line(a))
+        else
+          error("unexpected line on A: " .. line)
+        end
+      end
+    end
+    assert.same({ 100, 100 }, { from_b, from_a })
+    a:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
+
+  it("delivers only through the new callback after a reload (no double delivery)", function()
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a_old = listener(a_node)
+    local mark = a_node:mark()
+    helper.write_file(a_node.script, handler_source("v2"))
+    a_node:signal("HUP")
+    a_node:wait_log("%[info%] reloaded ", 5, mark)
+    local b = listener(b_node)
+    publish(b, "across")
+    publish(b, "again")
+    assert.equal("v2 room across", next_line(a_old))
+    assert.equal("v2 room again", next_line(a_old))
+    local a_new = listener(a_node)
+    publish(a_new, "local")
+    assert.equal("v2 room local", next_line(a_new))
+    assert.equal("published local", next_line(a_new))
+    assert.equal("v2 room local", next_line(a_old))
+    assert.equal("v1 room local", read_until(b, function(line) return line:find("local") end,
+      "A's message on B"))
+    -- still one Redis connection pair: reloads must not connect again
+    assert.equal(1, a_node:count_log("pubsub: connected to "))
+    a_old:close()
+    a_new:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
+
+  it("keeps local delivery through a Redis outage and resumes across nodes after it", function()
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a, b = listener(a_node), listener(b_node)
+    publish(a, "before")
+    assert.equal("v1 room before", next_line(b))
+    assert.equal("v1 room before", next_line(a))
+    assert.equal("published before", next_line(a))
+
+    local a_mark, b_mark = a_node:mark(), b_node:mark()
+    local port = redis.port
+    redis:stop()
+    local outage = "%[warn%] pubsub: " .. literal(url) .. ": ([^\n]*); messages to other nodes "
+      .. "are dropped until it is back; retrying in 0%.1 s\n"
+    local a_reason = a_node:wait_log(outage, 10, a_mark)
+    b_node:wait_log(outage, 10, b_mark)
+    assert.matches("redis 127.0.0.1:" .. port .. ": ", a_reason, 1, true)
+    -- pubsub.redis() has no client while Redis is away
+    a:send("info\n")
+    assert.matches("^info " .. literal(url) .. " %S+:" .. a_node.pid .. " false$", next_line(a))
+
+    -- local delivery goes on while Redis is away
+    publish(a, "during")
+    assert.equal("v1 room during", next_line(a))
+    assert.equal("published during", next_line(a))
+    local a2 = listener(a_node)
+    publish(a2, "during2")
+    assert.equal("v1 room during2", next_line(a2))
+    assert.equal("v1 room during2", next_line(a))
+
+    -- Redis back on the same port: both nodes reconnect and say how long it was away
+    local down_for = socket.gettime()
+    a_mark, b_mark = a_node:mark(), b_node:mark()
+    redis = start_redis { port = port, dir = redis.dir }
+    local away = a_node:wait_log("%[info%] pubsub: connected to " .. literal(url)
+      .. " after ([%d.]+) s away\n", 15, a_mark)
+    b_node:wait_log("%[info%] pubsub: connected to " .. literal(url) .. " after [%d.]+ s away\n",
+      15, b_mark)
+    assert.is_truthy(tonumber(away), away)
+    assert.is_true(tonumber(away) > 0 and tonumber(away) < socket.gettime() - down_for + 30, away)
+
+    -- cross-node delivery resumes: B's first line after the outage is a probe, never "during"
+    local probes = 0
+    local first = helper.eventually(function()
+      probes = probes + 1
+      publish(a, "probe" .. probes)
+      b:settimeout(0.2)
+      local line = b:receive("*l")
+      b:settimeout(helper.IO_TIMEOUT)
+      return line
+    end, 10, "a message from A on B after Redis came back")
+    assert.matches("^v1 room probe%d+$", first)
+    publish(a, "after")
+    local _, skipped = read_until(b, function(line) return line == "v1 room after" end,
+      "'after' on B")
+    for _, line in ipairs(skipped) do assert.matches("^v1 room probe%d+$", line) end
+    publish(b, "back")
+    read_until(a, function(line) return line == "v1 room back" end, "'back' on A")
+    a:close()
+    a2:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
+
+  it("uses the database of redis://HOST:PORT/DB for pubsub.redis()", function()
+    local node = start_node(url .. "/5")
+    wait_connected(node, url .. "/5")
+    local a = listener(node)
+    a:send("set written-by-node\n")
+    assert.equal("set OK", next_line(a))
+    assert.same({ "+OK", ":1" }, redis:calls("SELECT 5", "EXISTS written-by-node"))
+    assert.equal(":0", redis:call("EXISTS written-by-node"))
+    a:close()
+    node:stop()
+  end)
+
+  it("still reaches the other nodes from handlers finishing during a graceful shutdown", function()
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a, b = listener(a_node), listener(b_node)
+    publish(a, "hi")
+    assert.equal("v1 room hi", next_line(b))
+    -- SIGTERM wakes a's handler with "shutting down"; it publishes "leaving" and returns
+    a_node:signal("TERM")
+    b:settimeout(3)
+    local line, err = b:receive("*l")
+    assert.equal("v1 room leaving", line, "node B got " .. tostring(line or err)
+      .. "; node A's log:\n" .. a_node:log())
+    assert.is_true(a_node:wait_exit(helper.STOP_TIMEOUT))
+    local how, code = a_node:reap()
+    assert.same({ "exit", 0 }, { how, code })
+    a:close()
+    b:close()
+    b_node:stop()
+  end)
+
+  it("serves locally while Redis is not there yet, and connects when it comes", function()
+    local port = redis.port
+    local dir = redis.dir
+    redis:stop()
+    local node = start_node(url)
+    node:wait_log("%[warn%] pubsub: " .. literal(url) .. ": redis 127%.0%.0%.1:" .. port
+      .. ": connection refused; messages to other nodes are dropped until it is back", 10)
+    local a = listener(node)
+    publish(a, "alone")
+    assert.equal("v1 room alone", next_line(a))
+    assert.equal("published alone", next_line(a))
+    redis = start_redis { port = port, dir = dir }
+    wait_connected(node, url)
+    local other = start_node(url)
+    wait_connected(other, url)
+    local b = listener(other)
+    publish(b, "hello")
+    assert.equal("v1 room hello", next_line(a))
+    a:close()
+    b:close()
+    node:stop()
+    other:stop()
+  end)
+end)
