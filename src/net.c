@@ -166,7 +166,17 @@ int net_listen(const struct net_addr *addr, int backlog, int *gai_error)
 
 int net_bind_shared(const struct net_addr *addr, int *gai_error)
 {
-    return listen_inet(addr, -1, true, gai_error);
+    /* SO_REUSEPORT would also let us join the group of another server on the port: bind once
+     * without it, so that a port in use is refused as it is without --workers (and port 0 gets
+     * its free port), then take that address again with it. */
+    int probe = listen_inet(addr, -1, false, gai_error);
+    if (probe < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = getsockname(probe, (struct sockaddr *)&ss, &len);
+    close(probe);
+    return rc < 0 ? -1 : bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, true);
 }
 
 int net_listen_beside(int bound_fd, int backlog)
