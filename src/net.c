@@ -17,10 +17,11 @@
 static int parse_port(const char *text, char *out, size_t size)
 {
     char *end;
-    if (*text == '\0' || strlen(text) >= size)
+    /* Digits only: strtol would also take " 80", "+80" and "-0". */
+    if (strspn(text, "0123456789") != strlen(text) || *text == '\0' || strlen(text) >= size)
         return -1;
     long port = strtol(text, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
+    if (port < 0 || port > 65535)
         return -1;
     snprintf(out, size, "%ld", port);
     return 0;
@@ -56,6 +57,10 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
         host = text + 1;
         host_len = (size_t)(close - host);
         colon = close + 1;
+        if (host_len == 0) {
+            *why = "expected an IPv6 address inside [ ]";
+            return -1;
+        }
     } else {
         colon = strrchr(text, ':');
         if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL) {

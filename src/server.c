@@ -164,8 +164,17 @@ static int on_panic(lua_State *state)
     return 0;
 }
 
+/* libev aborts on a failed system call (no descriptor left for its signal pipe, say) unless it
+ * is told what to do instead: a clear message and exit status 1. */
+static void on_libev_failure(const char *what)
+{
+    fprintf(stderr, "luasock: %s: %s\n", what, errors_string(errno));
+    _exit(1);
+}
+
 static int open_runtime(void)
 {
+    ev_set_syserr_cb(on_libev_failure);
     loop = ev_default_loop(0);
     L = lua_newstate(guard_alloc, NULL);
     if (loop == NULL || L == NULL) {
