@@ -1,29 +1,49 @@
-/* loadgen.c -- the benchmark's load generator: N closed-loop echo clients on one epoll loop.
+/* loadgen.c -- the benchmark's load generator: N closed-loop echo or chat clients on one epoll
+ * loop.
  *
  * Every connection sends messages of S bytes and checks every byte that comes back against what
  * it sent, keeping P messages in flight (P = 1: send, wait for the whole echo, send the next).
  * Message k of connection c is a slice of a fixed pseudo-random printable pattern whose offset
  * depends on c and k, so a lost, repeated, reordered or crossed message shows up as a byte
  * mismatch, which stops the run at once (exit 3). In line mode (-l) the last byte of every
- * message is "\n".
+ * message is "\n". After the window, what is still in flight must arrive within 30 s, or the
+ * run fails (exit 3): a message lost with none sent after it is caught too.
  *
  * Measuring starts only once every connection is established and has done one round trip, and
  * lasts D seconds. With -S PID the server's own utime/stime (/proc/PID/stat) are sampled right
  * at the window's edges and its VmRSS at the end, and so are the counters of the server's core
  * and of our own (/proc/stat): how busy each core was, and how much of that went to other
  * programs. The result is one line on stdout:
- *   result msgs=N seconds=S msgs_per_s=R p50_us=X p99_us=Y errors=E [srv_...] loadgen_core_pct=C
+ *   result msgs=N seconds=S msgs_per_s=R p50_us=X p99_us=Y max_us=M max_at_s=T errors=E
+ *          [senders=K] [touches=R] [slice_...] [srv_...] loadgen_core_pct=C
+ *
+ * Chat mode (-C K, for examples/chat.lua and its peers): the N connections are members of one
+ * chat room, and the first K of them are senders, each keeping P lines of S bytes in flight: a
+ * line is in flight until every other member has received it as "<nick> line". Line k of sender
+ * s is "s k " and pattern bytes, so every member checks every line it gets: from whom (the nick
+ * its sender was welcomed with), in order per sender with none lost, byte for byte. A message is
+ * one delivery (one line to one member); its latency runs from the line's send to its arrival
+ * there. Setup waits for each member's welcome line ("* welcome to the chat, NICK!..."), then
+ * each sender says one line and every member must have it: the join announcements came before
+ * it, so any "* ..." line during the run is an error (someone left).
+ *
+ * With -w MS the window is also cut into slices of MS milliseconds, each with its own latency
+ * histogram: a "slice" line per slice on stdout before the result, and the median and worst
+ * slice's p99 in it, show a blip that the whole window's p99 averages away. With -u FILE -r R
+ * the load generator touches FILE (as an editor's save would) R times, evenly spread over the
+ * window: under `luasock serve --watch` each touch reloads the script.
  *
  * Idle mode (-i): open the connections, do one round trip on each, print "ready conns=N" and
  * hold them until SIGUSR1, SIGTERM or SIGINT arrives, or D seconds pass, so that the harness can
  * read the server's RSS; then print the result line and exit.
  *
  * Usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] [-i]
- *                [-S SERVER_PID] [-T SETUP_SECONDS]
+ *                [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]
  * Exit status: 0 ok, 1 a connection failed during the run, 2 usage or setup error, 3 mismatch.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -37,6 +57,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,12 +67,18 @@
 #define MAX_EVENTS 512
 #define HIST_SUB_BITS 6 /* 64 sub-buckets per power of two: about 1.5 % resolution */
 #define HIST_BUCKETS (64 << HIST_SUB_BITS)
+#define CHAT_LINE_MAX 2048 /* a received chat line: SIZE (at most 1024) plus "<nick> " */
+#define NICK_MAX 31
+#define DRAIN_SECONDS 30 /* for what is in flight when the window ends to arrive */
 
 struct options {
     const char *host, *port;
     int conns, depth, line, idle;
+    int senders; /* chat mode when > 0 */
     size_t size;
-    double duration, setup_timeout;
+    double duration, setup_timeout, slice_ms;
+    const char *touch_file;
+    int touches;
     pid_t server;
 };
 
@@ -61,11 +88,24 @@ struct conn {
     int fd, index;
     enum conn_state state;
     int want_writable;
-    uint64_t sent, received; /* messages queued for sending; messages fully echoed */
+    /* Messages queued for sending; messages fully echoed (chat: lines every other member has). */
+    uint64_t sent, received;
     size_t recv_off;         /* bytes of message `received` checked so far */
     char *out;               /* queued output is out[out_off, out_len) */
     size_t out_off, out_len, out_cap;
     uint64_t *stamps; /* send time (ns) of in-flight message k at stamps[k % depth] */
+    /* Chat mode: */
+    char nick[NICK_MAX + 1];
+    char *line;          /* a line received in part: line[0, line_len) */
+    size_t line_len;
+    uint64_t *next_line; /* per sender, the line this member gets next from it */
+    int *missing;        /* a sender's in-flight line k: members yet to get it, at [k % depth] */
+};
+
+/* A slice of the measured window (-w). */
+struct slice {
+    uint64_t msgs, max_ns;
+    uint64_t histogram[HIST_BUCKETS];
 };
 
 /* One core's counters from /proc/stat, in clock ticks. The kernel measures idle time exactly
@@ -91,8 +131,12 @@ static int epfd;
 static int running; /* inside the measured window */
 static int holding; /* idle mode, after setup */
 static int next_to_open, setting_up, ready_count, live_count;
-static uint64_t window_msgs, errors;
+static uint64_t window_start, window_msgs, errors;
+static uint64_t max_ns, max_at; /* the longest latency, and when (since window_start) it ended */
 static uint64_t histogram[HIST_BUCKETS];
+static struct slice *slices;
+static int slice_count;
+static uint64_t slice_ns;
 static sigset_t wait_mask;
 static volatile sig_atomic_t stop_requested;
 
@@ -135,11 +179,11 @@ static double hist_value(size_t bucket)
     return (double)low + (double)(1ull << shift) / 2;
 }
 
-static double hist_percentile_us(double p)
+static double hist_percentile_us(const uint64_t *hist, uint64_t count, double p)
 {
-    uint64_t rank = (uint64_t)(p * (double)window_msgs), seen = 0;
+    uint64_t rank = (uint64_t)(p * (double)count), seen = 0;
     for (size_t b = 0; b < HIST_BUCKETS; b++) {
-        seen += histogram[b];
+        seen += hist[b];
         if (seen > rank)
             return hist_value(b) / 1000;
     }
@@ -164,6 +208,37 @@ static void make_pattern(void)
 static const char *message_bytes(const struct conn *c, uint64_t k)
 {
     return pattern + ((uint64_t)c->index * 977 + k * 31) % PATTERN_PERIOD;
+}
+
+/* Line k of chat sender s, SIZE bytes: "s k ", pattern bytes, "\n". */
+static void chat_text(int s, uint64_t k, char *dst)
+{
+    int n = snprintf(dst, opt.size, "%d %llu ", s, (unsigned long long)k);
+    memcpy(dst + n, message_bytes(&conns[s], k), opt.size - 1 - (size_t)n);
+    dst[opt.size - 1] = '\n';
+}
+
+/* Counts one message that took from sent_at to now. */
+static void record_latency(uint64_t sent_at, uint64_t now)
+{
+    uint64_t ns = now - sent_at;
+    size_t bucket = hist_bucket(ns);
+    histogram[bucket]++;
+    window_msgs++;
+    if (ns > max_ns) {
+        max_ns = ns;
+        max_at = now - window_start;
+    }
+    if (slices == NULL)
+        return;
+    uint64_t i = (now - window_start) / slice_ns;
+    if (i < (uint64_t)slice_count) {
+        struct slice *s = &slices[i];
+        s->histogram[bucket]++;
+        s->msgs++;
+        if (ns > s->max_ns)
+            s->max_ns = ns;
+    }
 }
 
 static void mismatch(const struct conn *c, size_t at, char want, char got)
@@ -204,6 +279,9 @@ static void conn_failed(struct conn *c, const char *why)
 {
     if (!running && !holding)
         die(2, "connection %d failed during setup: %s", c->index, why);
+    /* Its senders' lines would wait for it forever. */
+    if (opt.senders > 0)
+        die(1, "chat member %d (%s) failed: %s", c->index, c->nick, why);
     if (errors < 10)
         fprintf(stderr, "loadgen: connection %d failed: %s\n", c->index, why);
     errors++;
@@ -241,11 +319,17 @@ static void queue_message(struct conn *c, uint64_t now)
         c->out_off = 0;
     }
     char *dst = c->out + c->out_len;
-    memcpy(dst, message_bytes(c, c->sent), opt.size);
-    if (opt.line)
-        dst[opt.size - 1] = '\n';
+    size_t slot = c->sent % (uint64_t)opt.depth;
+    if (opt.senders > 0) {
+        chat_text(c->index, c->sent, dst);
+        c->missing[slot] = opt.conns - 1;
+    } else {
+        memcpy(dst, message_bytes(c, c->sent), opt.size);
+        if (opt.line)
+            dst[opt.size - 1] = '\n';
+    }
     c->out_len += opt.size;
-    c->stamps[c->sent % (uint64_t)opt.depth] = now;
+    c->stamps[slot] = now;
     c->sent++;
 }
 
@@ -267,9 +351,107 @@ static void message_done(struct conn *c, uint64_t now)
     if (c->state == WARMING) {
         warmed_up(c);
     } else if (running) {
-        histogram[hist_bucket(now - c->stamps[k % (uint64_t)opt.depth])]++;
-        window_msgs++;
+        record_latency(c->stamps[k % (uint64_t)opt.depth], now);
         queue_message(c, now);
+    }
+}
+
+static void chat_mismatch(const struct conn *c, const char *why, const char *line, size_t len)
+    __attribute__((noreturn));
+
+static void chat_mismatch(const struct conn *c, const char *why, const char *line, size_t len)
+{
+    die(3, "MISMATCH on chat member %d (%s): %s; got \"%.*s\"", c->index, c->nick, why,
+        (int)(len - 1), line);
+}
+
+/* A "* ..." line: before the run, the member's welcome (which names it) or a join. */
+static void chat_notice(struct conn *c, const char *line, size_t len)
+{
+    static const char welcome[] = "* welcome to the chat, ";
+    size_t prefix = sizeof welcome - 1;
+    if (running)
+        chat_mismatch(c, "an announcement during the run", line, len);
+    if (c->state != WARMING)
+        return;
+    const char *bang = memchr(line, '!', len);
+    size_t n = bang != NULL ? (size_t)(bang - line) : 0;
+    if (n <= prefix || n - prefix > NICK_MAX || memcmp(line, welcome, prefix) != 0)
+        chat_mismatch(c, "expected the welcome line \"* welcome to the chat, NICK!...\"", line,
+                      len);
+    memcpy(c->nick, line + prefix, n - prefix);
+    c->nick[n - prefix] = '\0';
+    warmed_up(c);
+}
+
+/* Line k of a sender has reached every other member: its slot can take the next line. */
+static void chat_line_done(struct conn *sender, uint64_t now)
+{
+    sender->received++;
+    if (running) {
+        queue_message(sender, now);
+        flush(sender);
+    }
+}
+
+/* Checks one whole line (with its "\n") that member c received. */
+static void chat_line(struct conn *c, const char *line, size_t len, uint64_t now)
+{
+    if (line[0] == '*') {
+        chat_notice(c, line, len);
+        return;
+    }
+    if (c->state == WARMING)
+        chat_mismatch(c, "a line before the welcome", line, len);
+    /* "<nick> s k pattern": the text is what sender s sent, all of it. */
+    const char *gt = memchr(line, '>', len);
+    if (line[0] != '<' || gt == NULL || (size_t)(gt - line) + 2 >= len || gt[1] != ' ' ||
+        gt[2] < '0' || gt[2] > '9')
+        chat_mismatch(c, "not a line \"<nick> text\"", line, len);
+    unsigned long s = strtoul(gt + 2, NULL, 10);
+    if (s >= (unsigned long)opt.senders || (int)s == c->index)
+        chat_mismatch(c, "no line it could get", line, len);
+    struct conn *sender = &conns[s];
+    size_t nick_len = (size_t)(gt - line) - 1;
+    if (nick_len != strlen(sender->nick) || memcmp(line + 1, sender->nick, nick_len) != 0)
+        chat_mismatch(c, "the nick is not its sender's", line, len);
+    uint64_t k = c->next_line[s]++;
+    char want[1024];
+    chat_text((int)s, k, want);
+    if (len - nick_len - 3 != opt.size || memcmp(gt + 2, want, opt.size) != 0) {
+        char why[80];
+        snprintf(why, sizeof why, "expected line %llu of sender %lu (lost, reordered or changed)",
+                 (unsigned long long)k, s);
+        chat_mismatch(c, why, line, len);
+    }
+    size_t slot = k % (uint64_t)opt.depth;
+    if (running)
+        record_latency(sender->stamps[slot], now);
+    if (--sender->missing[slot] == 0)
+        chat_line_done(sender, now);
+}
+
+/* Splits received bytes into lines, keeping an unfinished one for the next read. */
+static void chat_bytes(struct conn *c, const char *data, size_t n, uint64_t now)
+{
+    while (n > 0) {
+        const char *nl = memchr(data, '\n', n);
+        size_t take = nl != NULL ? (size_t)(nl - data) + 1 : n;
+        if (c->line_len + take > CHAT_LINE_MAX)
+            die(3, "chat member %d (%s): a line longer than %d bytes", c->index, c->nick,
+                CHAT_LINE_MAX);
+        if (c->line_len == 0 && nl != NULL) {
+            chat_line(c, data, take, now);
+        } else {
+            memcpy(c->line + c->line_len, data, take);
+            c->line_len += take;
+            if (nl != NULL) {
+                chat_line(c, c->line, c->line_len, now);
+                c->line_len = 0;
+            }
+        }
+        data += take;
+        n -= take;
     }
 }
 
@@ -284,6 +466,10 @@ static void on_readable(struct conn *c)
         return;
     }
     uint64_t now = now_ns();
+    if (opt.senders > 0) {
+        chat_bytes(c, buf, (size_t)n, now);
+        return;
+    }
     const char *data = buf;
     size_t left = (size_t)n;
     while (left > 0) {
@@ -311,7 +497,8 @@ static void on_connected(struct conn *c)
     if (err != 0)
         die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(err));
     c->state = WARMING;
-    queue_message(c, now_ns());
+    if (opt.senders == 0) /* a chat member waits for its welcome */
+        queue_message(c, now_ns());
     flush(c);
 }
 
@@ -350,6 +537,13 @@ static void open_next(void)
     c->stamps = malloc(sizeof *c->stamps * (size_t)opt.depth);
     if (c->out == NULL || c->stamps == NULL)
         die(2, "out of memory");
+    if (opt.senders > 0) {
+        c->line = malloc(CHAT_LINE_MAX);
+        c->next_line = calloc((size_t)opt.senders, sizeof *c->next_line);
+        c->missing = calloc((size_t)opt.depth, sizeof *c->missing);
+        if (c->line == NULL || c->next_line == NULL || c->missing == NULL)
+            die(2, "out of memory");
+    }
     c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
         die(2, "socket: %s (connection %d)", strerror(errno), c->index);
@@ -385,6 +579,51 @@ static void run_until(uint64_t deadline, int (*done)(void))
 
 static int all_ready(void) { return ready_count == opt.conns; }
 static int none_live(void) { return live_count == 0; }
+
+/* Whether everything sent has come back (chat: every line has reached every other member),
+ * failed connections aside. */
+static int all_answered(void)
+{
+    for (int i = 0; i < (opt.senders > 0 ? opt.senders : opt.conns); i++)
+        if (conns[i].state != FAILED && conns[i].received < conns[i].sent)
+            return 0;
+    return 1;
+}
+
+/* Chat: the round trip before measuring is one line from each sender to every other member. */
+static void chat_warm_up(uint64_t deadline)
+{
+    uint64_t now = now_ns();
+    for (int i = 0; i < opt.senders; i++) {
+        queue_message(&conns[i], now);
+        flush(&conns[i]);
+    }
+    run_until(deadline, all_answered);
+    if (!all_answered())
+        die(2, "setup: the first line of each sender had not reached every member in time");
+}
+
+/* After the window nothing new is sent, and what is still in flight must arrive: a message lost
+ * on the way would otherwise only stall its connection (chat: its sender) unnoticed. */
+static void drain(void)
+{
+    run_until(now_ns() + DRAIN_SECONDS * 1000000000ull, all_answered);
+    if (stop_requested || all_answered())
+        return;
+    for (int i = 0; i < (opt.senders > 0 ? opt.senders : opt.conns); i++) {
+        const struct conn *c = &conns[i];
+        if (c->state == FAILED || c->received == c->sent)
+            continue;
+        if (opt.senders == 0)
+            die(3, "LOST: message %llu of connection %d had not come back %d s after the run",
+                (unsigned long long)c->received, i, DRAIN_SECONDS);
+        for (int m = 0; m < opt.conns; m++)
+            if (m != i && conns[m].next_line[i] <= c->received)
+                die(3, "LOST: line %llu of sender %d (%s) had not reached member %d (%s) %d s "
+                    "after the run", (unsigned long long)c->received, i, c->nick, m,
+                    conns[m].nick, DRAIN_SECONDS);
+    }
+}
 
 static int read_file(const char *fmt, pid_t pid, char *buf, size_t size)
 {
@@ -497,26 +736,89 @@ static void print_figures(const struct sample *a, const struct sample *b, double
     putchar('\n');
 }
 
+static void touch(void)
+{
+    if (utimensat(AT_FDCWD, opt.touch_file, NULL, 0) < 0)
+        die(2, "touch %s: %s", opt.touch_file, strerror(errno));
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Prints a "slice" line per slice, and the result's fields about them into `fields`. */
+static void print_slices(char *fields, size_t size)
+{
+    double *p99 = malloc(sizeof *p99 * (size_t)slice_count);
+    double *sorted = malloc(sizeof *sorted * (size_t)slice_count);
+    if (p99 == NULL || sorted == NULL)
+        die(2, "out of memory");
+    int worst = 0;
+    for (int i = 0; i < slice_count; i++) {
+        const struct slice *s = &slices[i];
+        p99[i] = sorted[i] = hist_percentile_us(s->histogram, s->msgs, 0.99);
+        printf("slice start_s=%.3f msgs=%llu p50_us=%.1f p99_us=%.1f max_us=%.1f\n",
+               (double)i * (double)slice_ns / 1e9, (unsigned long long)s->msgs,
+               hist_percentile_us(s->histogram, s->msgs, 0.50), p99[i], (double)s->max_ns / 1e3);
+        if (p99[i] > p99[worst])
+            worst = i;
+    }
+    qsort(sorted, (size_t)slice_count, sizeof *sorted, compare_doubles);
+    snprintf(fields, size,
+             " slices=%d slice_ms=%g slice_p99_median_us=%.1f slice_p99_worst_us=%.1f "
+             "slice_p99_worst_at_s=%.3f",
+             slice_count, opt.slice_ms, sorted[slice_count / 2], p99[worst],
+             (double)worst * (double)slice_ns / 1e9);
+    free(p99);
+    free(sorted);
+}
+
 static void measure(void)
 {
     struct sample before = {0}, after = {0};
     int srv_cpu = opt.server > 0 ? server_core() : -1, own_cpu = sched_getcpu();
+    uint64_t length = (uint64_t)(opt.duration * 1e9);
+    if (opt.slice_ms > 0) {
+        slice_ns = (uint64_t)(opt.slice_ms * 1e6);
+        slice_count = (int)(length / slice_ns); /* whole slices only: a last sliver is noise */
+        slices = calloc((size_t)slice_count, sizeof *slices);
+        if (slices == NULL)
+            die(2, "out of memory for %d slices", slice_count);
+    }
     take_sample(&before, srv_cpu, own_cpu);
-    uint64_t t0 = now_ns();
+    uint64_t t0 = window_start = now_ns();
     running = 1;
-    for (int i = 0; i < opt.conns; i++) {
+    for (int i = 0; i < (opt.senders > 0 ? opt.senders : opt.conns); i++) {
         for (int k = 0; k < opt.depth; k++)
             queue_message(&conns[i], t0);
         flush(&conns[i]);
     }
-    run_until(t0 + (uint64_t)(opt.duration * 1e9), none_live);
+    for (int k = 1; k <= opt.touches; k++) {
+        run_until(t0 + length / (uint64_t)(opt.touches + 1) * (uint64_t)k, none_live);
+        touch();
+    }
+    run_until(t0 + length, none_live);
     uint64_t t1 = now_ns();
     take_sample(&after, srv_cpu, own_cpu);
     running = 0;
+    drain();
+    char slice_fields[256] = "";
+    if (slices != NULL)
+        print_slices(slice_fields, sizeof slice_fields);
     double seconds = (double)(t1 - t0) / 1e9;
-    printf("result msgs=%llu seconds=%.3f msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu",
+    printf("result msgs=%llu seconds=%.3f msgs_per_s=%.0f p50_us=%.1f p99_us=%.1f max_us=%.1f "
+           "max_at_s=%.3f errors=%llu",
            (unsigned long long)window_msgs, seconds, (double)window_msgs / seconds,
-           hist_percentile_us(0.50), hist_percentile_us(0.99), (unsigned long long)errors);
+           hist_percentile_us(histogram, window_msgs, 0.50),
+           hist_percentile_us(histogram, window_msgs, 0.99), (double)max_ns / 1e3,
+           (double)max_at / 1e9, (unsigned long long)errors);
+    if (opt.senders > 0)
+        printf(" senders=%d", opt.senders);
+    if (opt.touches > 0)
+        printf(" touches=%d", opt.touches);
+    fputs(slice_fields, stdout);
     print_figures(&before, &after, seconds);
 }
 
@@ -569,13 +871,13 @@ static void raise_fd_limit(void)
 static void usage(void)
 {
     die(2, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] "
-           "[-i] [-S SERVER_PID] [-T SETUP_SECONDS]");
+           "[-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]");
 }
 
 static void parse_options(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "H:p:c:s:d:P:liS:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:c:s:d:P:liC:w:u:r:S:T:")) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
         case 'p': opt.port = optarg; break;
@@ -585,14 +887,26 @@ static void parse_options(int argc, char **argv)
         case 'P': opt.depth = atoi(optarg); break;
         case 'l': opt.line = 1; break;
         case 'i': opt.idle = 1; break;
+        case 'C': opt.senders = atoi(optarg); break;
+        case 'w': opt.slice_ms = atof(optarg); break;
+        case 'u': opt.touch_file = optarg; break;
+        case 'r': opt.touches = atoi(optarg); break;
         case 'S': opt.server = (pid_t)atoi(optarg); break;
         case 'T': opt.setup_timeout = atof(optarg); break;
         default: usage();
         }
     }
     if (opt.port == NULL || optind != argc || opt.conns < 1 || opt.size < 1 ||
-        opt.size > 1048576 || opt.depth < 1 || opt.duration <= 0 || opt.setup_timeout <= 0)
+        opt.size > 1048576 || opt.depth < 1 || opt.duration <= 0 || opt.setup_timeout <= 0 ||
+        opt.senders < 0 || opt.slice_ms < 0 || opt.touches < 0 ||
+        (opt.touches > 0) != (opt.touch_file != NULL) ||
+        (opt.slice_ms > 0 && opt.slice_ms * 1e-3 > opt.duration))
         usage();
+    /* A chat line holds "s k " and must pass chat.lua's max_line (1024). */
+    if (opt.senders > 0 && (opt.senders > opt.conns || opt.conns < 2 || opt.size < 32 ||
+                            opt.size > 1024 || opt.line || opt.idle))
+        die(2, "chat mode (-C) needs 1 to CONNS senders, CONNS >= 2 and 32 <= SIZE <= 1024, "
+               "without -l or -i");
 }
 
 int main(int argc, char **argv)
@@ -608,10 +922,13 @@ int main(int argc, char **argv)
     uint64_t t0 = now_ns();
     while (setting_up < MAX_SETTING_UP && next_to_open < opt.conns)
         open_next();
-    run_until(t0 + (uint64_t)(opt.setup_timeout * 1e9), all_ready);
+    uint64_t deadline = t0 + (uint64_t)(opt.setup_timeout * 1e9);
+    run_until(deadline, all_ready);
     if (!all_ready())
         die(2, "setup: %d of %d connections had done their first round trip after %.1f s",
             ready_count, opt.conns, (double)(now_ns() - t0) / 1e9);
+    if (opt.senders > 0)
+        chat_warm_up(deadline);
     fprintf(stderr, "loadgen: %d connections ready in %.2f s\n", opt.conns,
             (double)(now_ns() - t0) / 1e9);
     if (opt.idle)

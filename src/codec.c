@@ -2,6 +2,8 @@
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include <msgpack.h>
 
@@ -153,41 +155,107 @@ static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
     return CODEC_OK;
 }
 
-/* Steps over the value at s->pos; depth is the number of containers around it. */
-static enum codec_status scan_value(struct scan *s, int depth)
+void codec_framer_init(struct codec_framer *f)
+{
+    *f = (struct codec_framer){.left = f->shallow, .room = CODEC_SHALLOW_DEPTH};
+}
+
+void codec_framer_release(struct codec_framer *f)
+{
+    if (f->left != f->shallow)
+        free(f->left);
+    codec_framer_init(f);
+}
+
+/* Makes room for one more open container. */
+static bool framer_grow(struct codec_framer *f)
+{
+    if (f->depth < f->room)
+        return true;
+    int room = f->room * 2;
+    uint64_t *left = malloc((size_t)room * sizeof *left);
+    if (left == NULL)
+        return false;
+    memcpy(left, f->left, (size_t)f->depth * sizeof *left);
+    if (f->left != f->shallow)
+        free(f->left);
+    f->left = left;
+    f->room = room;
+    return true;
+}
+
+/* Steps over the element at s->pos, one level of f's stack at a time (no recursion: the depth
+ * is the peer's choice). On CODEC_MORE everything is as before the element, so the next call
+ * starts again at it rather than at the value's first byte. */
+static enum codec_status scan_element(struct scan *s, struct codec_framer *f)
 {
     struct head h;
-    enum codec_status st = scan_head(s, depth, &h);
-    if (st != CODEC_OK)
-        return st;
-    if (!head_is_container(&h)) {
-        if (s->len - s->pos < head_body(&h))
-            return CODEC_MORE;
-        s->pos += head_body(&h);
-        return CODEC_OK;
-    }
-    if (depth + 1 > s->deepest)
-        s->deepest = depth + 1;
-    uint64_t entries = head_body(&h);
-    s->pending += entries;
-    for (; entries > 0; entries--) {
+    size_t start = s->pos;
+    if (f->depth > 0) {
+        f->left[f->depth - 1]--;
         s->pending--;
-        st = scan_value(s, depth + 1);
-        if (st != CODEC_OK)
-            return st;
     }
-    return CODEC_OK;
+    enum codec_status st = scan_head(s, f->depth, &h);
+    if (st == CODEC_OK && !head_is_container(&h)) {
+        if (s->len - s->pos < head_body(&h))
+            st = CODEC_MORE;
+        else
+            s->pos += head_body(&h);
+    } else if (st == CODEC_OK) {
+        if (!framer_grow(f))
+            return scan_fail(s, ERR_NO_MEMORY);
+        f->left[f->depth++] = head_body(&h);
+        s->pending += head_body(&h);
+        if (f->depth > s->deepest)
+            s->deepest = f->depth;
+    }
+    if (st == CODEC_MORE) {
+        s->pos = start;
+        if (f->depth > 0) {
+            f->left[f->depth - 1]++;
+            s->pending++;
+        }
+    }
+    return st;
+}
+
+static enum codec_status scan_resume(struct scan *s, struct codec_framer *f)
+{
+    s->pos = f->pos;
+    s->pending = f->pending;
+    s->deepest = f->deepest;
+    enum codec_status st;
+    do {
+        st = scan_element(s, f);
+        while (st == CODEC_OK && f->depth > 0 && f->left[f->depth - 1] == 0)
+            f->depth--;
+    } while (st == CODEC_OK && f->depth > 0);
+    f->pos = s->pos;
+    f->pending = s->pending;
+    f->deepest = s->deepest;
+    return st;
+}
+
+enum codec_status codec_framer_scan(struct codec_framer *f, const char *data, size_t len,
+                                    const struct codec_limits *limits, size_t *frame_len,
+                                    const char **err)
+{
+    struct scan s = scan_start(data, len, limits->max_size, limits->max_depth);
+    enum codec_status st = scan_resume(&s, f);
+    if (st == CODEC_OK)
+        *frame_len = s.pos;
+    else if (st == CODEC_ERROR)
+        *err = s.err;
+    return st;
 }
 
 enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
                               size_t *frame_len, const char **err)
 {
-    struct scan s = scan_start(data, len, limits->max_size, limits->max_depth);
-    enum codec_status st = scan_value(&s, 0);
-    if (st == CODEC_OK)
-        *frame_len = s.pos;
-    else if (st == CODEC_ERROR)
-        *err = s.err;
+    struct codec_framer f;
+    codec_framer_init(&f);
+    enum codec_status st = codec_framer_scan(&f, data, len, limits, frame_len, err);
+    codec_framer_release(&f);
     return st;
 }
 
@@ -370,7 +438,10 @@ enum codec_status codec_decode(lua_State *L, const char *data, size_t len, const
     /* Scanning first refuses ext types and reserved bytes, and learns how deep the value goes.
      * Without a size limit a truncated value is "more", so here it reads as malformed. */
     struct scan s = scan_start(data, len, SIZE_MAX, INT_MAX);
-    enum codec_status st = scan_value(&s, 0);
+    struct codec_framer f;
+    codec_framer_init(&f);
+    enum codec_status st = scan_resume(&s, &f);
+    codec_framer_release(&f);
     if (st != CODEC_OK || s.pos != len) {
         *err = st == CODEC_ERROR ? s.err : ERR_MALFORMED;
         return CODEC_ERROR;

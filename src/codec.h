@@ -8,6 +8,7 @@
 #define CODEC_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 
@@ -32,7 +33,8 @@ enum codec_status { CODEC_OK, CODEC_MORE, CODEC_ERROR };
 enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
                                const struct codec_limits *limits, const char **err);
 
-/* Finds the first complete value in data[0..len) without allocating: CODEC_OK with *frame_len
+/* Finds the first complete value in data[0..len) without sizing anything from its headers (the
+ * only allocation is a stack for values nested more than CODEC_SHALLOW_DEPTH deep): CODEC_OK with *frame_len
  * set, CODEC_MORE if the value is not complete yet (only while len < max_size), or CODEC_ERROR
  * with *err for malformed input, ext types, nesting deeper than max_depth, or a value that is or
  * would be larger than max_size ("too large"). Every element of an array or map takes at least
@@ -40,6 +42,29 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
  * read. */
 enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
                               size_t *frame_len, const char **err);
+
+/* codec_frame for a value that arrives in pieces: the framer keeps how far it got, so each call
+ * scans only what is new, and a value trickling in a byte at a time costs one pass, not one pass
+ * per byte. Call codec_framer_scan again with the same data grown by what arrived (data may
+ * move, its bytes must not change); after CODEC_OK or CODEC_ERROR, codec_framer_release it
+ * before the next value. */
+#define CODEC_SHALLOW_DEPTH 8
+
+struct codec_framer {
+    size_t pos;      /* where the element to scan next starts */
+    size_t pending;  /* entries promised by open containers and not started */
+    int depth;       /* open containers */
+    int deepest;
+    int room;        /* entries of left */
+    uint64_t *left;  /* per open container, its entries not started; shallow or malloc'd */
+    uint64_t shallow[CODEC_SHALLOW_DEPTH];
+};
+
+void codec_framer_init(struct codec_framer *f);
+void codec_framer_release(struct codec_framer *f);
+enum codec_status codec_framer_scan(struct codec_framer *f, const char *data, size_t len,
+                                    const struct codec_limits *limits, size_t *frame_len,
+                                    const char **err);
 
 /* Decodes data[0..len), which must be exactly one value accepted by codec_frame (its max_depth
  * bounds the recursion here), and pushes it on L. Returns CODEC_OK, or CODEC_ERROR with *err and

@@ -11,6 +11,7 @@
  * Callbacks resume a task as their very last step: the task may close the connection, after
  * which the garbage collector may free it. */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <lauxlib.h>
 #include <sys/socket.h>
@@ -130,6 +131,15 @@ static void disown(struct conn *c)
     c->owner = NULL;
 }
 
+static void drop_framer(struct conn *c)
+{
+    if (c->framer != NULL) {
+        codec_framer_release(c->framer);
+        free(c->framer);
+        c->framer = NULL;
+    }
+}
+
 static void close_fd(struct conn *c)
 {
     disown(c);
@@ -148,6 +158,7 @@ static void close_fd(struct conn *c)
     c->state = CONN_CLOSED;
     buf_free(&c->in);
     buf_free(&c->out);
+    drop_framer(c);
     luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
     c->ref = LUA_NOREF;
 }
@@ -306,12 +317,18 @@ static int take_pattern(struct conn *c, lua_State *L)
 static int take_object(struct conn *c, lua_State *L)
 {
     struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
-    const char *err;
+    const char *err = ERR_NO_MEMORY;
     size_t frame_len;
-    enum codec_status status = codec_frame(buf_head(&c->in), buf_len(&c->in), &limits,
-                                           &frame_len, &err);
+    enum codec_status status = CODEC_ERROR;
+    /* The framer lives only while a value is incomplete: idle connections do not pay for it. */
+    if (c->framer == NULL && (c->framer = malloc(sizeof *c->framer)) != NULL)
+        codec_framer_init(c->framer);
+    if (c->framer != NULL)
+        status = codec_framer_scan(c->framer, buf_head(&c->in), buf_len(&c->in), &limits,
+                                   &frame_len, &err);
     if (status == CODEC_MORE)
         return 0;
+    drop_framer(c);
     if (status == CODEC_OK && codec_decode(L, buf_head(&c->in), frame_len, &err) == CODEC_OK) {
         buf_consume(&c->in, frame_len);
         return 1;

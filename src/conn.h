@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "codec.h"
 #include "reader.h"
 
 #define CONN_MT "luasock.conn"
@@ -82,6 +83,7 @@ struct conn {
     bool flush_listed;
     struct conn *flush_prev, *flush_next;
     struct conn *prev, *next; /* all open connections */
+    struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
     struct task *owner;       /* outgoing: the task that connected; it closes c when it ends */
     struct conn *owned_next;
 };

@@ -17,10 +17,11 @@
 static int parse_port(const char *text, char *out, size_t size)
 {
     char *end;
-    if (*text == '\0' || strlen(text) >= size)
+    /* Digits only: strtol would also take " 80", "+80" and "-0". */
+    if (strspn(text, "0123456789") != strlen(text) || *text == '\0' || strlen(text) >= size)
         return -1;
     long port = strtol(text, &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
+    if (port < 0 || port > 65535)
         return -1;
     snprintf(out, size, "%ld", port);
     return 0;
@@ -56,6 +57,10 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
         host = text + 1;
         host_len = (size_t)(close - host);
         colon = close + 1;
+        if (host_len == 0) {
+            *why = "expected an IPv6 address inside [ ]";
+            return -1;
+        }
     } else {
         colon = strrchr(text, ':');
         if (colon == NULL || memchr(text, ':', (size_t)(colon - text)) != NULL) {
@@ -166,7 +171,17 @@ int net_listen(const struct net_addr *addr, int backlog, int *gai_error)
 
 int net_bind_shared(const struct net_addr *addr, int *gai_error)
 {
-    return listen_inet(addr, -1, true, gai_error);
+    /* SO_REUSEPORT would also let us join the group of another server on the port: bind once
+     * without it, so that a port in use is refused as it is without --workers (and port 0 gets
+     * its free port), then take that address again with it. */
+    int probe = listen_inet(addr, -1, false, gai_error);
+    if (probe < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int rc = getsockname(probe, (struct sockaddr *)&ss, &len);
+    close(probe);
+    return rc < 0 ? -1 : bind_socket((struct sockaddr *)&ss, len, SOCK_STREAM, true);
 }
 
 int net_listen_beside(int bound_fd, int backlog)

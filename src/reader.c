@@ -31,7 +31,8 @@ static enum read_status scan_delimited(const struct read_req *req, const char *d
 
     if (hit == NULL) {
         *searched = len;
-        if (len < req->limit + d + slack)
+        /* Subtracting, not adding: a limit near SIZE_MAX must not wrap. */
+        if (len < d + slack || len - d - slack < req->limit)
             return READ_MORE;
         span->len = span->consumed = req->limit;
         span->skip_rest = true;

@@ -209,7 +209,7 @@ static void watch_files_in_use(void)
     lua_pop(L, 2);
 }
 
-void script_reload(const char *why)
+int script_reload(const char *why)
 {
     ev_tstamp began = ev_time();
     int top = lua_gettop(L);
@@ -229,6 +229,7 @@ void script_reload(const char *why)
             watch_files_in_use();
     }
     lua_settop(L, top);
+    return rc;
 }
 
 void script_watch(struct ev_loop *loop, watch_cb on_change)

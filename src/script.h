@@ -35,7 +35,7 @@ int script_callback_slot(enum script_callback which);
 
 /* Loads the script again; logs "reloaded ..." with why, or "reload failed: ...". If that fails,
  * the old code keeps serving. Connections already open keep running their coroutines. */
-void script_reload(const char *why);
+int script_reload(const char *why); /* 0 if it reloaded */
 
 /* Calls on_change when the script, or a module it loaded from its own directory, changes. */
 void script_watch(struct ev_loop *loop, watch_cb on_change);

@@ -50,7 +50,6 @@ static ev_timer grace_timer;
 /* --workers: the parent supervises and never serves; a worker is a fork of it. */
 static int worker_count = 1;
 static bool supervising;
-static bool reloaded_before_fork; /* a restarted worker must catch up with the reloads */
 /* The "listening on" lines; with workers they wait until every worker listens. */
 static FILE *announcements;
 static char *announcements_text;
@@ -165,8 +164,17 @@ static int on_panic(lua_State *state)
     return 0;
 }
 
+/* libev aborts on a failed system call (no descriptor left for its signal pipe, say) unless it
+ * is told what to do instead: a clear message and exit status 1. */
+static void on_libev_failure(const char *what)
+{
+    fprintf(stderr, "luasock: %s: %s\n", what, errors_string(errno));
+    _exit(1);
+}
+
 static int open_runtime(void)
 {
+    ev_set_syserr_cb(on_libev_failure);
     loop = ev_default_loop(0);
     L = lua_newstate(guard_alloc, NULL);
     if (loop == NULL || L == NULL) {
@@ -350,13 +358,14 @@ static void start_loop(void)
     ev_run(loop, 0);
 }
 
-/* The parent keeps the code it started with: each worker reloads itself, and a worker forked
- * later catches up as it starts. */
+/* The parent reloads first: a worker it forks later must start with the last code that loaded.
+ * The workers reload only if that succeeded (they would fail the same way). */
 static void reload_workers(const char *why)
 {
-    luasock_log(LUASOCK_LOG_INFO, "reloading %d workers (%s)", worker_count, why);
-    reloaded_before_fork = true;
-    workers_signal(SIGHUP);
+    if (script_reload(why) == 0) {
+        luasock_log(LUASOCK_LOG_INFO, "reloading %d workers", worker_count);
+        workers_signal(SIGHUP);
+    }
 }
 
 static void on_files_changed(const char *changed)
@@ -444,8 +453,6 @@ static void become_worker(int id)
     ludp_start_listeners_in_worker();
     guard_start();
     lluasock_set_worker(L, id, worker_count);
-    if (reloaded_before_fork)
-        script_reload("catching up: started after a reload");
 }
 
 static int start(const struct serve_options *o)

@@ -201,10 +201,10 @@ function Server:wait_log(pattern, timeout, from)
   end
 end
 
--- Counts the lines of the log that match `pattern`.
-function Server:count_log(pattern)
+-- Counts the log lines matching pattern, after the mark `from` if given.
+function Server:count_log(pattern, from)
   local n = 0
-  for line in self:log():gmatch("[^\n]+") do
+  for line in self:log():sub((from or 0) + 1):gmatch("[^\n]+") do
     if line:find(pattern) then n = n + 1 end
   end
   return n

@@ -31,6 +31,12 @@ static void test_parse(void)
     CHECK(net_parse_addr("::1:80", &a, &why) < 0);
     CHECK(net_parse_addr("[::1]80", &a, &why) < 0);
     CHECK(net_parse_addr("unix:", &a, &why) < 0);
+    /* Found by fuzzing: strtol took signs and spaces, and "[]" meant "any address". */
+    CHECK(net_parse_addr("1.2.3.4:+80", &a, &why) < 0);
+    CHECK(net_parse_addr("1.2.3.4: 80", &a, &why) < 0);
+    CHECK(net_parse_addr("1.2.3.4:-0", &a, &why) < 0);
+    CHECK(net_parse_addr("[]:80", &a, &why) < 0);
+    CHECK_STR(why, "expected an IPv6 address inside [ ]");
 }
 
 static void test_format(void)

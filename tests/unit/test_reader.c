@@ -1,6 +1,7 @@
 /* Unit tests for reader.c: receive patterns over byte ranges, including bytes that arrive in
  * pieces (the caller keeps appending and calls read_scan again with the same *searched). */
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "check.h"
 #include "reader.h"
@@ -146,8 +147,19 @@ static void test_count_any_all(void)
     CHECK(read_scan(&r, "abcdef", 6, false, &searched, &s) == READ_TOO_LONG && s.len == 5);
 }
 
+/* Found by fuzzing: limit + delimiter length wrapped for a limit near SIZE_MAX, and one byte
+ * read as a line too long. */
+static void test_huge_limit(void)
+{
+    struct read_req r = line_req(SIZE_MAX);
+    struct read_span span;
+    size_t searched = 0;
+    CHECK(read_scan(&r, "a", 1, false, &searched, &span) == READ_MORE);
+}
+
 int main(void)
 {
+    test_huge_limit();
     test_parse();
     test_lines();
     test_line_bytewise();

@@ -1,0 +1,984 @@
+"""hostile_test.py -- hostile peers against the examples while well-behaved clients are served.
+
+Every scenario starts one example server, connects GOOD_CLIENTS well-behaved clients that each
+run continuous request/response round trips in a thread of their own (checking every reply byte
+for byte and timing it), runs an attack at the same time, lets the good clients go on for some
+more round trips after it, and then checks:
+  - the good clients saw no error, every reply was exact, and the slowest round trip stayed
+    under MAX_LATENCY (a larger bound for an AddressSanitizer build);
+  - the server is still running, logged no [error] line, logs the clear line the attack calls
+    for (where one applies), and exits with status 0 on SIGTERM (so ASan finds no leak);
+  - the attacker got what it deserves (an error, a close, a timeout, or exact answers).
+
+Scenarios (docs/api.md has the limits involved):
+  a          a 100 MiB line without a newline to prefix.lua (max_line 64 KiB): the attacker is
+             closed early and the server's peak RSS (VmHWM) stays under RSS_LIMIT
+  b-prefix   random bytes to prefix.lua, half-closed: exactly the "OK..." line of every line
+  b-echo     random bytes to echo.lua, half-closed: exactly the same bytes back
+  b-objects  random bytes to objects.lua, one connection after another: each is closed, with
+             "bad object from the peer" lines in the log
+  c-chat     a chat member that sends commands and never reads: dropped at max_queue
+             ("disconnected: the peer is not reading"), the others see it leave "(overflow)"
+  c-echo     an echo peer that sends and never reads: echo's send suspends, the others go on
+  d          5000 connections that send nothing (RLIMIT_NOFILE raised to the hard limit)
+  e          slowloris: connections trickling one byte a second to a copy of prefix.lua with
+             idle_timeout = 2 are closed with a timeout after about 2 s
+  f-prefix   half-close: many lines then shutdown(SHUT_WR): every answer arrives, then EOF
+  f-echo     the same with 4 MiB to echo.lua
+  g          RST (SO_LINGER 0) in the middle of a large echo reply: at most a reset line
+  h          malformed and oversized MessagePack to objects.lua: each closes the attacker's
+             connection (after the answer to a valid request sent before it) with a clear line
+  h-trickle  a 500 KB array (under max_object) trickled in 250-byte segments: the server's CPU
+             time for it stays near that of the same bytes as a bin value (no rescan per segment)
+
+Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
+the repo root with LUASOCK_BIN set.
+"""
+import os
+import random
+import re
+import resource
+import select
+import socket
+import struct
+import sys
+import tempfile
+import threading
+import time
+import traceback
+
+try:
+    import msgpack
+except ImportError:
+    # The first python3 on PATH may lack msgpack; Debian's python3-msgpack is for /usr/bin/python3.
+    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
+    raise
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from luasock_server import BIN, Server  # noqa: E402
+
+
+def is_asan_build():
+    if "asan" in BIN:
+        return True
+    try:
+        with open(BIN, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = is_asan_build()
+KiB = 1024
+MiB = 1024 * KiB
+
+GOOD_CLIENTS = 10
+# The slowest single round trip a good client may see, attack or not. The clients are Python
+# threads sharing one interpreter lock on a small machine, so this is far above a typical round
+# trip (well under 1 ms); it catches a server that stalls everyone for a moment.
+MAX_LATENCY = 0.75 if ASAN else 0.25
+ROUNDS_AFTER = 20         # round trips every good client must complete after an attack
+IO_TIMEOUT = 15.0 if ASAN else 5.0
+# Peak resident set size (VmHWM) of a server under a memory attack. An AddressSanitizer build
+# starts larger and keeps freed memory in a quarantine (cut to 16 MiB below).
+RSS_LIMIT_KIB = (160 if ASAN else 64) * KiB
+HUGE_LINE = 100 * MiB     # scenario a
+IDLE_CONNECTIONS = 5000   # scenario d
+SLOW_CLIENTS = 5          # scenario e
+SLOW_IDLE_TIMEOUT = 2.0   # scenario e: idle_timeout of the prefix copy
+SLOW_CLOSE_WINDOW = (1.5, 6.0 if ASAN else 3.5)  # seconds after the greeting
+RESETS = 5                # scenario g
+TRICKLE_COUNT = 500000    # scenario h-trickle: one value of this many bytes (under max_object)
+TRICKLE_SEGMENT = 250     # bytes per segment
+# Server CPU seconds a trickled 500 KB array may cost beyond the same bytes trickled as one bin
+# value (whose frame is known from its header): parsing 500 KB once takes a few milliseconds.
+TRICKLE_CPU_MARGIN = 0.6 if ASAN else 0.2
+
+if ASAN:
+    # Freed memory in ASan's quarantine (256 MiB by default) would count in VmRSS.
+    options = os.environ.get("ASAN_OPTIONS", "")
+    os.environ["ASAN_OPTIONS"] = (options + ":" if options else "") + "quarantine_size_mb=16"
+
+
+class Failed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failed(message)
+
+
+def proc_status(pid, field):
+    """A field of /proc/PID/status in KiB (VmRSS, VmHWM)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise Failed(f"no {field} in /proc/{pid}/status")
+
+
+def cpu_seconds(pid):
+    """User + system CPU time the process has used, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def wait_for(condition, timeout, what):
+    """Polls condition() until true; fails after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise Failed(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def read_to_eof(sock, limit=None):
+    """Reads until EOF; returns (data, how): how is "eof" or "reset"."""
+    chunks = []
+    total = 0
+    while True:
+        try:
+            data = sock.recv(256 * KiB)
+        except ConnectionResetError:
+            return b"".join(chunks), "reset"
+        if not data:
+            return b"".join(chunks), "eof"
+        chunks.append(data)
+        total += len(data)
+        if limit is not None and total > limit:
+            raise Failed(f"more than {limit} bytes before EOF")
+
+
+def ready(socks, events, timeout):
+    """The sockets of socks for which poll reports events (POLLIN or POLLOUT) within timeout
+    seconds (select() cannot watch descriptors above 1023)."""
+    poller = select.poll()
+    by_fd = {}
+    for sock in socks:
+        poller.register(sock, events)
+        by_fd[sock.fileno()] = sock
+    return [by_fd[fd] for fd, _ in poller.poll(timeout * 1000)]
+
+
+def linger_zero(sock):
+    """After this, close() sends an RST."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Well-behaved clients: one protocol class per example.
+
+class EchoProtocol:
+    """echo.lua: a payload of 1..4000 bytes, any values, comes back exactly."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.rng = random.Random(index)
+
+    def greet(self):
+        pass
+
+    def round_trip(self, n):
+        size = self.rng.randint(1, 4000)
+        head = f"{self.index}:{n}:".encode()
+        payload = head + self.rng.randbytes(max(0, size - len(head)))
+        self.sock.sendall(payload)
+        got = b""
+        while len(got) < len(payload):
+            data = self.sock.recv(len(payload) - len(got))
+            if not data:
+                raise Failed(f"echo client {self.index}: EOF after {len(got)} of "
+                             f"{len(payload)} bytes")
+            got += data
+        if got != payload:
+            raise Failed(f"echo client {self.index}: round {n} came back different")
+
+
+class LineReader:
+    """Lines from a socket (a recv may hold several or half of one)."""
+
+    def __init__(self, sock, what):
+        self.sock, self.what, self.pending = sock, what, b""
+
+    def line(self):
+        while b"\n" not in self.pending:
+            data = self.sock.recv(64 * KiB)
+            if not data:
+                raise Failed(f"{self.what}: EOF; unfinished line {self.pending[:80]!r}")
+            self.pending += data
+        line, self.pending = self.pending.split(b"\n", 1)
+        return line
+
+
+PREFIX_GREETING = b"Welcome to the server. Type something and hit enter"
+
+
+class PrefixProtocol:
+    """prefix.lua: a greeting, then "OK..." + line for every line."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.rng = random.Random(index)
+        self.lines = LineReader(sock, f"prefix client {index}")
+
+    def greet(self):
+        greeting = self.lines.line()
+        if greeting != PREFIX_GREETING:
+            raise Failed(f"prefix client {self.index}: greeting {greeting!r}")
+
+    def round_trip(self, n):
+        alphabet = b"abcdefghijklmnopqrstuvwxyz0123456789 .,;:!?-_"
+        body = bytes(self.rng.choices(alphabet, k=self.rng.randint(0, 2000)))
+        line = f"{self.index}:{n}:".encode() + body
+        self.sock.sendall(line + b"\n")
+        got = self.lines.line()
+        if got != b"OK..." + line:
+            raise Failed(f"prefix client {self.index}: round {n}: sent {line[:60]!r}..., "
+                         f"got {got[:80]!r}")
+
+
+class ObjectsProtocol:
+    """objects.lua: add, mul and echo requests, answers compared with types."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.rng = random.Random(index)
+        self.unpacker = msgpack.Unpacker(raw=False)
+
+    def greet(self):
+        pass
+
+    def receive(self):
+        while True:
+            for answer in self.unpacker:
+                return answer
+            data = self.sock.recv(64 * KiB)
+            if not data:
+                raise Failed(f"objects client {self.index}: EOF")
+            self.unpacker.feed(data)
+
+    def round_trip(self, n):
+        rng = self.rng
+        kind = n % 3
+        if kind == 0:
+            args = [rng.randint(-2**40, 2**40) for _ in range(rng.randint(0, 8))]
+            request, want = {"op": "add", "args": args}, {"ok": True, "result": sum(args)}
+        elif kind == 1:
+            args = [rng.randint(-1000, 1000) for _ in range(rng.randint(0, 4))]
+            product = 1
+            for a in args:
+                product *= a
+            request, want = {"op": "mul", "args": args}, {"ok": True, "result": product}
+        else:
+            args = [self.index, n, rng.randbytes(rng.randint(0, 3000)).hex(),
+                    {"k": rng.random()}, [True, False, -1.5]]
+            request, want = {"op": "echo", "args": args}, {"ok": True, "result": args}
+        self.sock.sendall(msgpack.packb(request))
+        got = self.receive()
+        if not same(want, got):
+            raise Failed(f"objects client {self.index}: round {n}: {request!r:.80} -> "
+                         f"{got!r:.80}, want {want!r:.80}")
+
+
+def same(want, got):
+    """Equal values of equal types, recursively (3 and 3.0 differ)."""
+    if type(want) is not type(got):
+        return False
+    if isinstance(want, dict):
+        return want.keys() == got.keys() and all(same(want[k], got[k]) for k in want)
+    if isinstance(want, list):
+        return len(want) == len(got) and all(same(w, g) for w, g in zip(want, got))
+    return want == got
+
+
+CHAT_WELCOME = re.compile(
+    rb"^\* welcome to the chat, (\S+)! commands: /nick NAME, /who, /me ACTION, /quit$")
+CHAT_NOISE = re.compile(rb"^\* (\S+) (joined|left|left \((\w+)\))$")
+
+
+class ChatProtocol:
+    """chat.lua: an unknown command is answered to its sender only; join and leave
+    announcements may come in between (and are remembered)."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.lines = LineReader(sock, f"chat client {index}")
+        self.announcements = []
+
+    def greet(self):
+        welcome = self.lines.line()
+        match = CHAT_WELCOME.match(welcome)
+        if not match:
+            raise Failed(f"chat client {self.index}: welcome {welcome!r}")
+        self.nick = match.group(1)
+
+    def round_trip(self, n):
+        command = f"/c{self.index}r{n}".encode()
+        self.sock.sendall(command + b"\n")
+        want = b"* unknown command " + command
+        while True:
+            got = self.lines.line()
+            if got == want:
+                return
+            if not CHAT_NOISE.match(got):
+                raise Failed(f"chat client {self.index}: unexpected line {got[:80]!r}")
+            self.announcements.append(got)
+
+
+class GoodClients:
+    """GOOD_CLIENTS connections, each with a thread doing round trips until stopped."""
+
+    def __init__(self, server, protocol, count=GOOD_CLIENTS):
+        self.clients = []
+        for i in range(count):
+            sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            client = protocol(sock, i)
+            client.greet()
+            self.clients.append(client)
+        self.stopping = threading.Event()
+        self.running = threading.Event()  # cleared by pause()
+        self.running.set()
+        self.idle = [threading.Event() for _ in range(count)]
+        self.rounds = [0] * count
+        self.latencies = [[] for _ in range(count)]
+        self.errors = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(count)]
+        for thread in self.threads:
+            thread.start()
+
+    def _run(self, i):
+        client = self.clients[i]
+        try:
+            while not self.stopping.is_set():
+                if not self.running.is_set():
+                    self.idle[i].set()
+                    self.running.wait(0.1)
+                    continue
+                self.idle[i].clear()
+                start = time.monotonic()
+                client.round_trip(self.rounds[i])
+                self.latencies[i].append(time.monotonic() - start)
+                self.rounds[i] += 1
+        except Exception as e:  # noqa: BLE001 -- any failure of a good client is recorded
+            self.errors.append(f"good client {i} after {self.rounds[i]} rounds: "
+                               f"{type(e).__name__}: {e}")
+
+    def pause(self):
+        """Stops the round trips (the connections stay open) until resume()."""
+        self.running.clear()
+        wait_for(lambda: self.errors or all(e.is_set() for e in self.idle), IO_TIMEOUT * 2,
+                 "the good clients to pause")
+        check(not self.errors, "good clients failed: " + "; ".join(self.errors))
+
+    def resume(self):
+        self.running.set()
+
+    def go_on(self, rounds=ROUNDS_AFTER, what="after the attack"):
+        """Waits until every good client has done `rounds` more round trips."""
+        target = [r + rounds for r in self.rounds]
+        wait_for(lambda: self.errors or all(r >= t for r, t in zip(self.rounds, target)),
+                 IO_TIMEOUT * 2, f"{rounds} more round trips of every good client {what}")
+        check(not self.errors, "good clients failed: " + "; ".join(self.errors))
+
+    def finish(self):
+        """Stops the clients and checks them; returns a summary."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(IO_TIMEOUT * 2)
+        check(not any(t.is_alive() for t in self.threads), "a good client thread hangs")
+        for client in self.clients:
+            client.sock.close()
+        check(not self.errors, "good clients failed: " + "; ".join(self.errors))
+        every = sorted(x for per in self.latencies for x in per)
+        check(min(self.rounds) > 0, f"a good client made no round trip: {self.rounds}")
+        p99 = every[int(len(every) * 0.99)]
+        worst = every[-1]
+        check(worst < MAX_LATENCY,
+              f"slowest good round trip {worst * 1000:.1f} ms >= MAX_LATENCY "
+              f"{MAX_LATENCY * 1000:.0f} ms (p99 {p99 * 1000:.1f} ms)")
+        return (f"{len(every)} good round trips, all exact; p99 {p99 * 1000:.1f} ms, "
+                f"max {worst * 1000:.1f} ms (< {MAX_LATENCY * 1000:.0f})")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. Each gets a started server and its good clients, runs the attack, and returns a
+# list of notes; the runner then lets the good clients go on, finishes them, and checks the log.
+
+def scenario_huge_line(server, good):
+    """a: 100 MiB with no newline to prefix.lua (max_line 64 KiB)."""
+    attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    check(LineReader(attacker, "attacker").line() == PREFIX_GREETING, "attacker greeting")
+    chunk = b"x" * MiB
+    sent, closed_at, outcome = 0, None, "all sent"
+    started = time.monotonic()
+    try:
+        while sent < HUGE_LINE:
+            sent += attacker.send(chunk)
+            # The handler got "line too long" and returned: the server closes (FIN) and then
+            # discards what still comes, for a moment, so that the peer sees no RST.
+            if closed_at is None and ready([attacker], select.POLLIN, 0):
+                data = attacker.recv(4096)
+                check(data == b"", f"the attacker got {data[:80]!r} instead of a close")
+                closed_at = sent
+    except (BrokenPipeError, ConnectionResetError) as e:
+        outcome = type(e).__name__
+    except socket.timeout:
+        outcome = "timeout"
+    if closed_at is None:
+        data, how = read_to_eof(attacker)
+        check(data == b"", f"the attacker got {data[:80]!r} instead of a close")
+        closed_at = f"after all {sent} bytes ({how})"
+    check(isinstance(closed_at, int) and closed_at <= 32 * MiB,
+          f"the server closed the line's connection only {closed_at} ({outcome})")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    attacker.close()
+    return [f"EOF for the attacker after {closed_at / MiB:.1f} MiB sent; then "
+            f"{sent / MiB:.1f} MiB in all ({outcome}) in {time.monotonic() - started:.2f} s; "
+            f"server VmHWM {hwm} KiB < {RSS_LIMIT_KIB}"]
+
+
+def half_closed_exchange(server, payload):
+    """Sends payload from a thread, then shutdown(SHUT_WR); reads everything until EOF."""
+    sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    send_error = []
+
+    def sender():
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError as e:
+            send_error.append(repr(e))
+
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    data, how = read_to_eof(sock)
+    thread.join(IO_TIMEOUT)
+    sock.close()
+    check(not send_error, f"sending failed: {send_error}")
+    check(how == "eof", f"the reply ended with {how}, not EOF")
+    return data
+
+
+def prefix_replies(payload):
+    """What prefix.lua answers to payload followed by EOF (lines end in \\n or \\r\\n)."""
+    lines = payload.split(b"\n")[:-1]  # an unfinished last line gets no answer
+    out = [PREFIX_GREETING + b"\n"]
+    for line in lines:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        out.append(b"OK..." + line + b"\n")
+    return b"".join(out)
+
+
+def scenario_garbage_prefix(server, good):
+    """b-prefix: random bytes, half-closed: the answers are exactly predictable."""
+    payload = os.urandom(4 * MiB)
+    check(max(len(x) for x in payload.split(b"\n")) < 64 * KiB, "a random line of 64 KiB")
+    data = half_closed_exchange(server, payload)
+    want = prefix_replies(payload)
+    check(data == want, f"{len(data)} bytes came back instead of the {len(want)} expected "
+                        f"(first difference at {first_difference(data, want)})")
+    answered = payload.count(b"\n")
+    return [f"4 MiB of random bytes: exactly the {answered} answers, then EOF"]
+
+
+def first_difference(a, b):
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def scenario_garbage_echo(server, good):
+    """b-echo: random bytes, half-closed: the same bytes come back."""
+    payload = os.urandom(4 * MiB)
+    data = half_closed_exchange(server, payload)
+    check(data == payload, f"{len(data)} bytes came back for 4 MiB sent "
+                           f"(first difference at {first_difference(data, payload)})")
+    return ["4 MiB of random bytes echoed exactly, then EOF"]
+
+
+BAD_OBJECT = re.compile(r"conn (\d+): bad object from the peer: "
+                        r"(malformed|unsupported type|too large|nesting too deep|bad map key)")
+
+
+def scenario_garbage_objects(server, good):
+    """b-objects: random bytes on one connection after another; each must end."""
+    attempts, reasons = 20, {}
+    for i in range(attempts):
+        sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        try:
+            sock.sendall(os.urandom(64 * KiB))
+            sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still sending: fine
+        _, how = read_to_eof(sock, limit=16 * MiB)
+        reasons[how] = reasons.get(how, 0) + 1
+        sock.close()
+    bad = wait_for(lambda: BAD_OBJECT.findall(server.log()) or None, IO_TIMEOUT,
+                   "a 'bad object from the peer' line")
+    return [f"{attempts} connections of 64 KiB random bytes all closed ({reasons}); "
+            f"{len(bad)} 'bad object from the peer' lines, e.g. {bad[0][1]!r}"]
+
+
+CHAT_DROPPED = re.compile(r"\[warn\] conn \d+: disconnected: the peer is not reading and "
+                          r"(\d+) bytes are queued \(max_queue 262144\)")
+
+
+def scenario_chat_non_reader(server, good):
+    """c-chat: a member sends commands and never reads its answers."""
+    attacker = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    attacker.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    attacker.settimeout(IO_TIMEOUT)
+    attacker.connect((server.host, server.port))
+    welcome = CHAT_WELCOME.match(LineReader(attacker, "attacker").line())
+    check(welcome, "no welcome for the attacker")
+    nick = welcome.group(1)
+    # A 1000-letter unknown command: about 1 KiB of answer, posted to the attacker, per line.
+    command = b"/" + b"x" * 1000 + b"\n"
+    burst = command * 64
+    sent, outcome = 0, None
+    deadline = time.monotonic() + IO_TIMEOUT * 2
+    try:
+        while sent < 256 * MiB and time.monotonic() < deadline:
+            attacker.sendall(burst)
+            sent += len(burst)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        outcome = type(e).__name__
+    except socket.timeout:
+        outcome = "timeout"
+    check(outcome in ("BrokenPipeError", "ConnectionResetError"),
+          f"the non-reading member was not dropped ({sent} bytes sent, {outcome})")
+    attacker.close()
+    line = wait_for(lambda: CHAT_DROPPED.search(server.log()), IO_TIMEOUT,
+                    "the 'disconnected: the peer is not reading' line")
+    good.go_on(what="after the drop")
+    left = b"* " + nick + b" left (overflow)"
+    for client in good.clients:
+        check(left in client.announcements,
+              f"chat client {client.index} never saw {left!r}: {client.announcements[-5:]}")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    return [f"dropped after {sent / MiB:.1f} MiB of commands ({outcome}); log: "
+            f"{line.group(0)!r}; every good member saw {left.decode()!r}; VmHWM {hwm} KiB"]
+
+
+def fill_until_blocked(sock, data, stall=1.0):
+    """Sends from data without blocking until the peer stops taking it for `stall` seconds (or
+    all is sent); returns the bytes sent."""
+    sock.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(data):
+            writable = ready([sock], select.POLLOUT, stall)
+            if not writable:
+                break
+            try:
+                sent += sock.send(data[sent:sent + 256 * KiB])
+            except BlockingIOError:
+                pass
+    finally:
+        sock.settimeout(IO_TIMEOUT)
+    return sent
+
+
+def scenario_echo_non_reader(server, good):
+    """c-echo: a peer that sends and never reads: echo's send suspends on backpressure."""
+    attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    data = os.urandom(64 * MiB)
+    sent = fill_until_blocked(attacker, data)
+    check(sent < len(data), f"all of {len(data)} bytes went in although nobody reads the echo")
+    # The server holds the attacker's echo (suspended in send) while the others are served.
+    good.go_on(what="while the attacker is stuck")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    # The attacker's echo is intact as far as it got.
+    got = b""
+    while len(got) < 256 * KiB:
+        chunk = attacker.recv(256 * KiB - len(got))
+        check(chunk, "EOF on the stuck peer")
+        got += chunk
+    check(got == data[:len(got)], "the stuck peer's echo differs")
+    attacker.close()
+    return [f"the peer sent {sent / MiB:.1f} MiB and was then held by backpressure; the "
+            f"others went on; VmHWM {hwm} KiB; its echo was exact when it read"]
+
+
+def raise_fd_limit(need):
+    """Raises RLIMIT_NOFILE (the server inherits it) to the hard limit; False if too low."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        return False
+    if soft != resource.RLIM_INFINITY and soft < need:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return True
+
+
+def scenario_idle_flood(server, good):
+    """d: IDLE_CONNECTIONS connections that send nothing."""
+    before = open_fds(server.pid)
+    started = time.monotonic()
+    idle = []
+    try:
+        for _ in range(IDLE_CONNECTIONS):
+            idle.append(socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT))
+        opened = time.monotonic() - started
+        # Readiness: the server has accepted every one of them.
+        wait_for(lambda: open_fds(server.pid) >= before + IDLE_CONNECTIONS, IO_TIMEOUT * 2,
+                 f"the server to accept {IDLE_CONNECTIONS} connections")
+        good.go_on(what=f"with {IDLE_CONNECTIONS} idle connections open")
+        rss = proc_status(server.pid, "VmRSS")
+        # They are all still open (first_byte_timeout is 10 s): nothing to read, no EOF.
+        readable = ready(random.sample(idle, 50), select.POLLIN, 0)
+        check(not readable, f"{len(readable)} of 50 idle connections got data or EOF")
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: open_fds(server.pid) <= before + 2, IO_TIMEOUT * 2,
+             "the server to close the idle connections")
+    return [f"{IDLE_CONNECTIONS} idle connections opened in {opened:.2f} s and all accepted; "
+            f"server VmRSS with them open: {rss} KiB; all closed afterwards"]
+
+
+SLOW_SCRIPT = """-- prefix.lua with idle_timeout = 2, logging why a read ended.
+local luasock = require "luasock"
+local M = { idle_timeout = %s }
+
+function M.handle(conn)
+  conn:send("Welcome to the server. Type something and hit enter\\n")
+  while true do
+    local line, err = conn:receive("*l")
+    if not line then
+      luasock.log("info", tostring(conn) .. ": read ended: " .. err)
+      return
+    end
+    conn:send("OK...", line, "\\n")
+  end
+end
+
+return M
+"""
+
+
+def scenario_slowloris(server, good):
+    """e: SLOW_CLIENTS connections trickling one byte a second, never a whole line."""
+    results = [None] * SLOW_CLIENTS
+
+    def slow_client(i):
+        try:
+            sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            reader = LineReader(sock, f"slow client {i}")
+            if reader.line() != PREFIX_GREETING:
+                results[i] = "bad greeting"
+                return
+            start = time.monotonic()
+            trickled = 0
+            while time.monotonic() - start < 15:
+                readable = ready([sock], select.POLLIN, 1.0)
+                if readable:
+                    try:
+                        data = sock.recv(4096)
+                    except ConnectionResetError:
+                        data = b""
+                    if data:
+                        results[i] = f"got {data!r} instead of a close"
+                        return
+                    results[i] = (time.monotonic() - start, trickled)
+                    sock.close()
+                    return
+                sock.send(b"s")  # one byte a second, never a newline
+                trickled += 1
+            results[i] = "never closed"
+            sock.close()
+        except Exception as e:  # noqa: BLE001
+            results[i] = f"{type(e).__name__}: {e}"
+
+    threads = [threading.Thread(target=slow_client, args=(i,), daemon=True)
+               for i in range(SLOW_CLIENTS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    for i, result in enumerate(results):
+        check(isinstance(result, tuple), f"slow client {i}: {result}")
+        after, trickled = result
+        low, high = SLOW_CLOSE_WINDOW
+        check(low <= after <= high,
+              f"slow client {i} closed after {after:.2f} s, not within {low}..{high} s")
+        check(trickled >= 1, f"slow client {i} never trickled a byte")
+    timeouts = wait_for(
+        lambda: len(re.findall(r"\[info\] conn \d+: read ended: timeout", server.log()))
+        >= SLOW_CLIENTS and re.findall(r"conn \d+: read ended: timeout", server.log()),
+        IO_TIMEOUT, f"{SLOW_CLIENTS} 'read ended: timeout' lines")
+    check(len(timeouts) == SLOW_CLIENTS,
+          f"{len(timeouts)} timeouts logged for {SLOW_CLIENTS} slow clients")
+    closes = ", ".join(f"{r[0]:.2f}" for r in results)
+    return [f"{SLOW_CLIENTS} slow clients closed after {closes} s with 'read ended: timeout'"]
+
+
+def scenario_half_close_prefix(server, good):
+    """f-prefix: 2000 lines, then shutdown(SHUT_WR) before any answer is read."""
+    rng = random.Random(7)
+    lines = [f"line {i} ".encode() + bytes(rng.choices(b"abcdefgh", k=rng.randint(0, 1000)))
+             for i in range(2000)]
+    payload = b"".join(line + b"\n" for line in lines)
+    data = half_closed_exchange(server, payload)
+    want = prefix_replies(payload)
+    check(data == want, f"{len(data)} bytes came back instead of the {len(want)} expected "
+                        f"(first difference at {first_difference(data, want)})")
+    return [f"{len(lines)} lines ({len(payload) / MiB:.1f} MiB) then SHUT_WR: every answer, "
+            f"then EOF"]
+
+
+def scenario_half_close_echo(server, good):
+    """f-echo: 4 MiB, then shutdown(SHUT_WR)."""
+    payload = random.Random(8).randbytes(4 * MiB)
+    data = half_closed_exchange(server, payload)
+    check(data == payload, f"{len(data)} bytes came back for {len(payload)} "
+                           f"(first difference at {first_difference(data, payload)})")
+    return ["4 MiB then SHUT_WR: all echoed, then EOF"]
+
+
+RESET_LINE = re.compile(r"\[debug\] conn \d+: (read|write): (reset \(ECONNRESET\)|"
+                        r"closed \(EPIPE\))$")
+QUIET_LINE = re.compile(r"\[debug\] conn \d+ closed$")
+
+
+def scenario_reset(server, good):
+    """g: RST in the middle of a large echo reply, RESETS times."""
+    notes = []
+    for i in range(RESETS):
+        attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        data = os.urandom(8 * MiB)
+        sent = fill_until_blocked(attacker, data, stall=0.5)
+        got = b""
+        while len(got) < 64 * KiB:
+            chunk = attacker.recv(64 * KiB - len(got))
+            check(chunk, "EOF before the reset")
+            got += chunk
+        check(got == data[:len(got)], "the echo differs before the reset")
+        linger_zero(attacker)
+        attacker.close()
+        notes.append(f"{sent / MiB:.1f}")
+    good.go_on(what="after the resets")
+    lines = [line for line in server.log().splitlines() if re.match(r"\d{4}-", line)]
+    resets = [line for line in lines if RESET_LINE.search(line)]
+    others = [line for line in lines
+              if not RESET_LINE.search(line) and not QUIET_LINE.search(line)]
+    check(not others, "log lines other than reset and close lines:\n" + "\n".join(others))
+    check(len(resets) <= RESETS, f"{len(resets)} reset lines for {RESETS} resets")
+    return [f"{RESETS} RSTs after sending {', '.join(notes)} MiB: {len(resets)} reset lines "
+            f"(debug), nothing else"]
+
+
+def objects_request(a, b):
+    return msgpack.packb({"op": "add", "args": [a, b]})
+
+
+def bin32(n):
+    return b"\xc6" + struct.pack(">I", n)
+
+
+MALFORMED = [
+    # (name, bytes after a valid request, expected reason or None for a plain close, shut_wr)
+    ("truncated map at EOF", b"\x82\xa2op\xa3ad", None, True),
+    ("truncated str32 at EOF", b"\xdb\x00\x00\x10\x00" + b"y" * 100, None, True),
+    ("type byte 0xc1", b"\xc1", "malformed", False),
+    ("0xc1 inside a map", b"\x81\xa2op\xc1", "malformed", False),
+    ("str32 claiming 4 GiB", b"\xdb\xff\xff\xff\xff", "too large", False),
+    ("bin32 claiming 4 GiB", b"\xc6\xff\xff\xff\xff", "too large", False),
+    ("array32 of 2^32-1 elements", b"\xdd\xff\xff\xff\xff", "too large", False),
+    ("nesting 10000 deep", b"\x91" * 10000 + b"\xc0", "nesting too deep", False),
+    ("nesting 10000 deep, maps", b"\x81\xa1k" * 10000 + b"\xc0", "nesting too deep", False),
+    ("bin32 of 2 MiB > max_object", bin32(2 * MiB) + b"z" * (2 * MiB), "too large", False),
+    ("300000 small strings > max_object",
+     b"\xdd" + struct.pack(">I", 300000) + b"\xa4abcd" * 300000, "too large", False),
+    ("ext type", b"\xd4\x01\x02", "unsupported type", False),
+    ("nil map key", b"\x81\xc0\x01", "bad map key", False),
+]
+
+
+def scenario_malformed_objects(server, good):
+    """h: malformed and oversized MessagePack, one connection each."""
+    notes = []
+    for n, (name, bad, reason, shut) in enumerate(MALFORMED):
+        mark = len(server.log())
+        sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        try:
+            sock.sendall(objects_request(n, 1000) + bad)
+            if shut:
+                sock.shutdown(socket.SHUT_WR)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server closed before all was sent: its answer was still delivered?
+        data, how = read_to_eof(sock, limit=MiB)
+        sock.close()
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(data)
+        answers = list(unpacker)
+        check(answers == [{"ok": True, "result": n + 1000}],
+              f"{name}: answers before the close were {answers!r}, not the one for the valid "
+              f"request ({how})")
+        if reason is not None:
+            pattern = re.compile(r"\[info\] conn \d+: bad object from the peer: " + reason)
+            wait_for(lambda: pattern.search(server.log(), mark), IO_TIMEOUT,
+                     f"{name}: 'bad object from the peer: {reason}' in the log")
+        notes.append(f"{name}: answered, then {how}"
+                     + (f", log '{reason}'" if reason else " (no log line: the peer closed)"))
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    notes.append(f"server VmHWM {hwm} KiB")
+    return notes
+
+
+def trickle(server, payload):
+    """Sends payload in TRICKLE_SEGMENT-byte segments, each its own TCP segment; returns the
+    one answer of objects.lua."""
+    sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        for i in range(0, len(payload), TRICKLE_SEGMENT):
+            sock.sendall(payload[i:i + TRICKLE_SEGMENT])
+            time.sleep(0.0002)  # the attack's pace: one segment at a time, not a wait on anything
+        unpacker = msgpack.Unpacker(raw=False)
+        while True:
+            for answer in unpacker:
+                return answer
+            data = sock.recv(64 * KiB)
+            check(data, "EOF instead of an answer to a trickled value")
+            unpacker.feed(data)
+    finally:
+        sock.close()
+
+
+def scenario_trickled_object(server, good):
+    """h-trickle: a 500 KB array trickled in 250-byte segments must cost the server about what
+    the same bytes cost as a bin value: framing must not start over on every arrival."""
+    count = struct.pack(">I", TRICKLE_COUNT)
+    blob = b"\xc6" + count + b"\x01" * TRICKLE_COUNT    # bin32: its size is in the header
+    array = b"\xdd" + count + b"\x01" * TRICKLE_COUNT   # array32 of fixints: scanned
+    want_blob = {"ok": False, "error": "request must be a map"}  # a string
+    want = {"ok": False, "error": "unknown op"}  # a table without op
+    good.pause()  # so that the server's CPU time is the attacker's alone
+    try:
+        before = cpu_seconds(server.pid)
+        answer = trickle(server, blob)
+        blob_cpu = cpu_seconds(server.pid) - before
+        check(answer == want_blob, f"the trickled bin value got {answer!r}")
+        before = cpu_seconds(server.pid)
+        answer = trickle(server, array)
+        array_cpu = cpu_seconds(server.pid) - before
+        check(answer == want, f"the trickled array got {answer!r}")
+    finally:
+        good.resume()
+    answer = trickle(server, array)  # once more while the good clients run
+    check(answer == want, f"the trickled array got {answer!r} with the good clients running")
+    segments = len(array) // TRICKLE_SEGMENT
+    check(array_cpu <= blob_cpu + TRICKLE_CPU_MARGIN,
+          f"framing a {len(array)}-byte array that arrived in {segments} segments cost the "
+          f"server {array_cpu:.2f} s of CPU, the same bytes as one bin value {blob_cpu:.2f} s "
+          f"(allowed: {TRICKLE_CPU_MARGIN} s more): the frame is scanned from its start again "
+          f"on every arrival")
+    return [f"{len(array)} bytes in {segments} segments: server CPU {array_cpu:.2f} s as an "
+            f"array, {blob_cpu:.2f} s as a bin value"]
+
+
+# ---------------------------------------------------------------------------------------------
+
+SCENARIOS = [
+    ("a", "examples/prefix.lua", PrefixProtocol, scenario_huge_line, []),
+    ("b-prefix", "examples/prefix.lua", PrefixProtocol, scenario_garbage_prefix, []),
+    ("b-echo", "examples/echo.lua", EchoProtocol, scenario_garbage_echo, []),
+    ("b-objects", "examples/objects.lua", ObjectsProtocol, scenario_garbage_objects, []),
+    ("c-chat", "examples/chat.lua", ChatProtocol, scenario_chat_non_reader, []),
+    ("c-echo", "examples/echo.lua", EchoProtocol, scenario_echo_non_reader, []),
+    ("d", "examples/echo.lua", EchoProtocol, scenario_idle_flood, []),
+    ("e", "SLOW", PrefixProtocol, scenario_slowloris, []),
+    ("f-prefix", "examples/prefix.lua", PrefixProtocol, scenario_half_close_prefix, []),
+    ("f-echo", "examples/echo.lua", EchoProtocol, scenario_half_close_echo, []),
+    ("g", "examples/echo.lua", EchoProtocol, scenario_reset, ["--log-level", "debug"]),
+    ("h", "examples/objects.lua", ObjectsProtocol, scenario_malformed_objects, []),
+    ("h-trickle", "examples/objects.lua", ObjectsProtocol, scenario_trickled_object, []),
+]
+
+
+def run_scenario(name, script, protocol, attack, args):
+    server = Server(script, args)
+    good = None
+    try:
+        good = GoodClients(server, protocol)
+        good.go_on(5, what="before the attack")
+        notes = attack(server, good)
+        check(server.proc.poll() is None, "the server died")
+        good.go_on()
+        summary = good.finish()
+        good = None
+        check(server.proc.poll() is None, "the server died")
+        log = server.log()
+        errors = [line for line in log.splitlines() if "[error]" in line]
+        check(not errors, "the server logged errors:\n" + "\n".join(errors))
+        server.stop()
+        return notes + [summary, "server stopped with exit status 0"]
+    except Exception:
+        if good is not None:
+            good.stopping.set()
+        raise
+    finally:
+        if good is not None:
+            for client in good.clients:
+                client.sock.close()
+        server.close()
+
+
+def main():
+    sys.setswitchinterval(0.001)  # the good clients' threads take turns quickly
+    fd_ok = raise_fd_limit(IDLE_CONNECTIONS + GOOD_CLIENTS + 200)
+    tmp = tempfile.TemporaryDirectory(prefix="luasock-hostile-")
+    slow_script = os.path.join(tmp.name, "slow_prefix.lua")
+    with open(slow_script, "w") as f:
+        f.write(SLOW_SCRIPT % SLOW_IDLE_TIMEOUT)
+    print(f"{BIN} ({'AddressSanitizer build' if ASAN else 'normal build'}); "
+          f"MAX_LATENCY {MAX_LATENCY * 1000:.0f} ms, RSS_LIMIT {RSS_LIMIT_KIB} KiB")
+    passed = failed = 0
+    started = time.monotonic()
+    for name, script, protocol, attack, args in SCENARIOS:
+        if name == "d" and not fd_ok:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            print(f"SKIP {name}: RLIMIT_NOFILE hard limit {hard} is below the "
+                  f"{IDLE_CONNECTIONS + GOOD_CLIENTS + 200} descriptors it needs")
+            continue
+        script = slow_script if script == "SLOW" else script
+        t0 = time.monotonic()
+        try:
+            notes = run_scenario(name, script, protocol, attack, args)
+        except Failed as e:
+            failed += 1
+            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {e}")
+            continue
+        except Exception:  # noqa: BLE001
+            failed += 1
+            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {traceback.format_exc()}")
+            continue
+        passed += 1
+        print(f"ok {name} ({time.monotonic() - t0:.1f} s): {attack.__doc__.strip()}")
+        for note in notes:
+            print(f"    {note}")
+    tmp.cleanup()
+    print(f"total {time.monotonic() - started:.1f} s")
+    print(f"{passed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
