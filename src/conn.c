@@ -695,7 +695,9 @@ void conn_interrupt_reads(const char *err)
 {
     for (struct conn *c = open_head; c != NULL; c = c->next) {
         struct task *t = c->reader;
-        if (t != NULL) {
+        /* Clients' connections only: the outgoing ones (to Redis, to an upstream) are what the
+         * handlers may need to finish their work and say goodbye. */
+        if (t != NULL && c->owner == NULL) {
             c->reader = NULL;
             task_wake(t, push_failure(c, task_stack(t), err));
         }

@@ -140,8 +140,8 @@ void conn_shutdown(struct conn *c, int how);
 /* Writes out everything queued in this loop iteration: one system call per connection. */
 void conn_flush_all(void);
 
-/* Wakes every coroutine waiting to read with nil, err (at the start of a graceful shutdown);
- * the connections stay open, so handlers can still say goodbye. */
+/* Wakes every coroutine waiting to read from an accepted connection with nil, err (at the start
+ * of a graceful shutdown); the connections stay open, so handlers can still say goodbye. */
 void conn_interrupt_reads(const char *err);
 
 /* Closes every connection at once (at exit). */

@@ -2,6 +2,7 @@
 #include <ev.h>
 #include <lua.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,6 +90,26 @@ static int parse_count(const char *text, size_t *out)
     return 0;
 }
 
+/* redis://HOST[:PORT][/DB], checked here so that a typo is a usage error at once, not a
+ * failure when the script first publishes. */
+static bool redis_url(const char *text)
+{
+    if (strncmp(text, "redis://", 8) != 0)
+        return false;
+    const char *host = text + 8, *end = host + strcspn(host, ":/");
+    if (end == host)
+        return false;
+    if (*end == ':') {
+        size_t digits = strspn(end + 1, "0123456789");
+        if (digits == 0 || digits > 5 || atoi(end + 1) > 65535)
+            return false;
+        end += 1 + digits;
+    }
+    if (*end == '/')
+        end += 1 + strspn(end + 1, "0123456789");
+    return *end == '\0' && end[-1] != '/';
+}
+
 #define MAX_WORKERS 1024
 
 static int parse_workers(const char *text, int *out)
@@ -146,7 +167,7 @@ static int serve_command(int argc, char **argv)
                 status = usage_error(help, "--workers: expected a number from 1 to %d or "
                                            "'auto', got '%s'", MAX_WORKERS, value);
         } else if ((value = option_value(argc, argv, &i, "--pubsub", &missing)) != NULL) {
-            if (strncmp(value, "redis://", 8) != 0)
+            if (!redis_url(value))
                 status = usage_error(help, "--pubsub: expected redis://HOST[:PORT][/DB], got "
                                            "'%s'", value);
             o.pubsub = value;

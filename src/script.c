@@ -123,7 +123,10 @@ static void run_on_close(struct conn *c, const char *reason)
         return;
     conn_push(L, c);
     lua_pushstring(L, reason);
-    task_wake(task_new(L, 2, 0), 2);
+    struct task *t = task_new(L, 2, 0);
+    /* A hook that tells others a member left must get to do so during a graceful shutdown. */
+    task_await_at_shutdown(t);
+    task_wake(t, 2);
 }
 
 /* Stores the script's callback field (script table on top) in its registry slot. A missing

@@ -103,7 +103,7 @@ struct task *task_new(lua_State *L, int nargs, int conn_index)
     lua_setiuservalue(L, -2, 1);
     if (conn_index != 0) {
         t->conn = lua_touserdata(L, conn_index);
-        handler_count++;
+        task_await_at_shutdown(t);
         lua_pushvalue(L, conn_index);
         lua_setiuservalue(L, -2, 2);
     }
@@ -174,10 +174,10 @@ static void finish(struct task *t)
 {
     t->done = true;
     ev_timer_stop(loop, &t->sleep_timer);
-    if (t->conn != NULL) {
+    if (t->conn != NULL)
         conn_close(t->conn);
+    if (t->awaited)
         handler_count--;
-    }
     conn_close_owned(t);
     if (t->joiner != NULL) {
         struct task *joiner = t->joiner;
@@ -243,6 +243,12 @@ bool task_run_ready(void)
 bool task_ready_pending(void)
 {
     return ready_head != NULL;
+}
+
+void task_await_at_shutdown(struct task *t)
+{
+    t->awaited = true;
+    handler_count++;
 }
 
 int task_handler_count(void)

@@ -21,6 +21,7 @@ struct task {
     bool queued;
     bool done;
     bool failed;         /* ended by an error; its message is the one value left on co */
+    bool awaited;        /* a graceful shutdown waits for it (handlers, on_close hooks) */
     int nresults;        /* values left on co once done, for join */
     struct task *joiner; /* waiting in join for this task to end */
     struct conn *conn;   /* the connection a handler task serves, closed when it ends */
@@ -57,7 +58,10 @@ void task_wake(struct task *t, int nargs);
 bool task_run_ready(void);
 bool task_ready_pending(void);
 
-/* How many connection handlers are still running (graceful shutdown waits for none). */
+/* A graceful shutdown waits for t to end, as for a connection's handler. */
+void task_await_at_shutdown(struct task *t);
+
+/* How many awaited tasks are still running (graceful shutdown waits for none). */
 int task_handler_count(void);
 
 /* After a queue:pop timeout borrowed the sleep timer. */

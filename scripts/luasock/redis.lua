@@ -186,15 +186,18 @@ local function top_level(value)
   return value
 end
 
--- Fails every command still waiting for a reply.
-local function fail_pending(self, err)
-  for i = self.first, self.last do
-    local waiter = self.pending[i]
-    self.pending[i] = nil
+-- Fails every command still waiting for a reply on the link.
+local function fail_pending(link, err)
+  for i = link.first, link.last do
+    local waiter = link.pending[i]
+    link.pending[i] = nil
     waiter.queue:push({ nil, err })
   end
-  self.first, self.last = 1, 0
+  link.first, link.last = 1, 0
 end
+
+local CONFIRMATIONS = { subscribe = true, unsubscribe = true, psubscribe = true,
+  punsubscribe = true }
 
 local function dispatch_message(self, reply)
   local kind = reply[1]
@@ -202,11 +205,9 @@ local function dispatch_message(self, reply)
   if kind == "message" then
     channel, message = reply[2], reply[3]
     callback = self.subscriptions[channel]
-  elseif kind == "pmessage" then
+  else
     channel, message = reply[3], reply[4]
     callback = self.patterns[reply[2]]
-  else
-    return false
   end
   if callback then
     local ok, err = pcall(callback, message, channel)
@@ -214,54 +215,92 @@ local function dispatch_message(self, reply)
       luasock.log("error", self.name .. ": subscriber callback failed: " .. tostring(err))
     end
   end
-  return true
 end
 
--- The reader coroutine owns the connection: it hands replies out in order until it fails.
-local function read_replies(self)
+-- Returns true if the reply answers no command: a pub/sub message, or (RESP3) another push
+-- such as a client-tracking invalidation, which is dropped. (Un)subscribe confirmations answer
+-- the command that asked, and say whether the client is still subscribed to anything.
+local function out_of_band(self, reply)
+  if type(reply) ~= "table" then
+    return false
+  end
+  local kind = reply[1]
+  local pushed = reply.push or (self.protocol ~= 3 and self.subscribed)
+  if not pushed then
+    return false
+  elseif CONFIRMATIONS[kind] then
+    self.subscribed = (math.tointeger(reply[3]) or 0) > 0
+    return false
+  elseif kind == "message" or kind == "pmessage" then
+    dispatch_message(self, reply)
+    return true
+  end
+  return reply.push == true
+end
+
+-- The reader coroutine owns a link (a connection and the commands waiting on it): it hands
+-- replies out in order until the connection fails. By then the client may have a newer link.
+local function read_replies(self, link)
   while true do
-    local reply, err = read_reply(self.conn)
+    local reply, err = read_reply(link.conn)
     if err then
-      self.closed = true
-      self.conn:close()
+      link.conn:close()
       local message = self.name .. ": " .. err
-      fail_pending(self, message)
-      if self.on_disconnect and not self.closing then
-        self.on_disconnect(message)
+      fail_pending(link, message)
+      if self.link == link then
+        self.closed = true
+        if self.on_disconnect and not self.closing then
+          self.on_disconnect(message)
+        end
       end
       return
     end
-    local is_message = type(reply) == "table" and (reply.push or self.subscribed) and
-      dispatch_message(self, reply)
-    local waiter = self.pending[self.first]
-    if not is_message and not waiter then
+    local waiter = link.pending[link.first]
+    if out_of_band(self, reply) then
+      luasock.log("debug", self.name .. ": out-of-band " .. tostring(reply[1]))
+    elseif not waiter then
       luasock.log("warn", self.name .. ": a reply nobody asked for was dropped")
-    elseif not is_message then
+    else
       waiter.replies[#waiter.replies + 1] = reply
       if #waiter.replies == waiter.count then
-        self.pending[self.first] = nil
-        self.first = self.first + 1
+        link.pending[link.first] = nil
+        link.first = link.first + 1
         waiter.queue:push(waiter.replies)
       end
     end
   end
 end
 
--- Queues commands (a list of argument lists) and waits for their replies.
+local open
+
+-- Queues commands (a list of argument lists) and waits for their replies. A client whose
+-- connection was lost connects again (a subscribed one does not: its subscriptions are gone).
 local function send_commands(self, commands)
-  if self.closed then
+  if self.closed and (self.closing or self.subscribed or self.opening) then
     return nil, self.name .. ": closed"
+  elseif self.closed then
+    local ok, err = open(self)
+    if not ok then
+      return nil, err
+    end
   end
   local parts = {}
   for _, args in ipairs(commands) do
     encode_command(parts, args)
   end
+  local link = self.link
   local waiter = { queue = luasock.queue(), count = #commands, replies = {} }
-  self.last = self.last + 1
-  self.pending[self.last] = waiter
-  self.conn:post(parts)
+  link.last = link.last + 1
+  link.pending[link.last] = waiter
+  link.conn:post(parts)
   local replies, err = waiter.queue:pop(self.timeout)
   if not replies then
+    -- The reply may still come, and a blocking command may hold the connection for long:
+    -- only a new connection is in a known state.
+    link.conn:close()
+    if self.link == link then
+      self.closed = true
+    end
     return nil, err
   end
   if replies[1] == nil and replies[2] then
@@ -323,10 +362,10 @@ function Client:unsubscribe(channel)
 end
 
 function Client:close()
+  self.closing = true
   if not self.closed then
-    self.closing = true
     self.closed = true
-    self.conn:close()
+    self.link.conn:close()
   end
   return true
 end
@@ -358,41 +397,54 @@ local function handshake(self, opts)
   return true
 end
 
--- redis.connect(host, port [, opts]) -> client | nil, err. opts: timeout (seconds, for the
--- connect and for each command; default 5), password, username, db, protocol (2 or 3),
--- on_disconnect(err) (called once if the connection is lost).
-function M.connect(host, port, opts)
-  opts = opts or {}
-  local self = setmetatable({
-    name = ("redis %s:%d"):format(host, port),
-    timeout = opts.timeout or DEFAULT_TIMEOUT,
-    pending = {}, first = 1, last = 0,
-    subscriptions = {}, patterns = {},
-    -- Every field is set (false rather than nil): a missing one would read as a command method.
-    conn = false, closed = false, closing = false, subscribed = false,
-    on_disconnect = opts.on_disconnect or false,
-  }, client_mt)
-  local connected = luasock.queue()
-  -- The connection belongs to the coroutine that makes it, so the reader makes it.
+-- Connects (again) and authenticates; the connection belongs to the reader coroutine, which
+-- makes it.
+function open(self)
+  local opts, connected = self.opts, luasock.queue()
+  self.opening = true
   luasock.spawn(function()
-    local conn, err = luasock.connect(host, port, { timeout = self.timeout })
+    local conn, err = luasock.connect(opts.host, opts.port, { timeout = self.timeout })
     if not conn then
       connected:push(("%s: %s"):format(self.name, err))
       return
     end
     conn:settimeouts(nil, self.timeout, false)
     conn:setoption("max_queue", MAX_QUEUED)
-    self.conn = conn
+    local link = { conn = conn, pending = {}, first = 1, last = 0 }
+    self.link, self.closed = link, false
     connected:push(true)
-    read_replies(self)
+    read_replies(self, link)
   end)
   local ok = connected:pop()
+  self.opening = false
   if ok ~= true then
     return nil, ok
   end
   local done, err = handshake(self, opts)
   if not done then
     self:close()
+    return nil, err
+  end
+  return true
+end
+
+-- redis.connect(host, port [, opts]) -> client | nil, err. opts: timeout (seconds, for the
+-- connect and for each command; default 5), password, username, db, protocol (2 or 3),
+-- on_disconnect(err) (called each time the connection is lost).
+function M.connect(host, port, opts)
+  opts = setmetatable({ host = host, port = port }, { __index = opts or {} })
+  local self = setmetatable({
+    name = ("redis %s:%d"):format(host, port),
+    opts = opts,
+    protocol = opts.protocol or 2,
+    timeout = opts.timeout or DEFAULT_TIMEOUT,
+    subscriptions = {}, patterns = {},
+    -- Every field is set (false rather than nil): a missing one would read as a command method.
+    link = false, closed = true, closing = false, opening = false, subscribed = false,
+    on_disconnect = opts.on_disconnect or false,
+  }, client_mt)
+  local ok, err = open(self)
+  if not ok then
     return nil, err
   end
   return self
