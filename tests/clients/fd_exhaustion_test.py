@@ -33,7 +33,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import BIN, Server  # noqa: E402
+from luasock_server import BIN, Checks, Server, stop_and_check  # noqa: E402
 
 NOFILE = 48
 EXTRA = 20               # clients beyond what the server can accept
@@ -44,7 +44,6 @@ SLACK = 5
 TIMEOUT = 10.0           # bound on every wait for an echo or a log line
 EMFILE_LINE = re.compile(
     r"accept on \S+: too many open files \(EMFILE\); pausing accepts for 0\.1 s")
-SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -77,20 +76,6 @@ class LimitedServer(Server):
 
     def emfile_lines(self):
         return len(EMFILE_LINE.findall(self.log()))
-
-
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, message):
-        if ok:
-            self.passed += 1
-            print("ok: " + message)
-        else:
-            self.failed += 1
-            print("FAIL: " + message)
-        return ok
 
 
 def message(i, round_=0):
@@ -235,7 +220,7 @@ def saturated_and_recovery(checks):
         for s in socks.values():
             s.close()
         socks = {}
-        stop_and_check(server, checks)
+        stop_and_check(server, checks, timeout=20.0)
     finally:
         for s in socks.values():
             s.close()
@@ -248,29 +233,13 @@ def shutdown_while_saturated(checks):
     try:
         socks, _ = fill(server, checks)
         stopped_at = time.monotonic()
-        stop_and_check(server, checks)
+        stop_and_check(server, checks, timeout=20.0)
         checks.check(time.monotonic() - stopped_at < 5.0 + 2.0,
                      f"SIGTERM while saturated: stopped in {time.monotonic() - stopped_at:.2f} s")
     finally:
         for s in socks.values():
             s.close()
         server.close()
-
-
-def stop_and_check(server, checks):
-    try:
-        log = server.stop(timeout=20.0)
-        checks.check(True, "SIGTERM: the server exited with status 0")
-    except RuntimeError as error:
-        log = server.log()
-        checks.check(False, str(error).splitlines()[0])
-    found = [text for text in SANITIZER_TEXT if text in log]
-    checks.check(not found, "no sanitizer report in the server's log"
-                 + (f" (found {', '.join(found)})" if found else ""))
-    errors = [line for line in log.splitlines() if "[error]" in line]
-    checks.check(not errors, f"no [error] line in the server's log ({len(errors)})")
-    if found or errors:
-        print("server log (last 40 lines):\n" + "\n".join(log.splitlines()[-40:]))
 
 
 def main():

@@ -3,6 +3,7 @@
 Not a test itself: the *_test.py files next to it import it. The binary is $LUASOCK_BIN
 (default build/luasock); the server listens on an ephemeral port and its stderr goes to a
 temp file, which is polled for the "listening on" line to learn the real port.
+`stop_and_check` stops a server and checks its exit status and log, counting into `Checks`.
 """
 import os
 import re
@@ -14,6 +15,7 @@ import time
 
 BIN = os.environ.get("LUASOCK_BIN", "build/luasock")
 LISTENING = re.compile(r"luasock: listening on (\S+):(\d+) \(")
+SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
 
 
 class Server:
@@ -77,3 +79,37 @@ class Server:
 def fail(message):
     print("FAIL: " + message, file=sys.stderr)
     sys.exit(1)
+
+
+class Checks:
+    """Counts passed and failed checks, printing "ok: ..." or "FAIL: ..." for each."""
+
+    def __init__(self):
+        self.passed = self.failed = 0
+
+    def check(self, ok, message):
+        if ok:
+            self.passed += 1
+            print("ok: " + message)
+        else:
+            self.failed += 1
+            print("FAIL: " + message)
+        return ok
+
+
+def stop_and_check(server, checks, timeout=15.0):
+    """Stops `server` (SIGTERM, exit status 0 within `timeout` s) and checks that its log has no
+    sanitizer report and no [error] line; prints the log's last 40 lines if it has one."""
+    try:
+        log = server.stop(timeout=timeout)
+        checks.check(True, "SIGTERM: the server exited with status 0")
+    except RuntimeError as error:
+        log = server.log()
+        checks.check(False, str(error).splitlines()[0])
+    found = [text for text in SANITIZER_TEXT if text in log]
+    checks.check(not found, "no sanitizer report in the server's log"
+                 + (f" (found {', '.join(found)})" if found else ""))
+    errors = [line for line in log.splitlines() if "[error]" in line]
+    checks.check(not errors, f"no [error] line in the server's log ({len(errors)})")
+    if found or errors:
+        print("server log (last 40 lines):\n" + "\n".join(log.splitlines()[-40:]))

@@ -33,7 +33,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import BIN, Server  # noqa: E402
+# SANITIZER_TEXT stays importable from here: bench/soak reads soak_test.SANITIZER_TEXT.
+from luasock_server import BIN, SANITIZER_TEXT, Checks, Server, stop_and_check  # noqa: E402,F401
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -277,23 +278,6 @@ def limit_asan_quarantine():
     os.environ["ASAN_OPTIONS"] = (options + ":" if options else "") + "quarantine_size_mb=16"
 
 
-SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
-
-
-class Checks:
-    def __init__(self):
-        self.passed = self.failed = 0
-
-    def check(self, ok, message):
-        if ok:
-            self.passed += 1
-            print("ok: " + message)
-        else:
-            self.failed += 1
-            print("FAIL: " + message)
-        return ok
-
-
 def wait_for(condition, timeout):
     """Polls `condition` until it is true or `timeout` seconds have passed; returns it."""
     deadline = time.monotonic() + timeout
@@ -345,19 +329,7 @@ def main():
         checks.check(back, f"the server's open descriptors went back to {fds_before} after the "
                            f"churn (now {fds_after})")
 
-        try:
-            log = server.stop(timeout=30.0)
-            checks.check(True, "SIGTERM: the server exited with status 0")
-        except RuntimeError as error:
-            log = server.log()
-            checks.check(False, str(error).splitlines()[0])
-        found = [text for text in SANITIZER_TEXT if text in log]
-        checks.check(not found, "no sanitizer report in the server's log"
-                     + (f" (found {', '.join(found)})" if found else ""))
-        errors = [line for line in log.splitlines() if "[error]" in line]
-        checks.check(not errors, f"no [error] line in the server's log ({len(errors)})")
-        if found or errors:
-            print("server log (last 40 lines):\n" + "\n".join(log.splitlines()[-40:]))
+        stop_and_check(server, checks, timeout=30.0)
     finally:
         server.close()
     print(f"soak_test: {time.monotonic() - started:.1f} s")

@@ -6,24 +6,11 @@
 -- wrote is checked with an independent RESP client on LuaSocket where it matters.
 local socket = require "socket"
 local helper = require "helper"
+local redis_server = require "redis_server"
 
-local REDIS_SERVER = os.getenv("REDIS_SERVER") or "/usr/bin/redis-server"
+-- redis-server processes (started and stopped by tests/redis_server.lua) ----------------
 
--- redis-server processes ------------------------------------------------------------------
-
-local Redis = {}
-Redis.__index = Redis
-local live_redis = {}
-
-local function process_exited(pid)
-  local file = io.open("/proc/" .. pid .. "/stat")
-  if not file then return true end
-  local stat = file:read("a")
-  file:close()
-  -- unreadable while the process exits: still running until its stat says otherwise
-  local state = stat and stat:match("^%d+ %b() (%a)")
-  return state == "Z" or state == "X"
-end
+local Redis = redis_server.class()
 
 local function resp_command(...)
   local args = table.pack(...)
@@ -81,100 +68,16 @@ function Redis:call(...)
   return table.unpack(reply, 1, reply.n)
 end
 
-function Redis:exited()
-  return process_exited(self.pid)
-end
-
-function Redis:log()
-  return helper.read_file(self.logfile)
-end
-
--- Whether the server answers PING (NOAUTH counts: it is up and asks for a password).
-local function answers_ping(port)
-  local client = assert(socket.tcp())
-  client:settimeout(0.5)
-  local ok = client:connect("127.0.0.1", port)
-  local line
-  if ok then
-    client:send("PING\r\n")
-    line = client:receive("*l")
-  end
-  client:close()
-  return line == "+PONG" or (line ~= nil and line:find("^%-NOAUTH") ~= nil)
-end
-
-local function reap(server)
-  if not server.reaped then
-    server.reaped = true
-    server.pipe:close()
-    live_redis[server] = nil
-  end
-end
-
-function Redis:kill()
-  os.execute("kill -KILL " .. self.pid .. " 2>/dev/null")
-  local deadline = socket.gettime() + 10
-  while not self:exited() and socket.gettime() < deadline do socket.sleep(0.01) end
-  reap(self)
-end
-
-function Redis:stop()
-  os.execute("kill -TERM " .. self.pid .. " 2>/dev/null")
-  local deadline = socket.gettime() + 10
-  while not self:exited() do
-    if socket.gettime() > deadline then
-      self:kill()
-      error("redis-server did not exit after SIGTERM; log:\n" .. self:log())
-    end
-    socket.sleep(0.01)
-  end
-  reap(self)
-end
-
--- Kills what is left at the end of the busted run, should after_each not have run.
-local sentinels = {}
-
--- Starts redis-server on a free port (opts.port to choose it), waits until it answers PING;
--- opts.password sets --requirepass. Retries with another port if the chosen one was taken.
+-- Starts redis-server on a free port (opts.port to choose it), with DEBUG allowed from
+-- loopback, waits until it answers PING; opts.password sets --requirepass. Retries with another
+-- port if the chosen one was taken.
 local function start_redis(opts)
   opts = opts or {}
-  local dir = opts.dir or helper.tmpdir()
-  for attempt = 1, 5 do
-    local port = opts.port or helper.free_port()
-    local args = { REDIS_SERVER, "--port", port, "--bind", "127.0.0.1", "--save", "",
-      "--appendonly", "no", "--dir", dir, "--daemonize", "no",
-      "--enable-debug-command", "local" }
-    if opts.password then
-      args[#args + 1], args[#args + 2] = "--requirepass", opts.password
-    end
-    local words = {}
-    for i, word in ipairs(args) do words[i] = helper.shell_quote(word) end
-    local logfile = dir .. "/redis-" .. port .. ".log"
-    local pipe = assert(io.popen(string.format("echo $$; exec %s >>%s 2>&1 </dev/null",
-      table.concat(words, " "), helper.shell_quote(logfile))))
-    sentinels[#sentinels + 1] = setmetatable({}, { __gc = function()
-      for server in pairs(live_redis) do server:kill() end
-    end })
-    local server = setmetatable({ pid = assert(tonumber(pipe:read("l"))), pipe = pipe,
-      port = port, dir = dir, logfile = logfile, password = opts.password }, Redis)
-    live_redis[server] = true
-    local deadline = socket.gettime() + 5
-    while not server:exited() and socket.gettime() < deadline do
-      if answers_ping(port) then return server end
-      socket.sleep(0.01)
-    end
-    local log = server:log()
-    server:kill()
-    if opts.port or attempt == 5 then
-      error("redis-server did not start on port " .. port .. "; log:\n" .. log)
-    end
-  end
+  return redis_server.start({ port = opts.port, dir = opts.dir, password = opts.password,
+    args = { "--enable-debug-command", "local" } }, Redis)
 end
 
-local function cleanup()
-  for server in pairs(live_redis) do server:kill() end
-  helper.cleanup()
-end
+local cleanup = redis_server.cleanup
 
 -- Scripts -------------------------------------------------------------------------------
 
