@@ -47,6 +47,22 @@ local function write_file(path, data)
 end
 helper.write_file = write_file
 
+-- Escapes the magic characters of a Lua pattern, to find `text` literally in a log.
+function helper.literal(text)
+  return (text:gsub("%p", "%%%0"))
+end
+
+local replace_count = 0
+
+-- Replaces the file at `path` with `source` at once, as editors save: writes a temp file beside
+-- it and renames it over.
+function helper.replace_file(path, source)
+  replace_count = replace_count + 1
+  local temp = path:gsub("[^/]*$", ".edit%0." .. replace_count)
+  write_file(temp, source)
+  assert(os.rename(temp, path))
+end
+
 -- Makes a new temp directory that cleanup removes; returns its path.
 function helper.tmpdir()
   local pipe = assert(io.popen("mktemp -d /tmp/luasock-test.XXXXXX"))

@@ -26,10 +26,7 @@ local function serve(source, opts)
   return helper.start(helper.handler(source), opts)
 end
 
--- Escapes the magic characters of a Lua pattern.
-local function literal(text)
-  return (text:gsub("%p", "%%%0"))
-end
+local literal = helper.literal
 
 -- Sends one line and returns the reply line (failing on an error).
 local function ask(client, line)

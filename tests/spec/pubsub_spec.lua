@@ -100,10 +100,7 @@ local function start_node(url, tag, name)
   return helper.start(script, { args = url and { "--pubsub", url } or nil })
 end
 
--- Escapes the magic characters of a Lua pattern.
-local function literal(text)
-  return (text:gsub("%p", "%%%0"))
-end
+local literal = helper.literal
 
 -- A connected listener; returns the client.
 local function listener(server)

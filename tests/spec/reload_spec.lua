@@ -12,20 +12,8 @@ local helper = require "helper"
 
 local RELOAD_TIMEOUT = 5 -- seconds from an edit (or SIGHUP) to its log line
 
--- Escapes the magic characters of a Lua pattern.
-local function literal(text)
-  return (text:gsub("%p", "%%%0"))
-end
-
-local rename_count = 0
-
--- Replaces the file at `path` with `source` at once: write a temp file beside it, rename it over.
-local function replace(path, source)
-  rename_count = rename_count + 1
-  local temp = path:gsub("[^/]*$", ".edit%0." .. rename_count)
-  helper.write_file(temp, source)
-  assert(os.rename(temp, path))
-end
+local literal = helper.literal
+local replace = helper.replace_file
 
 -- Writes `source` over the existing file in place, in one write call, as some editors save;
 -- without truncating, so `source` must be at least as long as the old content.

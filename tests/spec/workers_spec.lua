@@ -56,10 +56,7 @@ local TWO = { "--workers", "2" }
 local WHO_UNLIMITED = (WHO:gsub("return { handle", "return { cpu_budget = false, handle", 1))
 assert(WHO_UNLIMITED ~= WHO)
 
--- Escapes the magic characters of a Lua pattern.
-local function literal(text)
-  return (text:gsub("%p", "%%%0"))
-end
+local literal = helper.literal
 
 -- The pid of each worker (by number) from the "worker N started (pid P)" lines written after
 -- byte `from`: the latest start of each.
@@ -549,15 +546,7 @@ end)
 describe("SIGHUP to the parent of 2 workers", function()
   after_each(cleanup)
 
-  local rename_count = 0
-
-  -- Replaces the file at `path` with `source` at once, as editors save.
-  local function replace(path, source)
-    rename_count = rename_count + 1
-    local temp = path:gsub("[^/]*$", ".edit%0." .. rename_count)
-    helper.write_file(temp, source)
-    assert(os.rename(temp, path))
-  end
+  local replace = helper.replace_file
 
   -- A handler answering "which" with report(worker, workers, the worker its top level ran
   -- in) and other lines with "<version>:<line>".
