@@ -55,11 +55,6 @@ void guard_set_memory_limit(size_t bytes)
     limit = bytes;
 }
 
-size_t guard_memory_in_use(void)
-{
-    return in_use;
-}
-
 void guard_set_cpu_budget(double seconds)
 {
     budget_seconds = seconds > 0 ? seconds : 0;

@@ -358,11 +358,12 @@ static void start_loop(void)
     ev_run(loop, 0);
 }
 
-/* The parent reloads first: a worker it forks later must start with the last code that loaded.
- * The workers reload only if that succeeded (they would fail the same way). */
-static void reload_workers(const char *why)
+/* Reloads the script; in the --workers parent, then every worker. The parent reloads first: a
+ * worker it forks later must start with the last code that loaded. The workers reload only if
+ * that succeeded (they would fail the same way). */
+static void reload(const char *why)
 {
-    if (script_reload(why) == 0) {
+    if (script_reload(why) == 0 && supervising) {
         luasock_log(LUASOCK_LOG_INFO, "reloading %d workers", worker_count);
         workers_signal(SIGHUP);
     }
@@ -372,10 +373,7 @@ static void on_files_changed(const char *changed)
 {
     char why[2100];
     snprintf(why, sizeof why, "changed: %s", changed);
-    if (supervising)
-        reload_workers(why);
-    else
-        script_reload(why);
+    reload(why);
 }
 
 static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
@@ -383,10 +381,7 @@ static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
     (void)l;
     (void)w;
     (void)revents;
-    if (supervising)
-        reload_workers("SIGHUP");
-    else
-        script_reload("SIGHUP");
+    reload("SIGHUP");
 }
 
 /* Writes our pid to path, unless it names a process that is still running. */
