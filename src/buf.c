@@ -1,4 +1,5 @@
 /* buf.c -- byte buffers with a chunk pool; see buf.h for why. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +39,8 @@ char *buf_reserve(struct buf *b, size_t want)
         return b->data + b->end;
 
     size_t len = buf_len(b);
+    if (want > SIZE_MAX / 2 - len)
+        return NULL; /* no doubling could make that much room */
     if (b->cap - len >= want && len <= b->cap / 2) {
         memmove(b->data, b->data + b->start, len);
     } else {

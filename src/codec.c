@@ -157,7 +157,8 @@ static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
 
 void codec_framer_init(struct codec_framer *f)
 {
-    *f = (struct codec_framer){.left = f->shallow, .room = CODEC_SHALLOW_DEPTH};
+    *f = (struct codec_framer){.left = f->shallow, .room = CODEC_SHALLOW_DEPTH,
+                               .status = CODEC_MORE};
 }
 
 void codec_framer_release(struct codec_framer *f)
@@ -240,13 +241,19 @@ enum codec_status codec_framer_scan(struct codec_framer *f, const char *data, si
                                     const struct codec_limits *limits, size_t *frame_len,
                                     const char **err)
 {
-    struct scan s = scan_start(data, len, limits->max_size, limits->max_depth);
-    enum codec_status st = scan_resume(&s, f);
-    if (st == CODEC_OK)
-        *frame_len = s.pos;
-    else if (st == CODEC_ERROR)
-        *err = s.err;
-    return st;
+    /* Bytes the framer had scanned are gone: whatever it kept is about other bytes. */
+    if (f->pos > len)
+        codec_framer_release(f);
+    if (f->status == CODEC_MORE) {
+        struct scan s = scan_start(data, len, limits->max_size, limits->max_depth);
+        f->status = scan_resume(&s, f);
+        f->err = s.err;
+    }
+    if (f->status == CODEC_OK)
+        *frame_len = f->pos;
+    else if (f->status == CODEC_ERROR)
+        *err = f->err;
+    return f->status;
 }
 
 enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
@@ -382,21 +389,47 @@ struct dec {
     const char *err;
 };
 
+struct unpacked {
+    const msgpack_object *object;
+    const char *err;
+    int rc;
+};
+
+static int push_unpacked(lua_State *L)
+{
+    struct unpacked *u = lua_touserdata(L, 1);
+    lua_pop(L, 1);
+    u->rc = push_object(L, u->object, &u->err);
+    return u->rc == 0 ? 1 : 0;
+}
+
 /* Unpacks the value at d->pos with msgpack-c and pushes it. The scan has vouched for every
- * header, so msgpack-c sizes nothing from a count the bytes do not back. (Should Lua raise out of
- * memory while the value is pushed, the zone msgpack-c allocated leaks.) */
+ * header, so msgpack-c sizes nothing from a count the bytes do not back. The pushing runs
+ * protected, so that a memory error in Lua (the handler's memory cap) frees msgpack-c's zone
+ * before it is raised again. */
 static int unpack_value(struct dec *d)
 {
     msgpack_unpacked result;
     msgpack_unpacked_init(&result);
     msgpack_unpack_return ret = msgpack_unpack_next(&result, d->data, d->len, &d->pos);
-    int rc = -1;
-    if (ret == MSGPACK_UNPACK_SUCCESS)
-        rc = push_object(d->L, &result.data, &d->err);
-    else
-        d->err = ret == MSGPACK_UNPACK_NOMEM_ERROR ? ERR_NO_MEMORY : ERR_MALFORMED;
+    if (ret != MSGPACK_UNPACK_SUCCESS || !lua_checkstack(d->L, 2)) {
+        msgpack_unpacked_destroy(&result);
+        d->err = ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_NOMEM_ERROR
+                     ? ERR_NO_MEMORY : ERR_MALFORMED;
+        return -1;
+    }
+    struct unpacked u = {&result.data, NULL, -1};
+    lua_pushcfunction(d->L, push_unpacked);
+    lua_pushlightuserdata(d->L, &u);
+    int status = lua_pcall(d->L, 1, 1, 0);
     msgpack_unpacked_destroy(&result);
-    return rc;
+    if (status != LUA_OK)
+        return lua_error(d->L);
+    if (u.rc != 0) {
+        lua_pop(d->L, 1);
+        d->err = u.err;
+    }
+    return u.rc;
 }
 
 static int decode_value(struct dec *d, int depth);
@@ -465,7 +498,12 @@ struct enc {
     size_t start; /* bytes in out before this value */
     size_t max_size;
     int max_depth;
-    int visiting; /* stack index of the set of tables being encoded, to catch cycles */
+    int depth;
+    /* The tables being encoded, outermost first: meeting one of them again is a cycle. A C
+     * array (shallow, or malloc'd for a deeper max_depth), so that encoding allocates nothing in
+     * Lua and cannot raise halfway through. */
+    const void **path;
+    const void *shallow[CODEC_DEFAULT_MAX_DEPTH];
     const char *err;
 };
 
@@ -552,26 +590,16 @@ static int encode_number(struct enc *e, int idx)
 
 static int encode_value(struct enc *e, int idx, int depth);
 
-/* Marks the table at idx as being encoded; finding it marked already means a cycle. */
+/* Puts the table at idx on the path; finding it there already means a cycle. A table reached
+ * twice without a cycle (a shared subtable) is fine: it is off the path again by then. */
 static int enter_table(struct enc *e, int idx)
 {
-    lua_State *L = e->L;
-    lua_pushvalue(L, idx);
-    if (lua_rawget(L, e->visiting) != LUA_TNIL)
-        return enc_fail(e, ERR_CYCLE);
-    lua_pop(L, 1);
-    lua_pushvalue(L, idx);
-    lua_pushboolean(L, 1);
-    lua_rawset(L, e->visiting);
+    const void *table = lua_topointer(e->L, idx);
+    for (int i = 0; i < e->depth; i++)
+        if (e->path[i] == table)
+            return enc_fail(e, ERR_CYCLE);
+    e->path[e->depth++] = table;
     return 0;
-}
-
-/* Unmarks it, so that a table reached twice without a cycle (a shared subtable) is fine. */
-static void leave_table(struct enc *e, int idx)
-{
-    lua_pushvalue(e->L, idx);
-    lua_pushnil(e->L);
-    lua_rawset(e->L, e->visiting);
 }
 
 /* Returns n if the keys of the table at idx are exactly 1..n, else 0; *count gets the number of
@@ -627,16 +655,15 @@ static int encode_table(struct enc *e, int idx, int depth)
 {
     if (depth > e->max_depth)
         return enc_fail(e, ERR_TOO_DEEP);
-    /* A level holds a key and a value, and enter_table pushes two more for a moment. */
-    if (!lua_checkstack(e->L, 4))
+    /* A level holds a key and a value. */
+    if (!lua_checkstack(e->L, 2))
         return enc_fail(e, ERR_TOO_DEEP);
     if (enter_table(e, idx) != 0)
         return -1;
     size_t count;
     lua_Integer n = sequence_length(e->L, idx, &count);
     int rc = n > 0 ? encode_array(e, idx, n, depth) : encode_map(e, idx, count, depth);
-    if (rc == 0)
-        leave_table(e, idx);
+    e->depth--;
     return rc;
 }
 
@@ -678,15 +705,18 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
 {
     struct enc e = {.L = L, .out = out, .start = buf_len(out), .max_size = limits->max_size,
                     .max_depth = limits->max_depth};
+    e.path = e.max_depth <= CODEC_DEFAULT_MAX_DEPTH ? e.shallow
+                                                    : malloc((size_t)e.max_depth * sizeof *e.path);
+    if (e.path == NULL) {
+        *err = ERR_NO_MEMORY;
+        return CODEC_ERROR;
+    }
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
     msgpack_packer_init(&e.pk, &e, enc_write);
-    /* Only a table can lead to a cycle, so only a table needs the set. */
-    if (lua_istable(L, idx)) {
-        lua_newtable(L);
-        e.visiting = lua_gettop(L);
-    }
     int rc = encode_value(&e, idx, 0);
+    if (e.path != e.shallow)
+        free(e.path);
     lua_settop(L, top);
     if (rc == 0)
         return CODEC_OK;

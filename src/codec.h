@@ -29,7 +29,8 @@ enum codec_status { CODEC_OK, CODEC_MORE, CODEC_ERROR };
  * int, floats always as float64, valid UTF-8 strings as str and other strings as bin; a table
  * whose keys are exactly 1..n goes as an array, any other table as a map. Metatables are ignored.
  * Refuses functions, userdata, threads, cycles, nesting deeper than max_depth and results larger
- * than max_size. */
+ * than max_size. Allocates nothing in Lua and raises nothing, so a failure always leaves out as
+ * it was. */
 enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
                                const struct codec_limits *limits, const char **err);
 
@@ -46,12 +47,15 @@ enum codec_status codec_frame(const char *data, size_t len, const struct codec_l
 /* codec_frame for a value that arrives in pieces: the framer keeps how far it got, so each call
  * scans only what is new, and a value trickling in a byte at a time costs one pass, not one pass
  * per byte. Call codec_framer_scan again with the same data grown by what arrived (data may
- * move, its bytes must not change); after CODEC_OK or CODEC_ERROR, codec_framer_release it
- * before the next value. */
+ * move, its bytes must not change). Once it has said CODEC_OK or CODEC_ERROR it says the same
+ * again at no cost, until codec_framer_release readies it for the next value. Given fewer bytes
+ * than it already scanned, it starts over. */
 #define CODEC_SHALLOW_DEPTH 8
 
 struct codec_framer {
-    size_t pos;      /* where the element to scan next starts */
+    enum codec_status status; /* CODEC_MORE until it has found the value's end, or failed */
+    const char *err;          /* once failed */
+    size_t pos;      /* where the element to scan next starts; the value's length once found */
     size_t pending;  /* entries promised by open containers and not started */
     int depth;       /* open containers */
     int deepest;

@@ -3,6 +3,12 @@
  * Reads: a receive first tries the input buffer, then reads the socket if it may hold more, and
  * only then waits. The read watcher stays started while a handler keeps reading, so a loop of
  * receive/send costs no epoll_ctl; it is stopped the first time it fires with nobody reading.
+ * An event callback only finds out, in C, that the read can complete; the reader's results are
+ * built when it runs again (task.h), so data is copied into Lua on the reader's own thread and
+ * under its own limits.
+ *
+ * A read owns the progress it saves (the line search position, the object framer): anything
+ * that consumes or frees the input buffer drops that progress (take_input, drop_input).
  *
  * Writes: send only appends to the output buffer and puts the connection on the flush list.
  * conn_flush_all runs when the loop is about to wait, so all writes of one iteration leave in one
@@ -43,7 +49,7 @@ struct conn_settings conn_defaults = {
 
 double conn_first_byte_timeout = -1;
 
-void (*conn_on_close)(struct conn *c, const char *reason);
+void (*conn_on_close)(lua_State *L, const char *reason);
 
 static struct ev_loop *loop;
 static lua_State *main_L;
@@ -120,17 +126,6 @@ static bool deadline_passed(ev_timer *w, ev_tstamp deadline)
     return false;
 }
 
-static void disown(struct conn *c)
-{
-    if (c->owner == NULL)
-        return;
-    struct conn **link = &c->owner->owned;
-    while (*link != c)
-        link = &(*link)->owned_next;
-    *link = c->owned_next;
-    c->owner = NULL;
-}
-
 static void drop_framer(struct conn *c)
 {
     if (c->framer != NULL) {
@@ -140,9 +135,33 @@ static void drop_framer(struct conn *c)
     }
 }
 
+/* Consumes n bytes of input; the saved progress of a read was about the bytes before. */
+static void take_input(struct conn *c, size_t n)
+{
+    buf_consume(&c->in, n);
+    c->searched = 0;
+    drop_framer(c);
+}
+
+static void drop_input(struct conn *c)
+{
+    buf_free(&c->in);
+    c->searched = 0;
+    drop_framer(c);
+}
+
+/* A closed connection stays anchored until its on_close hook has its connection in hand. */
+static void release_anchor(struct conn *c)
+{
+    if (c->closed_job.queued || c->ref == LUA_NOREF)
+        return;
+    luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
+    c->ref = LUA_NOREF;
+}
+
 static void close_fd(struct conn *c)
 {
-    disown(c);
+    task_disown(&c->res);
     ev_io_stop(loop, &c->rio);
     ev_io_stop(loop, &c->wio);
     ev_timer_stop(loop, &c->rtimer);
@@ -152,15 +171,16 @@ static void close_fd(struct conn *c)
     open_count--;
     if (c->peer_counted)
         peers_release(&c->peer.sa);
+    c->peer_counted = false;
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
     close(c->fd);
     c->fd = -1;
     c->state = CONN_CLOSED;
-    buf_free(&c->in);
     buf_free(&c->out);
-    drop_framer(c);
-    luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
-    c->ref = LUA_NOREF;
+    /* A woken reader still takes what was read so far as its partial result. */
+    if (!c->reading)
+        drop_input(c);
+    release_anchor(c);
 }
 
 /* Failed reads return what had been read so far, and it is consumed, as in LuaSocket. */
@@ -172,36 +192,19 @@ static int push_failure(struct conn *c, lua_State *L, const char *err)
     if (c->req.kind == READ_OBJECT)
         return 2;
     lua_pushlstring(L, buf_head(&c->in), buf_len(&c->in));
-    buf_consume(&c->in, buf_len(&c->in));
-    c->searched = 0;
+    take_input(c, buf_len(&c->in));
     return 3;
-}
-
-/* Hands err to the coroutines waiting on c. They run on the next loop iteration: this may be
- * called from Lua code, which must not resume another coroutine. */
-static void wake_waiters(struct conn *c, const char *err)
-{
-    struct task *t = c->reader;
-    if (t != NULL) {
-        c->reader = NULL;
-        task_wake(t, push_failure(c, task_stack(t), err));
-    }
-    t = c->writer;
-    if (t != NULL) {
-        c->writer = NULL;
-        lua_pushnil(task_stack(t));
-        lua_pushstring(t->co, err);
-        task_wake(t, 2);
-    }
 }
 
 static void leave_open_state(struct conn *c, const char *reason)
 {
     c->state = CONN_CLOSING;
     c->shut_wr = true;
-    wake_waiters(c, reason);
+    c->close_reason = reason;
+    task_wake_all(&c->reader, reason);
+    task_wake_all(&c->writer, reason);
     if (conn_on_close != NULL)
-        conn_on_close(c, reason);
+        task_defer(&c->closed_job);
 }
 
 /* Closes at once, dropping queued output: after a reset, a timeout or a write error. */
@@ -254,7 +257,7 @@ static int fill(struct conn *c)
     return err == EWOULDBLOCK ? EAGAIN : err;
 }
 
-static int push_data(struct conn *c, lua_State *L, size_t len)
+static void push_data(struct conn *c, lua_State *L, size_t len)
 {
     if (c->prefix_len > 0) {
         lua_pushlstring(L, c->prefix, c->prefix_len);
@@ -263,17 +266,73 @@ static int push_data(struct conn *c, lua_State *L, size_t len)
     } else {
         lua_pushlstring(L, buf_head(&c->in), len);
     }
-    return 1;
 }
 
 /* Drops the rest of an over-long line or record. Returns true once its delimiter is gone. */
 static bool skip_rest(struct conn *c)
 {
     bool found;
-    buf_consume(&c->in, read_skip(&c->req, buf_head(&c->in), buf_len(&c->in), &found));
+    take_input(c, read_skip(&c->req, buf_head(&c->in), buf_len(&c->in), &found));
     if (found)
         c->skipping = false;
     return found;
+}
+
+/* Where the pattern's answer is in the buffer: READ_MORE until it is there. */
+static enum read_status scan_pattern(struct conn *c, struct read_span *span)
+{
+    if (c->skipping && !skip_rest(c))
+        return READ_MORE;
+    return read_scan(&c->req, buf_head(&c->in), buf_len(&c->in), c->eof, &c->searched, span);
+}
+
+/* How far the object read has got. The framer keeps its progress between arrivals, and its
+ * answer once it has one, so asking again costs nothing. */
+static enum codec_status scan_object(struct conn *c, size_t *frame_len, const char **err)
+{
+    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    /* The framer lives only while a value is incomplete: idle connections do not pay for it. */
+    if (c->framer == NULL && (c->framer = malloc(sizeof *c->framer)) != NULL)
+        codec_framer_init(c->framer);
+    if (c->framer == NULL) {
+        *err = ERR_NO_MEMORY;
+        return CODEC_ERROR;
+    }
+    return codec_framer_scan(c->framer, buf_head(&c->in), buf_len(&c->in), &limits, frame_len,
+                             err);
+}
+
+/* Whether the current read can return now, with data or an error. */
+static bool answer_ready(struct conn *c)
+{
+    if (c->state != CONN_OPEN || c->eof)
+        return true;
+    if (c->req.kind == READ_OBJECT) {
+        size_t frame_len;
+        const char *err;
+        return scan_object(c, &frame_len, &err) != CODEC_MORE;
+    }
+    struct read_span span;
+    return scan_pattern(c, &span) != READ_MORE;
+}
+
+/* Reads the socket until the current read can return or the socket has nothing more. Pure C:
+ * event callbacks use it to decide whether to resume the reader. */
+static bool read_ready(struct conn *c)
+{
+    for (;;) {
+        if (answer_ready(c))
+            return true;
+        if (!c->readable)
+            return false;
+        int err = fill(c);
+        if (err == EAGAIN)
+            return false;
+        if (err != 0) {
+            fail(c, "read", err);
+            return true;
+        }
+    }
 }
 
 static int push_too_long(struct conn *c, lua_State *L, const struct read_span *span)
@@ -281,8 +340,7 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
     lua_pushnil(L);
     lua_pushstring(L, c->req.kind == READ_ALL ? ERR_TOO_LARGE : ERR_LINE_TOO_LONG);
     lua_pushlstring(L, buf_head(&c->in), span->len);
-    buf_consume(&c->in, span->consumed);
-    c->searched = 0;
+    take_input(c, span->consumed);
     if (c->req.kind == READ_ALL)
         close_gracefully(c, ERR_TOO_LARGE);
     else
@@ -291,18 +349,15 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
 }
 
 /* Takes what a pattern asks for from the buffer: returns the number of results pushed, or 0
- * when more bytes are needed. */
+ * when it is not there (end of stream). Pushing comes before consuming, so a memory error
+ * loses no input. */
 static int take_pattern(struct conn *c, lua_State *L)
 {
-    if (c->skipping && !skip_rest(c))
-        return 0;
     struct read_span span;
-    const char *data = buf_head(&c->in);
-    switch (read_scan(&c->req, data, buf_len(&c->in), c->eof, &c->searched, &span)) {
+    switch (scan_pattern(c, &span)) {
     case READ_DONE:
         push_data(c, L, span.len);
-        buf_consume(&c->in, span.consumed);
-        c->searched = 0;
+        take_input(c, span.consumed);
         return 1;
     case READ_TOO_LONG:
         return push_too_long(c, L, &span);
@@ -312,27 +367,20 @@ static int take_pattern(struct conn *c, lua_State *L)
     return 0;
 }
 
-/* Takes one MessagePack value from the buffer. Bytes that are not one can never be resynced,
- * so they close the connection. */
+/* Takes one MessagePack value from the buffer, decoding it on the reader's own thread. Bytes
+ * that are not one can never be resynced, so they close the connection. */
 static int take_object(struct conn *c, lua_State *L)
 {
-    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
-    const char *err = ERR_NO_MEMORY;
     size_t frame_len;
-    enum codec_status status = CODEC_ERROR;
-    /* The framer lives only while a value is incomplete: idle connections do not pay for it. */
-    if (c->framer == NULL && (c->framer = malloc(sizeof *c->framer)) != NULL)
-        codec_framer_init(c->framer);
-    if (c->framer != NULL)
-        status = codec_framer_scan(c->framer, buf_head(&c->in), buf_len(&c->in), &limits,
-                                   &frame_len, &err);
+    const char *err;
+    enum codec_status status = scan_object(c, &frame_len, &err);
     if (status == CODEC_MORE)
         return 0;
-    drop_framer(c);
     if (status == CODEC_OK && codec_decode(L, buf_head(&c->in), frame_len, &err) == CODEC_OK) {
-        buf_consume(&c->in, frame_len);
+        take_input(c, frame_len);
         return 1;
     }
+    drop_framer(c);
     lua_pushnil(L);
     lua_pushstring(L, err);
     luasock_log(LUASOCK_LOG_INFO, "conn %llu: bad object from the peer: %s",
@@ -341,45 +389,54 @@ static int take_object(struct conn *c, lua_State *L)
     return 2;
 }
 
-int conn_read(struct conn *c, lua_State *L)
+/* The current read's results, once read_ready said they are there. */
+static int take(struct conn *c, lua_State *L)
 {
-    bool delimited = c->req.kind == READ_LINE || c->req.kind == READ_UNTIL;
-    if (!delimited)
-        c->skipping = false;
-    for (;;) {
-        if (c->state != CONN_OPEN)
-            return push_failure(c, L, ERR_CLOSED);
-        int n = c->req.kind == READ_OBJECT ? take_object(c, L) : take_pattern(c, L);
-        if (n > 0)
-            return n;
-        if (c->eof)
-            return push_failure(c, L, ERR_CLOSED);
-        if (!c->readable)
-            return -1;
-        int err = fill(c);
-        if (err == EAGAIN)
-            return -1;
-        if (err != 0) {
-            n = push_failure(c, L, errors_string(err));
-            fail(c, "read", err);
-            return n;
-        }
-    }
+    if (c->state != CONN_OPEN)
+        return push_failure(c, L, c->close_reason);
+    int n = c->req.kind == READ_OBJECT ? take_object(c, L) : take_pattern(c, L);
+    return n > 0 ? n : push_failure(c, L, ERR_CLOSED);
 }
 
-int conn_wait_read(struct conn *c, lua_State *L)
+static int wait_read(struct conn *c, lua_State *L);
+
+static int read_resumed(lua_State *L, int status, lua_KContext ctx)
 {
-    struct task *t = task_check(L, "receive");
-    if (c->set.read_timeout == 0)
-        return push_failure(c, L, ERR_TIMEOUT);
-    c->reader = t;
+    (void)status;
+    struct conn *c = (struct conn *)ctx;
+    const char *failure = task_failure(L);
+    c->reading = false;
+    if (failure != NULL)
+        return push_failure(c, L, failure);
+    return read_ready(c) ? take(c, L) : wait_read(c, L);
+}
+
+/* Suspends the reader (it can wait) until the read can complete, fails or times out. */
+static int wait_read(struct conn *c, lua_State *L)
+{
+    c->reading = true;
     ev_io_start(loop, &c->rio);
     double timeout = c->set.read_timeout;
     if (!c->heard_from && conn_first_byte_timeout >= 0 &&
         (timeout < 0 || conn_first_byte_timeout < timeout))
         timeout = conn_first_byte_timeout;
     arm(&c->rtimer, &c->rdeadline, timeout);
-    return task_suspend(L);
+    return task_wait(L, &c->reader, -1, read_resumed, (lua_KContext)c);
+}
+
+int conn_read(struct conn *c, lua_State *L, const char *what)
+{
+    if (c->state != CONN_OPEN)
+        return push_failure(c, L, ERR_CLOSED);
+    c->searched = 0;
+    if (c->req.kind != READ_LINE && c->req.kind != READ_UNTIL)
+        c->skipping = false;
+    if (read_ready(c))
+        return take(c, L);
+    if (c->set.read_timeout == 0)
+        return push_failure(c, L, ERR_TIMEOUT);
+    task_check_wait(L, what);
+    return wait_read(c, L);
 }
 
 static void linger_drain(struct conn *c)
@@ -402,19 +459,13 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
         linger_drain(c);
         return;
     }
-    struct task *t = c->reader;
-    if (t == NULL) {
+    if (task_waiters_empty(&c->reader)) {
         ev_io_stop(loop, w);
         return;
     }
-    /* Cleared while reading, so that a failure closing c does not also wake t. */
-    c->reader = NULL;
-    int n = conn_read(c, task_stack(t));
-    if (n < 0) {
-        c->reader = t;
-        return;
-    }
-    task_resume(t, n);
+    /* A read error closes c and wakes the reader on its own. */
+    if (read_ready(c))
+        task_resume_first(&c->reader, NULL);
 }
 
 static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
@@ -426,11 +477,9 @@ static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
         close_fd(c); /* the peer never sent its FIN */
         return;
     }
-    struct task *t = c->reader;
-    if (t == NULL || c->rdeadline == 0 || !deadline_passed(w, c->rdeadline))
+    if (task_waiters_empty(&c->reader) || c->rdeadline == 0 || !deadline_passed(w, c->rdeadline))
         return;
-    c->reader = NULL;
-    task_resume(t, push_failure(c, task_stack(t), ERR_TIMEOUT));
+    task_resume_first(&c->reader, ERR_TIMEOUT);
 }
 
 /* Output is delivered: finish a shutdown or a close that was waiting for it. */
@@ -448,7 +497,8 @@ static void drained(struct conn *c)
         return;
     }
     shutdown(c->fd, SHUT_WR);
-    buf_free(&c->in);
+    if (!c->reading)
+        drop_input(c);
     ev_io_start(loop, &c->rio);
     ev_timer_stop(loop, &c->rtimer);
     ev_timer_set(&c->rtimer, LINGER_SECONDS, 0);
@@ -472,50 +522,34 @@ static int write_out(struct conn *c)
     return 0;
 }
 
-/* Writes, and tells whether the connection is still open. Never runs Lua code. */
-static bool write_and_settle(struct conn *c)
+/* Writes, lets the waiting senders go on once the queue is below its mark, and settles a close
+ * or shutdown that waited for the output. Never runs Lua code. */
+static void write_and_settle(struct conn *c)
 {
     int err = write_out(c);
     if (err != 0) {
         fail(c, "write", err);
-        return false;
+        return;
     }
-    if (buf_len(&c->out) == 0) {
+    if (buf_len(&c->out) <= c->set.high_water)
+        task_wake_all(&c->writer, NULL);
+    if (buf_len(&c->out) == 0)
         drained(c);
-        return c->state != CONN_CLOSED;
-    }
-    ev_io_start(loop, &c->wio);
-    return true;
-}
-
-/* Takes the waiting writer, with send's result pushed, once the queue is below its mark. */
-static struct task *writer_to_resume(struct conn *c)
-{
-    struct task *t = c->writer;
-    if (t == NULL || buf_len(&c->out) > c->set.high_water)
-        return NULL;
-    c->writer = NULL;
-    lua_pushinteger(task_stack(t), (lua_Integer)c->writer_result);
-    return t;
+    else
+        ev_io_start(loop, &c->wio);
 }
 
 /* The connect finished: the waiting task gets the connection, or nil and the error. */
 static void connected(struct conn *c, int err)
 {
-    struct task *t = c->writer;
-    lua_State *co = task_stack(t);
-    c->writer = NULL;
     ev_io_stop(loop, &c->wio);
-    if (err == 0) {
-        c->state = CONN_OPEN;
-        conn_push(co, c);
-        task_resume(t, 1);
+    if (err != 0) {
+        close_fd(c);
+        task_resume_first(&c->writer, errors_string(err));
         return;
     }
-    lua_pushnil(co);
-    lua_pushstring(co, err == ETIMEDOUT ? ERR_TIMEOUT : errors_string(err));
-    close_fd(c);
-    task_resume(t, 2);
+    c->state = CONN_OPEN;
+    task_resume_first(&c->writer, NULL);
 }
 
 static void on_writable(struct ev_loop *l, ev_io *w, int revents)
@@ -523,16 +557,14 @@ static void on_writable(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct conn *c = container_of(w, struct conn, wio);
-    if (c->state == CONN_CONNECTING) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-        connected(c, err);
+    if (c->state != CONN_CONNECTING) {
+        write_and_settle(c);
         return;
     }
-    struct task *t = write_and_settle(c) ? writer_to_resume(c) : NULL;
-    if (t != NULL)
-        task_resume(t, 1);
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    connected(c, err);
 }
 
 static void on_write_timer(struct ev_loop *l, ev_timer *w, int revents)
@@ -546,43 +578,32 @@ static void on_write_timer(struct ev_loop *l, ev_timer *w, int revents)
         conn_abort(c, ERR_TIMEOUT);
         return;
     }
-    if (c->writer == NULL || c->wdeadline == 0 || !deadline_passed(w, c->wdeadline))
+    if (task_waiters_empty(&c->writer) || c->wdeadline == 0 || !deadline_passed(w, c->wdeadline))
         return;
-    if (c->state == CONN_CONNECTING)
-        connected(c, ETIMEDOUT);
-    else
-        conn_abort(c, ERR_TIMEOUT);
+    conn_abort(c, ERR_TIMEOUT);
 }
 
-void conn_own(struct conn *c, struct task *t)
+static int connect_resumed(lua_State *L, int status, lua_KContext ctx)
 {
-    c->owner = t;
-    c->owned_next = t->owned;
-    t->owned = c;
+    (void)status;
+    struct conn *c = (struct conn *)ctx;
+    const char *failure = task_failure(L);
+    if (failure == NULL) {
+        conn_push(L, c);
+        return 1;
+    }
+    if (c->state == CONN_CONNECTING)
+        close_fd(c); /* timed out */
+    lua_pushnil(L);
+    lua_pushstring(L, failure);
+    return 2;
 }
 
 int conn_wait_connect(struct conn *c, lua_State *L, double timeout)
 {
-    struct task *t = task_check(L, "luasock.connect");
-    conn_own(c, t);
-    c->heard_from = true;
     c->state = CONN_CONNECTING;
-    c->writer = t;
     ev_io_start(loop, &c->wio);
-    arm(&c->wtimer, &c->wdeadline, timeout);
-    return task_suspend(L);
-}
-
-void conn_close_owned(struct task *t)
-{
-    struct conn *c = t->owned;
-    t->owned = NULL;
-    while (c != NULL) {
-        struct conn *next = c->owned_next;
-        c->owner = NULL;
-        conn_close(c);
-        c = next;
-    }
+    return task_wait(L, &c->writer, timeout, connect_resumed, (lua_KContext)c);
 }
 
 /* Bytes were added to the output buffer: have them flushed when the loop is about to wait.
@@ -610,20 +631,36 @@ int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
     return 0;
 }
 
-int conn_after_send(struct conn *c, lua_State *L, size_t accepted)
+static int send_resumed(lua_State *L, int status, lua_KContext accepted)
 {
+    (void)status;
+    const char *failure = task_failure(L);
+    if (failure != NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, failure);
+        return 2;
+    }
+    lua_pushinteger(L, (lua_Integer)accepted);
+    return 1;
+}
+
+int conn_after_send(struct conn *c, lua_State *L, size_t before, const char *what)
+{
+    size_t accepted = buf_len(&c->out) - before;
     if (buf_len(&c->out) <= c->set.high_water) {
         lua_pushinteger(L, (lua_Integer)accepted);
         return 1;
     }
-    struct task *t = task_check(L, "send");
-    if (c->writer != NULL)
-        return luaL_error(L, "conn %llu: another coroutine is already waiting to send",
-                          (unsigned long long)c->id);
-    c->writer = t;
-    c->writer_result = accepted;
+    bool busy = !task_waiters_empty(&c->writer);
+    if (busy || !task_can_wait(L)) {
+        buf_truncate(&c->out, before);
+        if (busy)
+            return luaL_error(L, "conn %I: another coroutine is already waiting to send",
+                              (lua_Integer)c->id);
+        task_check_wait(L, what);
+    }
     arm(&c->wtimer, &c->wdeadline, c->set.send_timeout);
-    return task_suspend(L);
+    return task_wait(L, &c->writer, -1, send_resumed, (lua_KContext)accepted);
 }
 
 void conn_flush_all(void)
@@ -631,9 +668,7 @@ void conn_flush_all(void)
     struct conn *c;
     while ((c = flush_head) != NULL) {
         flush_list_remove(c);
-        struct task *t = write_and_settle(c) ? writer_to_resume(c) : NULL;
-        if (t != NULL)
-            task_wake(t, 1);
+        write_and_settle(c);
     }
 }
 
@@ -666,7 +701,7 @@ void conn_shutdown(struct conn *c, int how)
     if (how != SHUT_WR) {
         shutdown(c->fd, SHUT_RD);
         c->eof = true;
-        buf_free(&c->in);
+        drop_input(c);
     }
     if (how != SHUT_RD) {
         c->shut_wr = true;
@@ -693,15 +728,11 @@ void conn_push(lua_State *L, struct conn *c)
 
 void conn_interrupt_reads(const char *err)
 {
-    for (struct conn *c = open_head; c != NULL; c = c->next) {
-        struct task *t = c->reader;
-        /* Clients' connections only: the outgoing ones (to Redis, to an upstream) are what the
-         * handlers may need to finish their work and say goodbye. */
-        if (t != NULL && c->owner == NULL) {
-            c->reader = NULL;
-            task_wake(t, push_failure(c, task_stack(t), err));
-        }
-    }
+    /* Clients' connections only: the outgoing ones (to Redis, to an upstream) are what the
+     * handlers may need to finish their work and say goodbye. */
+    for (struct conn *c = open_head; c != NULL; c = c->next)
+        if (!c->outgoing)
+            task_wake_first(&c->reader, err);
 }
 
 void conn_close_all(void)
@@ -716,29 +747,73 @@ size_t conn_count(void)
     return open_count;
 }
 
-struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len)
+/* With the connection in hand on the main thread's stack, its anchor can go; then the hook. */
+static void run_closed_job(lua_State *L, struct task_job *job)
+{
+    struct conn *c = container_of(job, struct conn, closed_job);
+    conn_push(L, c);
+    if (c->state == CONN_CLOSED)
+        release_anchor(c);
+    if (conn_on_close != NULL)
+        conn_on_close(L, c->close_reason);
+}
+
+static void resource_close(struct task_resource *r)
+{
+    conn_close(container_of(r, struct conn, res));
+}
+
+static void resource_describe(struct task_resource *r, char *out, size_t size)
+{
+    conn_describe(container_of(r, struct conn, res), out, size);
+}
+
+static const struct task_resource_ops resource_ops = {resource_close, resource_describe};
+
+struct conn *conn_new(lua_State *L)
 {
     struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
-    *c = (struct conn){.fd = fd, .state = CONN_OPEN, .set = conn_defaults, .readable = true,
-                       .id = ++last_id};
+    *c = (struct conn){.fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED, .set = conn_defaults,
+                       .close_reason = ERR_CLOSED};
+    luaL_setmetatable(L, CONN_MT);
+    lua_pushvalue(L, -1);
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->res.ops = &resource_ops;
+    c->closed_job = (struct task_job){.run = run_closed_job, .what = "on_close"};
+    return c;
+}
+
+void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t peer_len)
+{
+    c->fd = fd;
+    c->state = CONN_OPEN;
+    c->readable = true;
+    c->id = ++last_id;
     /* Unix peers are nearly always unnamed, and a path would not fit: keep the family only. */
     c->peer_len = peer->sa_family == AF_UNIX ? sizeof(sa_family_t)
                   : peer_len < sizeof c->peer ? peer_len : sizeof c->peer;
     memcpy(&c->peer, peer, c->peer_len);
-    luaL_setmetatable(L, CONN_MT);
     ev_io_init(&c->rio, on_readable, fd, EV_READ);
     ev_io_init(&c->wio, on_writable, fd, EV_WRITE);
     ev_init(&c->rtimer, on_read_timer);
     ev_init(&c->wtimer, on_write_timer);
-
-    lua_pushvalue(L, -1);
-    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->next = open_head;
     if (open_head != NULL)
         open_head->prev = c;
     open_head = c;
     open_count++;
-    return c;
+}
+
+void conn_discard(struct conn *c)
+{
+    release_anchor(c);
+}
+
+void conn_release(struct conn *c)
+{
+    buf_free(&c->in);
+    buf_free(&c->out);
+    drop_framer(c);
 }
 
 void conn_init(struct ev_loop *l, lua_State *L)

@@ -1,9 +1,10 @@
 /* conn.h -- a TCP or unix stream connection: its buffers, watchers and life cycle.
  *
  * The struct is the body of the Lua userdata that handlers see, with the libev watchers embedded
- * in it, so an event needs no allocation. A connection is anchored in the registry while its
- * socket is open, so it cannot be collected while the loop still watches it. The Lua methods
- * are in lconn.c; this file is the engine underneath them. */
+ * in it, so an event needs no allocation. A connection is anchored in the registry from its
+ * creation until it is closed and its on_close hook has started, so it cannot be collected while
+ * the loop still watches it. The Lua methods are in lconn.c; this file is the engine underneath
+ * them. Tasks wait in it only through task.c's waiters lists. */
 #ifndef CONN_H
 #define CONN_H
 
@@ -16,6 +17,7 @@
 #include "buf.h"
 #include "codec.h"
 #include "reader.h"
+#include "task.h"
 
 #define CONN_MT "luasock.conn"
 
@@ -39,9 +41,11 @@ extern double conn_first_byte_timeout;
 
 struct conn;
 
-/* Called once when an open connection starts closing, for whatever reason ("closed" when the
- * handler ended or called close, else the error). The connection is still anchored then. */
-extern void (*conn_on_close)(struct conn *c, const char *reason);
+/* Runs the script's on_close(conn, reason) hook (script.c), or NULL for none. It is called once,
+ * after an open connection started closing for whatever reason ("closed" when the handler ended
+ * or called close, else the error), with the connection's userdata on top of L: from the loop's
+ * protected step on the main thread, never in the middle of the handler that closed it. */
+extern void (*conn_on_close)(lua_State *L, const char *reason);
 
 enum conn_state {
     CONN_CONNECTING, /* outgoing, waiting for the connect to complete */
@@ -54,12 +58,11 @@ struct conn {
     ev_io rio, wio;
     ev_timer rtimer, wtimer;
     struct buf in, out;
-    struct task *reader, *writer;
-    struct read_req req;       /* what the reader waits for */
+    struct task_waiters reader, writer; /* the writer waits for a connect, or for the queue to drain */
+    struct read_req req;       /* what the current read asks for */
     const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
     size_t prefix_len;
-    size_t searched;           /* see read_scan */
-    size_t writer_result;      /* what send returns once the writer may go on */
+    size_t searched;           /* see read_scan; progress of the current read */
     ev_tstamp rdeadline, wdeadline; /* 0: none */
     struct conn_settings set;
     /* Kept from accept or connect: getpeername fails once both directions are shut down, and
@@ -74,55 +77,64 @@ struct conn {
     int fd;
     int ref;
     enum conn_state state;
+    const char *close_reason; /* why it left the open state */
     bool eof;          /* the peer will send nothing more */
     bool heard_from;   /* the peer has sent something (outgoing: we spoke first) */
     bool peer_counted; /* counted by peers_admit, for --max-connections-per-ip */
     bool readable;     /* the socket may have unread bytes; read before waiting */
     bool skipping;     /* dropping the rest of an over-long line */
     bool shut_wr;      /* no more sends: shutdown("send") or closing */
+    bool reading;      /* a read waits, or was woken and has not returned yet: it owns in */
+    bool outgoing;     /* made by luasock.connect */
     bool flush_listed;
     struct conn *flush_prev, *flush_next;
     struct conn *prev, *next; /* all open connections */
     struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
-    struct task *owner;       /* outgoing: the task that connected; it closes c when it ends */
-    struct conn *owned_next;
+    struct task_resource res;    /* owned by the task it serves, or that connected it */
+    struct task_job closed_job;  /* runs conn_on_close */
 };
 
+/* The loop, and the main thread (for registry references from event callbacks). */
 void conn_init(struct ev_loop *loop, lua_State *L);
 
-/* Pushes a new connection userdata for the connected socket fd. */
-struct conn *conn_new(lua_State *L, int fd, const struct sockaddr *peer, socklen_t peer_len);
+/* Pushes a new connection userdata that owns no socket yet, anchored so that it lives while it
+ * is open. Raises (out of memory) before anything is acquired: create it before the socket. */
+struct conn *conn_new(lua_State *L);
 
-/* Ties an outgoing connection to the task that made it, which closes it when it ends. */
-void conn_own(struct conn *c, struct task *t);
+/* Gives the connection its connected socket fd. Cannot raise. */
+void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t peer_len);
 
-/* For a socket whose non-blocking connect is in progress: ties c to the calling task (which
- * closes it when it ends) and suspends the task until c is connected (resumed with c) or has
- * failed or timed out (resumed with nil, err). */
+/* Lets go of a connection that never got a socket. */
+void conn_discard(struct conn *c);
+
+/* Frees what a connection that is being collected still holds (its __gc). */
+void conn_release(struct conn *c);
+
+/* For a socket whose non-blocking connect is in progress: suspends the calling task (checked
+ * with task_check_wait) until c is connected (resumed with c) or has failed or timed out
+ * (resumed with nil, err; c is then closed). */
 int conn_wait_connect(struct conn *c, lua_State *L, double timeout);
-
-/* Closes the outgoing connections task t made (it has ended). */
-void conn_close_owned(struct task *t);
 
 /* "conn 12 from 127.0.0.1:5555", for log lines. */
 void conn_describe(struct conn *c, char *out, size_t size);
 
-/* Tries to complete c->req, reading from the socket while it has bytes. Pushes the results
- * (data, or nil, err, partial) on L and returns their count; returns -1 when it must wait. */
-int conn_read(struct conn *c, lua_State *L);
-
-/* Suspends the calling task until c->req completes, fails or times out. */
-int conn_wait_read(struct conn *c, lua_State *L);
+/* Completes c->req (set by the caller, with c->reading false): pushes the results (data, or
+ * nil, err, partial) on L and returns their count, or suspends the calling task until it can
+ * (raising "what cannot wait ..." when it cannot wait). */
+int conn_read(struct conn *c, lua_State *L, const char *what);
 
 /* Queues bytes for the next flush. Returns 0, or -1 when out of memory. */
 int conn_queue(struct conn *c, const char *data, size_t len);
 
-/* Queues the MessagePack encoding of the Lua value at idx. Returns 0, or -1 with *err. */
+/* Queues the MessagePack encoding of the Lua value at idx. Returns 0, or -1 with *err and
+ * nothing queued. */
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err);
 
-/* Called after queueing: returns the number of results if the sender may go on (it pushes
- * accepted), or suspends the sender until the queue is below the high-water mark. */
-int conn_after_send(struct conn *c, lua_State *L, size_t accepted);
+/* After a send queued its bytes (the queue held before bytes until then): pushes how many it
+ * accepted and returns 1, or suspends the sender until the queue is below the high-water mark.
+ * A sender that cannot wait (see task_check_wait; or another one waits already) takes its bytes
+ * back and raises. */
+int conn_after_send(struct conn *c, lua_State *L, size_t before, const char *what);
 
 /* post: after queueing, closes the connection if its peer has let more than max_queue bytes pile
  * up. Returns 0, or -1 when it closed it. */

@@ -3,6 +3,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,20 +58,34 @@ static const char *lookup(const struct phrase *table, size_t n, int code)
 }
 
 /* strerror's text starts with a capital letter; our phrases do not. */
-static const char *lowercased(const char *text)
+static const char *lowercase_into(char *copy, size_t size, const char *text)
 {
-    static char copy[128];
     size_t i = 0;
-    for (; text[i] != '\0' && i + 1 < sizeof copy; i++)
+    for (; text[i] != '\0' && i + 1 < size; i++)
         copy[i] = (char)tolower((unsigned char)text[i]);
     copy[i] = '\0';
     return copy;
 }
 
+static const char *lowercased(const char *text)
+{
+    static char copy[128];
+    return lowercase_into(copy, sizeof copy, text);
+}
+
 const char *errors_string(int err)
 {
+    /* One copy per code: the text of a failed wait is handed to its coroutine later, and must
+     * not change meanwhile. */
+    static char texts[256][96];
     const char *text = lookup(errno_phrases, sizeof errno_phrases / sizeof *errno_phrases, err);
-    return text != NULL ? text : lowercased(strerror(err));
+    if (text != NULL)
+        return text;
+    if (err < 0 || err >= 256)
+        return lowercased(strerror(err));
+    if (texts[err][0] == '\0')
+        lowercase_into(texts[err], sizeof texts[err], strerror(err));
+    return texts[err];
 }
 
 const char *errors_name(int err)
@@ -103,4 +118,16 @@ const char *errors_ares_string(int status)
         snprintf(text, sizeof text, "resolver error: %s", lowercased(ares_strerror(status)));
         return text;
     }
+}
+
+const char *errors_signal_name(int sig, char *buf, size_t size)
+{
+    const char *name = sigabbrev_np(sig);
+    if (name != NULL)
+        snprintf(buf, size, "%s", name);
+    else if (sig >= SIGRTMIN && sig <= SIGRTMAX)
+        snprintf(buf, size, "RTMIN+%d", sig - SIGRTMIN);
+    else
+        snprintf(buf, size, "%d", sig);
+    return buf;
 }

@@ -5,6 +5,8 @@
 #ifndef ERRORS_H
 #define ERRORS_H
 
+#include <stddef.h>
+
 /* Fixed strings for conditions that are not an errno. */
 #define ERR_TIMEOUT "timeout"
 #define ERR_CLOSED "closed"
@@ -25,5 +27,9 @@ const char *errors_gai_string(int gai_error);
 
 /* c-ares's ARES_* codes: "host not found", "timeout", "resolver error: ..." */
 const char *errors_ares_string(int status);
+
+/* A signal's name without "SIG": "TERM", "KILL", "RTMIN+1" (real-time signals have no
+ * abbreviation of their own), or its number. Returns buf. */
+const char *errors_signal_name(int sig, char *buf, size_t size);
 
 #endif

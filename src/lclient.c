@@ -20,63 +20,91 @@
 #include "resolver.h"
 #include "task.h"
 
+#define LOOKUP_MT "luasock.lookup"
+
+/* A name lookup, as a userdata on the resolving coroutine's stack: the answer is kept here in C
+ * until that coroutine runs again and turns it into Lua values. */
 struct lookup {
-    struct task *t;
-    ev_timer timer;
-    bool calling;   /* the answer came before resolver_lookup returned */
+    struct task_waiters waiter;
+    struct query *query; /* in flight with c-ares, or NULL */
     bool answered;
-    bool abandoned; /* timed out: the late answer only frees the lookup */
-    int nresults;
+    int status;          /* ARES_* once answered */
+    char *addresses;     /* count NUL-terminated strings, one after another */
+    int count;
 };
 
-#define loop EV_DEFAULT
+/* What c-ares holds until its callback, which always comes (with ARES_EDESTRUCTION at exit):
+ * it outlives a lookup that timed out or was collected. */
+struct query {
+    struct lookup *lookup; /* NULL once nobody waits for the answer */
+};
 
-/* Pushes the addresses as a list of strings, IPv6 and IPv4 in c-ares's order. */
-static void push_addresses(lua_State *L, struct ares_addrinfo *result)
+/* Keeps the addresses as text, IPv6 and IPv4 in c-ares's order. Returns an ARES_* status. */
+static int keep_addresses(struct lookup *lookup, struct ares_addrinfo *result)
 {
-    lua_newtable(L);
-    int n = 0;
+    size_t size = 0;
+    for (struct ares_addrinfo_node *node = result->nodes; node != NULL; node = node->ai_next)
+        size += NI_MAXHOST;
+    if (size > 0 && (lookup->addresses = malloc(size)) == NULL)
+        return ARES_ENOMEM;
+    size_t used = 0;
     for (struct ares_addrinfo_node *node = result->nodes; node != NULL; node = node->ai_next) {
-        char host[NI_MAXHOST];
         int port;
-        if (net_host_port(node->ai_addr, node->ai_addrlen, host, sizeof host, &port) == 0) {
-            lua_pushstring(L, host);
-            lua_rawseti(L, -2, ++n);
+        if (net_host_port(node->ai_addr, node->ai_addrlen, lookup->addresses + used,
+                          NI_MAXHOST, &port) == 0) {
+            used += strlen(lookup->addresses + used) + 1;
+            lookup->count++;
         }
     }
+    return ARES_SUCCESS;
 }
 
+/* Called inside c-ares's own processing: no Lua here, and the waiter runs on the next step. */
 static void on_answer(void *ud, int status, struct ares_addrinfo *result)
 {
-    struct lookup *lookup = ud;
-    ev_timer_stop(loop, &lookup->timer);
-    if (lookup->abandoned || status == ARES_EDESTRUCTION) {
-        free(lookup); /* nobody waits any more, or the server is exiting */
+    struct query *query = ud;
+    struct lookup *lookup = query->lookup;
+    free(query);
+    if (lookup == NULL)
         return;
-    }
-    lua_State *co = task_stack(lookup->t);
-    int n = 1;
-    if (status == ARES_SUCCESS)
-        push_addresses(co, result);
-    else
-        n = push_error(co, errors_ares_string(status));
+    lookup->query = NULL;
     lookup->answered = true;
-    lookup->nresults = n;
-    if (!lookup->calling) {
-        struct task *t = lookup->t;
-        free(lookup);
-        task_wake(t, n); /* c-ares is still inside its own processing: no resume from here */
-    }
+    lookup->status = status == ARES_SUCCESS ? keep_addresses(lookup, result) : status;
+    task_wake_first(&lookup->waiter, NULL);
 }
 
-static void on_lookup_timeout(struct ev_loop *l, ev_timer *w, int revents)
+static int lookup_gc(lua_State *L)
 {
-    (void)l;
-    (void)revents;
-    struct lookup *lookup = w->data;
-    lookup->abandoned = true;
-    lua_State *co = task_stack(lookup->t);
-    task_resume(lookup->t, push_error(co, ERR_TIMEOUT));
+    struct lookup *lookup = luaL_checkudata(L, 1, LOOKUP_MT);
+    if (lookup->query != NULL)
+        lookup->query->lookup = NULL;
+    free(lookup->addresses);
+    lookup->addresses = NULL;
+    return 0;
+}
+
+/* Pushes the addresses as a list of strings, or nil and the error. */
+static int push_answer(lua_State *L, struct lookup *lookup)
+{
+    if (lookup->status != ARES_SUCCESS)
+        return push_error(L, errors_ares_string(lookup->status));
+    lua_createtable(L, lookup->count, 0);
+    const char *address = lookup->addresses;
+    for (int i = 1; i <= lookup->count; i++) {
+        lua_pushstring(L, address);
+        lua_rawseti(L, -2, i);
+        address += strlen(address) + 1;
+    }
+    return 1;
+}
+
+static int resolve_resumed(lua_State *L, int status, lua_KContext lookup_index)
+{
+    (void)status;
+    const char *failure = task_failure(L);
+    if (failure != NULL)
+        return push_error(L, failure);
+    return push_answer(L, lua_touserdata(L, (int)lookup_index));
 }
 
 static int family_option(lua_State *L, int opts)
@@ -121,7 +149,6 @@ static int luasock_resolve(lua_State *L)
         luaL_checktype(L, 2, LUA_TTABLE);
     int family = family_option(L, 2);
     double timeout = number_option(L, 2, "timeout", -1);
-    struct task *t = task_check(L, "luasock.resolve");
     int literal = address_family(host);
     if (literal != AF_UNSPEC) {
         if (family != AF_UNSPEC && family != literal)
@@ -132,25 +159,19 @@ static int luasock_resolve(lua_State *L)
         return 1;
     }
 
-    struct lookup *lookup = calloc(1, sizeof *lookup);
-    if (lookup == NULL)
+    task_check_wait(L, "luasock.resolve");
+    struct lookup *lookup = lua_newuserdatauv(L, sizeof *lookup, 0);
+    *lookup = (struct lookup){0};
+    luaL_setmetatable(L, LOOKUP_MT);
+    struct query *query = malloc(sizeof *query);
+    if (query == NULL)
         return push_error(L, ERR_NO_MEMORY);
-    lookup->t = t;
-    lookup->calling = true;
-    ev_init(&lookup->timer, on_lookup_timeout);
-    lookup->timer.data = lookup;
-    resolver_lookup(host, family, on_answer, lookup);
-    lookup->calling = false;
-    if (lookup->answered) {
-        int n = lookup->nresults;
-        free(lookup);
-        return n;
-    }
-    if (timeout >= 0) {
-        ev_timer_set(&lookup->timer, timeout, 0);
-        ev_timer_start(loop, &lookup->timer);
-    }
-    return task_suspend(L);
+    query->lookup = lookup;
+    lookup->query = query;
+    resolver_lookup(host, family, on_answer, query);
+    if (lookup->answered) /* from /etc/hosts, before resolver_lookup returned */
+        return push_answer(L, lookup);
+    return task_wait(L, &lookup->waiter, timeout, resolve_resumed, lua_gettop(L));
 }
 
 /* luasock.set_nameservers("127.0.0.1:5353,[::1]:53"): ask these instead of resolv.conf's. */
@@ -176,7 +197,9 @@ static int bind_local(int fd, const char *host, int family)
     return rc;
 }
 
-/* luasock.core.connect_address(ip, port, timeout, bind) -> conn | nil, err */
+/* luasock.core.connect_address(ip, port, timeout, bind) -> conn | nil, err. The connection
+ * object comes first, so that nothing acquired afterwards (the socket, the address list) is
+ * left behind by a raise. */
 static int luasock_connect_address(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
@@ -184,14 +207,17 @@ static int luasock_connect_address(lua_State *L)
     double timeout = luaL_optnumber(L, 3, -1);
     const char *bind_host = luaL_optstring(L, 4, NULL);
     luaL_argcheck(L, port > 0 && port <= 65535, 2, "port must be 1 to 65535");
-    task_check(L, "luasock.connect");
+    struct task *t = task_check_wait(L, "luasock.connect");
+    struct conn *c = conn_new(L);
 
     char service[8];
     snprintf(service, sizeof service, "%d", (int)port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
     struct addrinfo *addr;
-    if (getaddrinfo(host, service, &hints, &addr) != 0)
+    if (getaddrinfo(host, service, &hints, &addr) != 0) {
+        conn_discard(c);
         return luaL_argerror(L, 1, "not a numeric address");
+    }
     int fd = socket(addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int rc = -1;
     if (fd >= 0 && (bind_host == NULL || bind_local(fd, bind_host, addr->ai_family) == 0))
@@ -201,15 +227,17 @@ static int luasock_connect_address(lua_State *L)
         if (fd >= 0)
             close(fd);
         freeaddrinfo(addr);
+        conn_discard(c);
         return push_error(L, errors_string(err));
     }
     net_set_nodelay(fd);
-    struct conn *c = conn_new(L, fd, addr->ai_addr, addr->ai_addrlen);
+    conn_attach(c, fd, addr->ai_addr, addr->ai_addrlen);
     freeaddrinfo(addr);
-    if (rc == 0) {
-        conn_own(c, task_current(L));
+    c->outgoing = true;
+    c->heard_from = true; /* we speak first: no first-byte timeout on our reads */
+    task_own(t, &c->res);
+    if (rc == 0)
         return 1;
-    }
     return conn_wait_connect(c, L, timeout);
 }
 
@@ -222,5 +250,9 @@ static const luaL_Reg functions[] = {
 
 void lclient_open(lua_State *L)
 {
+    luaL_newmetatable(L, LOOKUP_MT);
+    lua_pushcfunction(L, lookup_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
     luaL_setfuncs(L, functions, 0);
 }

@@ -4,6 +4,8 @@
  * returns the results or suspends the calling coroutine until conn.c resumes it with them. */
 #include <errno.h>
 #include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 
 #include "conn.h"
@@ -28,15 +30,19 @@ static struct conn *toconn(lua_State *L)
     return c;
 }
 
-static int start_read(lua_State *L, struct conn *c, struct read_req *req)
+/* A second coroutine reading the same connection is a mistake, refused before anything of the
+ * first reader's changes. */
+static int start_read(lua_State *L, struct conn *c, struct read_req *req, const char *prefix,
+                      size_t prefix_len, const char *what)
 {
-    if (c->reader != NULL)
-        return luaL_error(L, "conn %llu is already being read by another coroutine",
-                          (unsigned long long)c->id);
+    if (c->reading)
+        return luaL_error(L, "conn %I is already being read by another coroutine",
+                          (lua_Integer)c->id);
     req->limit = req->kind == READ_ALL ? c->set.max_all : c->set.max_line;
     c->req = *req;
-    int n = conn_read(c, L);
-    return n >= 0 ? n : conn_wait_read(c, L);
+    c->prefix = prefix;
+    c->prefix_len = prefix_len;
+    return conn_read(c, L, what);
 }
 
 static int conn_receive(lua_State *L)
@@ -53,10 +59,9 @@ static int conn_receive(lua_State *L)
         if (read_parse_pattern(pattern, &req) < 0)
             return luaL_argerror(L, 2, lua_pushfstring(L, "invalid pattern '%s'", pattern));
     }
-    c->prefix = luaL_optlstring(L, 3, NULL, &c->prefix_len);
-    if (c->prefix == NULL)
-        c->prefix_len = 0;
-    return start_read(L, c, &req);
+    size_t prefix_len = 0;
+    const char *prefix = luaL_optlstring(L, 3, NULL, &prefix_len);
+    return start_read(L, c, &req, prefix, prefix_len, "conn:receive");
 }
 
 static int conn_receiveany(lua_State *L)
@@ -65,8 +70,7 @@ static int conn_receiveany(lua_State *L)
     lua_Integer max = luaL_optinteger(L, 2, DEFAULT_RECEIVEANY_MAX);
     luaL_argcheck(L, max >= 1, 2, "must be at least 1");
     struct read_req req = {.kind = READ_ANY, .count = (size_t)max};
-    c->prefix_len = 0;
-    return start_read(L, c, &req);
+    return start_read(L, c, &req, NULL, 0, "conn:receiveany");
 }
 
 /* Returns the value, or nil, err (a nil value comes back as nil with no error). */
@@ -74,8 +78,7 @@ static int conn_receive_object(lua_State *L)
 {
     struct conn *c = toconn(L);
     struct read_req req = {.kind = READ_OBJECT};
-    c->prefix_len = 0;
-    return start_read(L, c, &req);
+    return start_read(L, c, &req, NULL, 0, "conn:receive_object");
 }
 
 static int conn_receiveuntil(lua_State *L)
@@ -84,32 +87,51 @@ static int conn_receiveuntil(lua_State *L)
     struct read_req req = {.kind = READ_UNTIL};
     req.delim = luaL_checklstring(L, 2, &req.delim_len);
     luaL_argcheck(L, req.delim_len > 0, 2, "delimiter must not be empty");
-    c->prefix_len = 0;
-    return start_read(L, c, &req);
+    return start_read(L, c, &req, NULL, 0, "conn:receiveuntil");
 }
 
-/* Queues one string or number of send's data: argument arg, or item `item` of it when not 0.
- * Anything else raises, after undo_to has taken back what this call had queued. Returns -1 when
- * out of memory. */
-static int queue_value(lua_State *L, struct conn *c, int arg, int item, size_t undo_to,
-                       size_t *total)
+/* A number as Lua's tostring writes it, but formatted in C: send allocates nothing in Lua once
+ * it has queued bytes, so a memory error cannot leave half a message queued. */
+static size_t number_text(lua_State *L, int idx, char *out, size_t size)
 {
-    size_t len;
-    const char *s = lua_tolstring(L, item ? -1 : arg, &len);
-    if (s == NULL) {
-        buf_truncate(&c->out, undo_to);
-        if (item == 0)
-            return luaL_typeerror(L, arg, "string or array of strings");
-        return luaL_error(L, "bad argument #%d to 'send' (item %d is a %s, not a string)",
-                          arg - 1, item, luaL_typename(L, -1));
+    if (lua_isinteger(L, idx))
+        return (size_t)snprintf(out, size, LUA_INTEGER_FMT, (LUAI_UACINT)lua_tointeger(L, idx));
+    size_t len = (size_t)snprintf(out, size, LUA_NUMBER_FMT,
+                                  (LUAI_UACNUMBER)lua_tonumber(L, idx));
+    if (out[strspn(out, "-0123456789")] == '\0' && len + 2 < size) {
+        out[len++] = '.'; /* a float that looks like an integer: 1e15 is "1e+15", 2.0 is "2.0" */
+        out[len++] = '0';
+        out[len] = '\0';
     }
-    *total += len;
-    return conn_queue(c, s, len);
+    return len;
 }
 
-/* Queues send's or post's data arguments (strings, numbers, arrays of those) in one pass.
- * Returns 0, or pushes nil, err and returns -1. Misuse raises with nothing queued. */
-static int queue_args(lua_State *L, struct conn *c, size_t *total)
+/* Queues the string or number at idx. Returns 0, -1 when out of memory, or 1 when the value is
+ * neither (nothing queued). */
+static int queue_value(lua_State *L, struct conn *c, int idx)
+{
+    char number[64];
+    size_t len;
+    const char *data;
+    switch (lua_type(L, idx)) {
+    case LUA_TSTRING:
+        data = lua_tolstring(L, idx, &len);
+        break;
+    case LUA_TNUMBER:
+        len = number_text(L, idx, number, sizeof number);
+        data = number;
+        break;
+    default:
+        return 1;
+    }
+    return conn_queue(c, data, len);
+}
+
+/* Queues send's or post's data arguments (strings, numbers, arrays of those) in one pass. Arrays
+ * are read raw: no metamethod runs in the middle of queueing, where it could close the
+ * connection under us. Returns 0, or pushes nil, err and returns -1. Misuse raises with nothing
+ * queued: the queue is put back to before bytes. */
+static int queue_args(lua_State *L, struct conn *c, size_t before)
 {
     int top = lua_gettop(L);
     luaL_argcheck(L, top >= 2, 2, "string expected, got no value");
@@ -117,22 +139,27 @@ static int queue_args(lua_State *L, struct conn *c, size_t *total)
         push_error(L, ERR_CLOSED);
         return -1;
     }
-    size_t before = buf_len(&c->out);
-    int failed = 0;
-    *total = 0;
-    for (int arg = 2; arg <= top && !failed; arg++) {
+    int rc = 0;
+    for (int arg = 2; arg <= top && rc == 0; arg++) {
         if (lua_type(L, arg) != LUA_TTABLE) {
-            failed = queue_value(L, c, arg, 0, before, total);
+            if ((rc = queue_value(L, c, arg)) > 0) {
+                buf_truncate(&c->out, before);
+                return luaL_typeerror(L, arg, "string or array of strings");
+            }
             continue;
         }
-        lua_Integer n = luaL_len(L, arg);
-        for (lua_Integer i = 1; i <= n && !failed; i++) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, arg);
+        for (lua_Integer i = 1; i <= n && rc == 0; i++) {
             lua_rawgeti(L, arg, i);
-            failed = queue_value(L, c, arg, (int)i, before, total);
+            if ((rc = queue_value(L, c, -1)) > 0) {
+                buf_truncate(&c->out, before);
+                return luaL_error(L, "bad argument #%d to 'send' (item %d is a %s, not a string)",
+                                  arg - 1, (int)i, luaL_typename(L, -1));
+            }
             lua_pop(L, 1);
         }
     }
-    if (failed) {
+    if (rc < 0) {
         buf_truncate(&c->out, before);
         push_error(L, ERR_NO_MEMORY);
         return -1;
@@ -143,10 +170,10 @@ static int queue_args(lua_State *L, struct conn *c, size_t *total)
 static int conn_send(lua_State *L)
 {
     struct conn *c = toconn(L);
-    size_t total;
-    if (queue_args(L, c, &total) < 0)
+    size_t before = buf_len(&c->out);
+    if (queue_args(L, c, before) < 0)
         return 2;
-    return conn_after_send(c, L, total);
+    return conn_after_send(c, L, before, "conn:send");
 }
 
 static int conn_send_object(lua_State *L)
@@ -159,19 +186,20 @@ static int conn_send_object(lua_State *L)
     const char *err;
     if (conn_queue_object(c, L, 2, &err) < 0)
         return push_error(L, err);
-    return conn_after_send(c, L, buf_len(&c->out) - before);
+    return conn_after_send(c, L, before, "conn:send_object");
 }
 
 /* Like send, but never suspends: for broadcasting to connections other than one's own. */
 static int conn_post(lua_State *L)
 {
     struct conn *c = toconn(L);
-    size_t total;
-    if (queue_args(L, c, &total) < 0)
+    size_t before = buf_len(&c->out);
+    if (queue_args(L, c, before) < 0)
         return 2;
+    size_t queued = buf_len(&c->out) - before;
     if (conn_check_queue(c) < 0)
         return push_error(L, ERR_OVERFLOW);
-    lua_pushinteger(L, (lua_Integer)total);
+    lua_pushinteger(L, (lua_Integer)queued);
     return 1;
 }
 
@@ -227,11 +255,11 @@ static int conn_shutdown_method(lua_State *L)
     return 1;
 }
 
+/* The address kept from accept or connect: it is still known once the connection is closed
+ * (in on_close, say). */
 static int conn_peer(lua_State *L)
 {
     struct conn *c = toconn(L);
-    if (c->fd < 0)
-        return push_error(L, ERR_CLOSED);
     return push_host_port(L, &c->peer.sa, c->peer_len);
 }
 
@@ -276,9 +304,7 @@ static int conn_tostring(lua_State *L)
 
 static int conn_gc(lua_State *L)
 {
-    struct conn *c = toconn(L);
-    buf_free(&c->in);
-    buf_free(&c->out);
+    conn_release(toconn(L));
     return 0;
 }
 

@@ -1,7 +1,6 @@
 /* lluasock.c -- luasock.core, the C half of the module handlers get from require "luasock"
  * (scripts/luasock/init.lua is the other half): sleep, now, spawn, log, and the client
  * functions of lclient.c. */
-#include <ev.h>
 #include <stdbool.h>
 #include <lauxlib.h>
 
@@ -36,7 +35,7 @@ static int luasock_sleep(lua_State *L)
 
 static int luasock_now(lua_State *L)
 {
-    lua_pushnumber(L, ev_now(EV_DEFAULT));
+    lua_pushnumber(L, task_now());
     return 1;
 }
 
@@ -44,8 +43,8 @@ static int luasock_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     int nargs = lua_gettop(L) - 1;
-    struct task *t = task_new(L, nargs, 0);
-    task_wake(t, nargs);
+    struct task *t = task_new(L, nargs, 0, NULL);
+    task_start(t);
     task_push(L, t);
     return 1;
 }
@@ -68,18 +67,20 @@ static int luasock_log_(lua_State *L)
     return 0;
 }
 
-/* luasock.encode(value) -> MessagePack bytes | nil, err */
+/* luasock.encode(value) -> MessagePack bytes | nil, err. The bytes are made in a buffer that
+ * outlives the call, so that a memory error raised while they become a Lua string leaks nothing:
+ * the next call frees what the failed one left. */
 static int luasock_encode(lua_State *L)
 {
+    static struct buf encoded;
     luaL_checkany(L, 1);
     struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH};
-    struct buf out = {0};
     const char *err;
-    if (codec_encode(L, 1, &out, &limits, &err) != CODEC_OK) {
+    buf_free(&encoded);
+    if (codec_encode(L, 1, &encoded, &limits, &err) != CODEC_OK)
         return push_error(L, err);
-    }
-    lua_pushlstring(L, buf_head(&out), buf_len(&out));
-    buf_free(&out);
+    lua_pushlstring(L, buf_head(&encoded), buf_len(&encoded));
+    buf_free(&encoded);
     return 1;
 }
 

@@ -3,21 +3,20 @@
  * for a coroutine to wait for another (a reply read by a client's reader coroutine, work handed
  * to a background coroutine), without polling.
  *
- * Values live in the queue's uservalue table between indices head and tail; a waiting task is
- * linked through its next_ready field, which is free while it is suspended. */
+ * Values live in the queue's uservalue table between indices head and tail. A value pushed while
+ * coroutines wait is handed straight to the first of them (task_wake_first_with), so a pop that
+ * comes in between cannot take it from the waiter it was meant for. */
 #include <lauxlib.h>
 
 #include "lqueue.h"
 #include "lresult.h"
 #include "task.h"
 
-#define loop EV_DEFAULT
-
 #define QUEUE_MT "luasock.queue"
 
 struct queue {
     lua_Integer head, tail; /* values at [head, tail) of the uservalue table */
-    struct task *first_waiter, *last_waiter;
+    struct task_waiters waiters;
 };
 
 static struct queue *toqueue(lua_State *L)
@@ -25,50 +24,29 @@ static struct queue *toqueue(lua_State *L)
     return luaL_checkudata(L, 1, QUEUE_MT);
 }
 
-static void unlink_waiter(struct queue *q, struct task *t)
-{
-    struct task **link = &q->first_waiter, *prev = NULL;
-    while (*link != t) {
-        prev = *link;
-        link = &(*link)->next_ready;
-    }
-    *link = t->next_ready;
-    if (q->last_waiter == t)
-        q->last_waiter = prev;
-    t->next_ready = NULL;
-    t->waiting_on = NULL;
-}
-
-static void pop_timed_out(struct ev_loop *l, ev_timer *w, int revents)
-{
-    (void)l;
-    (void)revents;
-    struct task *t = w->data;
-    unlink_waiter(t->waiting_on, t);
-    task_restore_sleep_timer(t);
-    task_resume(t, push_error(task_stack(t), "timeout"));
-}
-
 /* q:push(value) -> true: hands value to the oldest waiting coroutine, or keeps it. */
 static int queue_push(lua_State *L)
 {
     struct queue *q = toqueue(L);
     luaL_argexpected(L, !lua_isnoneornil(L, 2), 2, "a value (not nil)");
-    struct task *t = q->first_waiter;
-    if (t != NULL) {
-        unlink_waiter(q, t);
-        ev_timer_stop(loop, &t->sleep_timer);
-        task_restore_sleep_timer(t);
-        lua_State *to = task_stack(t);
-        lua_pushvalue(L, 2);
-        lua_xmove(L, to, 1);
-        task_wake(t, 1);
-    } else {
+    if (!task_wake_first_with(L, &q->waiters, 2)) {
         lua_getiuservalue(L, 1, 1);
         lua_pushvalue(L, 2);
-        lua_rawseti(L, -2, q->tail++);
+        lua_rawseti(L, -2, q->tail);
+        q->tail++;
     }
     lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int pop_resumed(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    const char *failure = task_failure(L);
+    if (failure != NULL)
+        return push_error(L, failure);
+    task_push_delivery(L);
     return 1;
 }
 
@@ -84,22 +62,10 @@ static int queue_pop(lua_State *L)
         lua_rawseti(L, -3, q->head++);
         return 1;
     }
-    struct task *t = task_check(L, "queue:pop");
+    task_check_wait(L, "queue:pop");
     if (timeout == 0)
         return push_error(L, "timeout");
-    t->waiting_on = q;
-    t->next_ready = NULL;
-    if (q->last_waiter != NULL)
-        q->last_waiter->next_ready = t;
-    else
-        q->first_waiter = t;
-    q->last_waiter = t;
-    if (timeout > 0) {
-        ev_set_cb(&t->sleep_timer, pop_timed_out);
-        ev_timer_set(&t->sleep_timer, timeout, 0);
-        ev_timer_start(loop, &t->sleep_timer);
-    }
-    return task_suspend(L);
+    return task_wait(L, &q->waiters, timeout > 0 ? timeout : -1, pop_resumed, 0);
 }
 
 static int queue_len(lua_State *L)

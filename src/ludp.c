@@ -1,44 +1,20 @@
-/* ludp.c -- UDP sockets: luasock.udp() for clients, and udp: listeners whose datagrams go to the
- * script's datagram(data, peer) callback.
- *
- * Datagrams are read into one shared buffer: a UDP socket keeps no buffer of its own. A socket is
- * created on first use, in the family of the first address it meets (IPv4 or IPv6). */
+/* ludp.c -- the Lua side of UDP: luasock.udp() and its methods, and the datagram(data, peer)
+ * callback of udp: listeners. The sockets themselves are udp.c's. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <netdb.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "conn.h"
-#include "container.h"
 #include "errors.h"
 #include "lresult.h"
 #include "ludp.h"
 #include "task.h"
+#include "udp.h"
 
-#define UDP_MT "luasock.udp"
 #define PEER_MT "luasock.udp_peer"
-#define DEFAULT_MAX_DATAGRAM 65536
-#define DATAGRAMS_PER_WAKEUP 64
-
-struct udp {
-    ev_io rio;
-    ev_timer timer;
-    struct task *reader;
-    size_t reader_max;
-    bool reader_wants_from; /* receivefrom (data, host, port) rather than receive (data) */
-    double timeout;         /* below 0: none */
-    ev_tstamp deadline;
-    int fd;
-    int datagram_ref; /* listeners: the script's callback */
-    struct udp *next_listener;
-};
-
-#define loop EV_DEFAULT
-
-static char datagram[65536];
-static struct udp *listeners;
 
 static struct udp *toudp(lua_State *L)
 {
@@ -71,91 +47,16 @@ static int address_arg(lua_State *L, int host_arg, struct sockaddr_storage *ss, 
     return 0;
 }
 
-static int ensure_socket(struct udp *u, int family)
-{
-    if (u->fd >= 0)
-        return 0;
-    u->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (u->fd < 0)
-        return -1;
-    ev_io_set(&u->rio, u->fd, EV_READ);
-    return 0;
-}
-
-/* Reads one datagram and pushes it (and its sender, for receivefrom). Returns the number of
- * values pushed, or -1 when nothing has arrived. */
-static int try_receive(struct udp *u, lua_State *L, size_t max, bool want_from)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    ssize_t n;
-    do
-        n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : push_error(L, errors_string(errno));
-    lua_pushlstring(L, datagram, (size_t)n < max ? (size_t)n : max);
-    if (!want_from)
-        return 1;
-    return 1 + push_host_port(L, (struct sockaddr *)&ss, len);
-}
-
-static void on_readable(struct ev_loop *l, ev_io *w, int revents)
-{
-    (void)l;
-    (void)revents;
-    struct udp *u = container_of(w, struct udp, rio);
-    struct task *t = u->reader;
-    if (t == NULL) {
-        ev_io_stop(loop, w);
-        return;
-    }
-    int n = try_receive(u, task_stack(t), u->reader_max, u->reader_wants_from);
-    if (n < 0)
-        return;
-    u->reader = NULL;
-    task_resume(t, n);
-}
-
-static void on_timer(struct ev_loop *l, ev_timer *w, int revents)
-{
-    (void)l;
-    (void)revents;
-    struct udp *u = container_of(w, struct udp, timer);
-    struct task *t = u->reader;
-    if (t == NULL)
-        return;
-    u->reader = NULL;
-    ev_io_stop(loop, &u->rio);
-    task_resume(t, push_error(task_stack(t), ERR_TIMEOUT));
-}
-
 static int receive(lua_State *L, bool want_from)
 {
     struct udp *u = toudp(L);
-    lua_Integer max = luaL_optinteger(L, 2, DEFAULT_MAX_DATAGRAM);
+    lua_Integer max = luaL_optinteger(L, 2, UDP_MAX_DATAGRAM);
     luaL_argcheck(L, max >= 1, 2, "must be at least 1");
     if (u->fd < 0)
         return push_error(L, want_from ? "not bound: sendto or setsockname first"
                                        : "not connected: setpeername first");
-    if (u->reader != NULL)
-        return luaL_error(L, "another coroutine is already receiving on this socket");
-    int n = try_receive(u, L, (size_t)max, want_from);
-    if (n >= 0)
-        return n;
-    struct task *t = task_check(L, want_from ? "receivefrom" : "receive");
-    if (u->timeout == 0)
-        return push_error(L, ERR_TIMEOUT);
-    u->reader = t;
-    u->reader_max = (size_t)max;
-    u->reader_wants_from = want_from;
-    ev_io_start(loop, &u->rio);
-    ev_timer_stop(loop, &u->timer);
-    if (u->timeout > 0) {
-        ev_timer_set(&u->timer, u->timeout, 0);
-        ev_timer_start(loop, &u->timer);
-    }
-    return task_suspend(L);
+    return udp_receive(u, L, (size_t)max, want_from,
+                       want_from ? "udp:receivefrom" : "udp:receive");
 }
 
 static int udp_receivefrom(lua_State *L)
@@ -163,7 +64,7 @@ static int udp_receivefrom(lua_State *L)
     return receive(L, true);
 }
 
-static int udp_receive(lua_State *L)
+static int udp_receive_method(lua_State *L)
 {
     return receive(L, false);
 }
@@ -171,7 +72,7 @@ static int udp_receive(lua_State *L)
 static int send_to(lua_State *L, struct udp *u, const char *data, size_t len,
                    const struct sockaddr *to, socklen_t to_len)
 {
-    if (ensure_socket(u, to != NULL ? to->sa_family : AF_INET) < 0)
+    if (udp_ensure_socket(u, to != NULL ? to->sa_family : AF_INET) < 0)
         return push_error(L, errors_string(errno));
     ssize_t n;
     do
@@ -211,7 +112,7 @@ static int attach(lua_State *L, bool peer)
     struct sockaddr_storage ss;
     socklen_t len;
     address_arg(L, 2, &ss, &len);
-    if (ensure_socket(u, ss.ss_family) < 0)
+    if (udp_ensure_socket(u, ss.ss_family) < 0)
         return push_error(L, errors_string(errno));
     int rc = peer ? connect(u->fd, (struct sockaddr *)&ss, len)
                   : bind(u->fd, (struct sockaddr *)&ss, len);
@@ -253,32 +154,11 @@ static int udp_settimeout(lua_State *L)
     return 1;
 }
 
-static void udp_release(struct udp *u)
+static int udp_close_method(lua_State *L)
 {
-    ev_io_stop(loop, &u->rio);
-    ev_timer_stop(loop, &u->timer);
-    if (u->fd >= 0)
-        close(u->fd);
-    u->fd = -1;
-}
-
-static int udp_close(lua_State *L)
-{
-    struct udp *u = toudp(L);
-    struct task *t = u->reader;
-    udp_release(u);
-    if (t != NULL) {
-        u->reader = NULL;
-        task_wake(t, push_error(task_stack(t), ERR_CLOSED));
-    }
+    udp_close(toudp(L));
     lua_pushboolean(L, 1);
     return 1;
-}
-
-static int udp_gc(lua_State *L)
-{
-    udp_release(toudp(L));
-    return 0;
 }
 
 static int udp_tostring(lua_State *L)
@@ -287,20 +167,10 @@ static int udp_tostring(lua_State *L)
     return 1;
 }
 
-static struct udp *new_udp(lua_State *L, int fd)
-{
-    struct udp *u = lua_newuserdatauv(L, sizeof *u, 0);
-    *u = (struct udp){.fd = fd, .timeout = conn_defaults.read_timeout, .datagram_ref = LUA_NOREF};
-    luaL_setmetatable(L, UDP_MT);
-    ev_io_init(&u->rio, on_readable, fd, EV_READ);
-    ev_init(&u->timer, on_timer);
-    return u;
-}
-
 /* luasock.udp() -> an unbound UDP socket */
 static int luasock_udp(lua_State *L)
 {
-    new_udp(L, -1);
+    udp_new(L, -1)->timeout = conn_defaults.read_timeout;
     return 1;
 }
 
@@ -337,81 +207,87 @@ static void push_peer(lua_State *L, int socket_index, const struct sockaddr *sa,
     luaL_setmetatable(L, PEER_MT);
 }
 
-static void on_datagram(struct ev_loop *l, ev_io *w, int revents)
+struct arrival {
+    struct udp *socket;
+    const char *data;
+    size_t len;
+    const struct sockaddr *from;
+    socklen_t from_len;
+    struct task *task; /* made for it, to run once the protected step is over */
+};
+
+/* Makes the task that runs datagram(data, peer); protected (task_protected). */
+static int new_datagram_task(lua_State *L)
 {
-    (void)l;
-    (void)revents;
-    struct udp *u = container_of(w, struct udp, rio);
-    lua_State *L = task_main_state();
-    for (int i = 0; i < DATAGRAMS_PER_WAKEUP; i++) {
-        struct sockaddr_storage ss;
-        socklen_t len = sizeof ss;
-        ssize_t n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
-        if (n < 0)
-            return;
-        if (lua_rawgeti(L, LUA_REGISTRYINDEX, u->datagram_ref) != LUA_TFUNCTION) {
-            lua_pop(L, 1); /* a reload removed the callback: the datagram is dropped */
-            continue;
-        }
-        lua_pushlstring(L, datagram, (size_t)n);
-        lua_pushlightuserdata(L, u);
-        lua_rawget(L, LUA_REGISTRYINDEX); /* the socket's userdata, anchored by ludp_listen */
-        push_peer(L, -1, (struct sockaddr *)&ss, len);
-        lua_remove(L, -2);
-        task_resume(task_new(L, 2, 0), 2);
-    }
+    struct arrival *a = lua_touserdata(L, 1);
+    if (lua_rawgeti(L, LUA_REGISTRYINDEX, a->socket->datagram_ref) != LUA_TFUNCTION)
+        return 0; /* a reload removed the callback: the datagram is dropped */
+    lua_pushlstring(L, a->data, a->len);
+    lua_pushlightuserdata(L, a->socket);
+    lua_rawget(L, LUA_REGISTRYINDEX); /* the socket's userdata, anchored by ludp_listen */
+    push_peer(L, -1, a->from, a->from_len);
+    lua_remove(L, -2);
+    a->task = task_new(L, 2, 0, NULL);
+    return 0;
+}
+
+static void on_datagram(struct udp *u, const char *data, size_t len, const struct sockaddr *from,
+                        socklen_t from_len)
+{
+    struct arrival a = {u, data, len, from, from_len, NULL};
+    if (task_protected(new_datagram_task, &a, "datagram dropped") == 0 && a.task != NULL)
+        task_run(a.task);
 }
 
 int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
                 bool for_workers, char *name, size_t name_size, char *err, size_t err_size)
 {
-    int gai_error;
-    int fd = net_listen(addr, 0, &gai_error);
-    if (fd < 0) {
+    int gai_error = 0;
+    if (udp_listen(L, addr, on_datagram, for_workers, &gai_error) < 0) {
         snprintf(err, err_size, "listen %s: %s", text,
                  gai_error ? errors_gai_string(gai_error) : errors_string(errno));
         return -1;
     }
-    struct udp *u = new_udp(L, fd);
+    struct udp *u = lua_touserdata(L, -1);
     u->datagram_ref = datagram_ref;
-    ev_set_cb(&u->rio, on_datagram);
-    u->next_listener = listeners;
-    listeners = u;
-    if (!for_workers)
-        ev_io_start(loop, &u->rio);
+    u->timeout = conn_defaults.read_timeout;
     lua_pushlightuserdata(L, u);
     lua_insert(L, -2);
     lua_rawset(L, LUA_REGISTRYINDEX);
     char bound[150];
-    net_local_address(fd, bound, sizeof bound);
+    net_local_address(u->fd, bound, sizeof bound);
     snprintf(name, name_size, "udp:%s", bound);
     return 0;
 }
 
 void ludp_start_listeners_in_worker(void)
 {
-    for (struct udp *u = listeners; u != NULL; u = u->next_listener)
-        if (u->fd >= 0) /* a script may have closed it through peer.socket */
-            ev_io_start(loop, &u->rio);
+    udp_start_listeners_in_worker();
+}
+
+static int udp_gc(lua_State *L)
+{
+    udp_close(toudp(L));
+    return 0;
 }
 
 static const luaL_Reg methods[] = {
     {"sendto", udp_sendto},
     {"receivefrom", udp_receivefrom},
     {"send", udp_send},
-    {"receive", udp_receive},
+    {"receive", udp_receive_method},
     {"setpeername", udp_setpeername},
     {"setsockname", udp_setsockname},
     {"getsockname", udp_getsockname},
     {"settimeout", udp_settimeout},
-    {"close", udp_close},
+    {"close", udp_close_method},
     {NULL, NULL},
 };
 
 static const luaL_Reg metamethods[] = {
     {"__index", NULL},
     {"__gc", udp_gc},
-    {"__close", udp_close},
+    {"__close", udp_close_method},
     {"__tostring", udp_tostring},
     {NULL, NULL},
 };

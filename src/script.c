@@ -115,21 +115,21 @@ static void apply_settings(void)
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
 }
 
-/* Runs the script's on_close(conn, reason) in a task of its own: the connection may be closing
- * from inside another coroutine, which must not be interrupted. */
-static void run_on_close(struct conn *c, const char *reason)
+/* Starts the script's on_close(conn, reason) in a task of its own; the connection's userdata is
+ * on top of the stack. */
+static void run_on_close(lua_State *state, const char *reason)
 {
-    if (!script_push_callback(L, SCRIPT_ON_CLOSE))
+    if (!script_push_callback(state, SCRIPT_ON_CLOSE))
         return;
-    conn_push(L, c);
-    lua_pushstring(L, reason);
-    struct task *t = task_new(L, 2, 0);
+    lua_pushvalue(state, -2);
+    lua_pushstring(state, reason);
+    struct task *t = task_new(state, 2, 0, NULL);
     /* A hook that tells others a member left must get to do so during a graceful shutdown. */
     task_await_at_shutdown(t);
-    task_wake(t, 2);
+    task_start(t);
 }
 
-/* Stores the script's callback field (script table on top) in its registry slot. A missing
+/* Stores a callback field of the settings table (on top) in its registry slot. A missing
  * callback is stored as false, never nil: a nil would punch a hole in the registry's array, and
  * luaL_ref could then hand out a slot that is still in use. */
 static void install_callback(int which)
@@ -145,15 +145,14 @@ static void install_callback(int which)
     lua_rawseti(L, LUA_REGISTRYINDEX, slots[which]);
 }
 
-/* With the script's table below its settings table: makes them the ones in use. */
+/* With the settings table (settings and callbacks) on top: makes them the ones in use. */
 static void install(void)
 {
     apply_settings();
-    lua_pushvalue(L, -2);
     for (int which = 0; which < 3; which++)
         install_callback(which);
-    lua_pop(L, 1);
-    conn_on_close = run_on_close;
+    /* Only a script with the hook pays for it: a deferred step per closed connection. */
+    conn_on_close = script_has_callback(SCRIPT_ON_CLOSE) ? run_on_close : NULL;
 }
 
 int script_start(void)
@@ -185,31 +184,36 @@ bool script_push_callback(lua_State *state, enum script_callback which)
     return false;
 }
 
+bool script_has_callback(enum script_callback which)
+{
+    bool has = script_push_callback(L, which);
+    if (has)
+        lua_pop(L, 1);
+    return has;
+}
+
 int script_callback_slot(enum script_callback which)
 {
     return slots[which];
 }
 
-/* Watches the script and the modules it loaded from its own directory. */
-static void watch_files_in_use(void)
+/* Watches the script and the modules it loaded from its own directory. Runs protected
+ * (task_protected): the list comes from Lua. */
+static int watch_files_in_use(lua_State *state)
 {
-    lua_getglobal(L, "require");
-    lua_pushliteral(L, "luasock.loader");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "local_modules");
-    lua_pushstring(L, script_path);
-    lua_call(L, 1, 1);
+    if (call_loader("local_modules", 0) < 0)
+        return lua_error(state);
     const char *paths[MAX_WATCHED_FILES] = {script_path};
     int count = 1;
-    lua_Integer n = luaL_len(L, -1);
+    lua_Integer n = (lua_Integer)lua_rawlen(state, -1);
     for (lua_Integer i = 1; i <= n && count < MAX_WATCHED_FILES; i++) {
-        lua_rawgeti(L, -1, i);
-        paths[count++] = lua_tostring(L, -1);
-        lua_pop(L, 1); /* the string stays alive in the list below it */
+        if (lua_rawgeti(state, -1, i) == LUA_TSTRING)
+            paths[count++] = lua_tostring(state, -1);
+        lua_pop(state, 1); /* the string stays alive in the list below it */
     }
     if (watch_files(paths, count) < 0)
         luasock_log(LUASOCK_LOG_WARN, "--watch: cannot watch %d files", count);
-    lua_pop(L, 2);
+    return 0;
 }
 
 int script_reload(const char *why)
@@ -229,7 +233,7 @@ int script_reload(const char *why)
         luasock_log(LUASOCK_LOG_INFO, "reloaded %s in %.1f ms (%s)", script_path,
                     (ev_time() - began) * 1000, why);
         if (watching)
-            watch_files_in_use();
+            task_protected(watch_files_in_use, NULL, "--watch");
     }
     lua_settop(L, top);
     return rc;
@@ -239,7 +243,7 @@ void script_watch(struct ev_loop *loop, watch_cb on_change)
 {
     watching = true;
     watch_init(loop, on_change);
-    watch_files_in_use();
+    task_protected(watch_files_in_use, NULL, "--watch");
 }
 
 void script_unwatch(void)

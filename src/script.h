@@ -29,6 +29,9 @@ int script_load_program(int nargs);
  * last loaded) has none. */
 bool script_push_callback(lua_State *L, enum script_callback which);
 
+/* Whether the script (as last loaded) has that callback. */
+bool script_has_callback(enum script_callback which);
+
 /* The registry slot that holds the callback: a reload replaces the function in the same slot, so
  * a holder of the slot (a udp listener) calls the new code from then on. */
 int script_callback_slot(enum script_callback which);

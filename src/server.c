@@ -1,7 +1,7 @@
 /* server.c -- `luasock serve`, `run` and `check` from start to exit: the runtime (loop, Lua
- * state), the listeners and accepting, signals and graceful shutdown, the pid file, the
- * --workers glue, and the loop's per-iteration work (resume woken tasks, then flush output).
- * The handler script itself is script.c's. */
+ * state), the listeners and accepting, signals and graceful shutdown, the pid file and the
+ * --workers glue. The handler script itself is script.c's; the loop's per-iteration work is
+ * task.c's. */
 #include <errno.h>
 #include <lauxlib.h>
 #include <libgen.h>
@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -22,6 +24,7 @@
 #include "lluasock.h"
 #include "log.h"
 #include "ludp.h"
+#include "udp.h"
 #include "luasock.h"
 #include "net.h"
 #include "peers.h"
@@ -40,8 +43,6 @@ static size_t max_per_ip;
 static ev_tstamp refusal_logged_at;
 static unsigned long refusals_unlogged;
 static struct listener *listeners;
-static ev_prepare before_wait;
-static ev_idle keep_polling;
 static ev_signal on_sigint, on_sigterm, on_sighup;
 static const char *pid_file_written;
 static bool shutting_down;
@@ -84,33 +85,6 @@ static int add_runtime_path(void)
     return -1;
 }
 
-static void before_wait_cb(struct ev_loop *l, ev_prepare *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    if (supervising)
-        return;
-    task_run_ready();
-    conn_flush_all();
-    if (shutting_down && task_handler_count() == 0 && !task_ready_pending()) {
-        ev_break(l, EVBREAK_ALL);
-        return;
-    }
-    /* Tasks woken meanwhile must run before the loop sleeps: an idle watcher keeps poll from
-     * blocking for one more iteration. */
-    if (task_ready_pending())
-        ev_idle_start(l, &keep_polling);
-    else
-        ev_idle_stop(l, &keep_polling);
-}
-
-static void keep_polling_cb(struct ev_loop *l, ev_idle *w, int revents)
-{
-    (void)l;
-    (void)w;
-    (void)revents;
-}
-
 static void on_grace_over(struct ev_loop *l, ev_timer *w, int revents)
 {
     (void)w;
@@ -134,6 +108,7 @@ static void close_listeners(void)
 static void begin_shutdown(const char *signal_name)
 {
     shutting_down = true;
+    task_stop_when_idle();
     lluasock_begin_shutdown();
     close_listeners();
     conn_interrupt_reads(ERR_SHUTTING_DOWN);
@@ -150,14 +125,45 @@ static void on_signal(struct ev_loop *l, ev_signal *w, int revents)
         workers_stop(w->signum);
         return;
     }
+    char name[16];
+    errors_signal_name(w->signum, name, sizeof name);
     if (!shutting_down) {
-        begin_shutdown(sigabbrev_np(w->signum));
+        begin_shutdown(name);
         return;
     }
-    luasock_log(LUASOCK_LOG_INFO, "second SIG%s: exiting now", sigabbrev_np(w->signum));
+    luasock_log(LUASOCK_LOG_INFO, "second SIG%s: exiting now", name);
     ev_break(l, EVBREAK_ALL);
 }
 
+/* Lua's warnings (warn(), an error in a __gc metamethod) go to the log. A warning may come in
+ * pieces; "@off" and "@on" switch them off and on (on by default: a server's log is where its
+ * author looks). */
+static void on_warning(void *ud, const char *piece, int tocont)
+{
+    static char text[1024];
+    static size_t len;
+    static bool off;
+    (void)ud;
+    if (len == 0 && !tocont && piece[0] == '@') {
+        if (strcmp(piece, "@off") == 0)
+            off = true;
+        else if (strcmp(piece, "@on") == 0)
+            off = false;
+        return;
+    }
+    size_t n = strlen(piece), room = sizeof text - 1 - len;
+    memcpy(text + len, piece, n < room ? n : room);
+    len += n < room ? n : room;
+    text[len] = '\0';
+    if (tocont)
+        return;
+    if (!off)
+        luasock_log(LUASOCK_LOG_WARN, "Lua warning: %s", text);
+    len = 0;
+}
+
+/* Reached only by a real out-of-memory (malloc failing) outside any protected call: everything
+ * else that runs Lua code on an event is protected (task.h). */
 static int on_panic(lua_State *state)
 {
     fprintf(stderr, "luasock: unprotected Lua error: %s\n", lua_tostring(state, -1));
@@ -182,13 +188,15 @@ static int open_runtime(void)
         return -1;
     }
     lua_atpanic(L, on_panic);
+    lua_setwarnf(L, on_warning, NULL);
     luaL_openlibs(L);
     luaL_requiref(L, "luasock.core", luaopen_luasock, 0);
     lua_pop(L, 1);
     if (resolver_init(loop) < 0)
         return -1;
-    task_init(loop, L);
+    task_init(loop, L, conn_flush_all);
     conn_init(loop, L);
+    udp_init(loop);
     lconn_open(L);
     return add_runtime_path();
 }
@@ -240,10 +248,39 @@ static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
     refusals_unlogged = 0;
 }
 
+struct accepted {
+    int fd;
+    const struct sockaddr *peer;
+    socklen_t peer_len;
+    struct conn *conn;  /* once it owns fd */
+    struct task *task;  /* its handler, to start once the protected step is over */
+};
+
+/* Makes the connection and its handler's task; runs protected (task_protected). */
+static int new_handler_task(lua_State *state)
+{
+    struct accepted *a = lua_touserdata(state, 1);
+    script_push_callback(state, SCRIPT_HANDLE);
+    struct conn *c = conn_new(state);
+    conn_attach(c, a->fd, a->peer, a->peer_len);
+    c->peer_counted = max_per_ip > 0;
+    a->conn = c;
+    a->task = task_new(state, 1, -1, &c->res);
+    return 0;
+}
+
+/* The socket is accepted before its connection object exists, but this frame owns it until the
+ * protected step has handed it over, and closes it if that step fails. */
 static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
         refuse(fd, peer_addr, peer_len, "too many connections open (--max-connections)");
+        return;
+    }
+    if (!script_has_callback(SCRIPT_HANDLE)) {
+        luasock_log(LUASOCK_LOG_ERROR, "%s has no 'handle' function since its reload: "
+                    "connection closed", script_path);
+        close(fd);
         return;
     }
     if (max_per_ip > 0 && !peers_admit(peer_addr, max_per_ip)) {
@@ -251,17 +288,17 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
                                         "(--max-connections-per-ip)");
         return;
     }
-    if (!script_push_callback(L, SCRIPT_HANDLE)) {
-        luasock_log(LUASOCK_LOG_ERROR, "%s has no 'handle' function since its reload: "
-                    "connection closed", script_path);
-        close(fd);
-        return;
-    }
     net_set_nodelay(fd);
-    struct conn *c = conn_new(L, fd, peer_addr, peer_len);
-    c->peer_counted = max_per_ip > 0;
-    struct task *t = task_new(L, 1, -1);
-    task_resume(t, 1);
+    struct accepted a = {.fd = fd, .peer = peer_addr, .peer_len = peer_len};
+    if (task_protected(new_handler_task, &a, "accept") == 0) {
+        task_run(a.task);
+    } else if (a.conn != NULL) {
+        conn_close(a.conn);
+    } else {
+        close(fd);
+        if (max_per_ip > 0)
+            peers_release(peer_addr);
+    }
 }
 
 static int listen_failed(const char *err)
@@ -350,14 +387,6 @@ static void start_signals(void)
     ev_signal_start(loop, &on_sigterm);
 }
 
-static void start_loop(void)
-{
-    ev_prepare_init(&before_wait, before_wait_cb);
-    ev_prepare_start(loop, &before_wait);
-    ev_idle_init(&keep_polling, keep_polling_cb);
-    ev_run(loop, 0);
-}
-
 /* Reloads the script; in the --workers parent, then every worker. The parent reloads first: a
  * worker it forks later must start with the last code that loaded. The workers reload only if
  * that succeeded (they would fail the same way). */
@@ -422,6 +451,23 @@ static void print_announcements(void)
     discard_announcements();
 }
 
+/* Each worker draws its own random numbers: forked copies of one generator would draw the same.
+ * Runs protected (task_protected). */
+static int reseed_random(lua_State *state)
+{
+    lua_Integer seed[2];
+    if (getrandom(seed, sizeof seed, 0) != (ssize_t)sizeof seed) {
+        seed[0] = (lua_Integer)time(NULL);
+        seed[1] = (lua_Integer)getpid();
+    }
+    lua_getglobal(state, "math");
+    lua_getfield(state, -1, "randomseed");
+    lua_pushinteger(state, seed[0]);
+    lua_pushinteger(state, seed[1]);
+    lua_call(state, 2, 0);
+    return 0;
+}
+
 /* Runs in each worker right after its fork: takes over the listeners, and drops what is the
  * parent's alone (its file watch, its pid file, its resolver channel). */
 static void become_worker(int id)
@@ -448,6 +494,7 @@ static void become_worker(int id)
     ludp_start_listeners_in_worker();
     guard_start();
     lluasock_set_worker(L, id, worker_count);
+    task_protected(reseed_random, NULL, "reseeding math.random");
 }
 
 static int start(const struct serve_options *o)
@@ -502,7 +549,7 @@ int server_serve(const struct serve_options *o)
 {
     int status = 1;
     if (start(o) == 0 && start_workers() == 0) {
-        start_loop();
+        ev_run(loop, 0);
         status = 0;
     }
     if (announcements != NULL)
@@ -522,10 +569,10 @@ int server_run(const char *script, int argc, char **argv)
         if (script_load_program(argc) == 0) {
             start_signals();
             raise_fd_limit();
-            struct task *t = task_new(L, argc, 0);
+            struct task *t = task_new(L, argc, 0, NULL);
             task_set_main(t);
-            task_wake(t, argc);
-            start_loop();
+            task_start(t);
+            ev_run(loop, 0);
             status = task_main_status();
         }
     }

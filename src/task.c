@@ -1,160 +1,122 @@
-/* task.c -- resuming coroutines and reporting their errors; see task.h. */
+/* task.c -- tasks, their waits, the loop's step and the protected trampoline; see task.h.
+ *
+ * A task is a userdata that holds its thread. It is anchored in the registry from its creation
+ * until it ends, and whatever it waits in only links to it through task.c's records: the
+ * waiters list it is in, its timer, the resources it owns. Ending (finish) takes it out of all of
+ * them, so nothing can reach a task that the garbage collector may free. */
 #include <lauxlib.h>
 #include <stdio.h>
-#include <stdlib.h>
 
-#include "conn.h"
+#include "container.h"
+#include "errors.h"
 #include "guard.h"
 #include "luasock.h"
 #include "task.h"
 
 #define TASK_MT "luasock.task"
 
+/* The task userdata's user values: its thread, the resource it serves (kept alive for error
+ * reports), and a value handed to it by task_wake_first_with. */
+enum { UV_THREAD = 1, UV_SERVED, UV_DELIVERY, UV_COUNT = UV_DELIVERY };
+
+struct task {
+    lua_State *co;
+    int ref;        /* registry reference that keeps the task alive until it ends */
+    int nargs;      /* values on co for its first resume */
+    int nresults;   /* values left on co once done, for join */
+    const char *failure;             /* how its last wait ended, for the continuation */
+    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
+    struct task *next;               /* in waiting_in, or in the ready queue */
+    ev_timer timer;                  /* the wait's timeout (a sleep's end) */
+    struct task_waiters joiners;
+    struct task_resource *served;
+    struct task_resource *owned;
+    bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
+    bool queued;  /* in the ready queue */
+    bool done;
+    bool failed;  /* ended by an error; its message is the one value left on co */
+    bool awaited; /* a graceful shutdown waits for it */
+};
+
 static struct ev_loop *loop;
 static lua_State *main_L;
+static void (*after_step)(void);
+static ev_prepare step_watcher;
+static ev_idle keep_polling;
 static struct task *ready_head, *ready_tail;
+static struct task_job *jobs_head, *jobs_tail;
 static struct task *main_task;
-static int handler_count;
 static int main_status;
+static int handler_count;
+static bool stopping_when_idle;
 
-static int task_gc(lua_State *L)
+/* ---- Waiters, the ready queue, resuming ---- */
+
+static void waiters_append(struct task_waiters *w, struct task *t)
 {
-    struct task *t = luaL_checkudata(L, 1, TASK_MT);
-    ev_timer_stop(loop, &t->sleep_timer);
-    return 0;
+    t->next = NULL;
+    if (w->last != NULL)
+        w->last->next = t;
+    else
+        w->first = t;
+    w->last = t;
+    t->waiting_in = w;
 }
 
-/* Pushes true and the task's results, or false and its error message. */
+static void waiters_remove(struct task *t)
+{
+    struct task_waiters *w = t->waiting_in;
+    if (w == NULL)
+        return;
+    struct task *prev = NULL;
+    for (struct task *i = w->first; i != t; i = i->next)
+        prev = i;
+    if (prev != NULL)
+        prev->next = t->next;
+    else
+        w->first = t->next;
+    if (w->last == t)
+        w->last = prev;
+    t->next = NULL;
+    t->waiting_in = NULL;
+}
+
+/* The one place a wait ends: the task is taken out of everything it waited in. */
+static void end_wait(struct task *t, const char *failure)
+{
+    waiters_remove(t);
+    ev_timer_stop(loop, &t->timer);
+    t->waiting = false;
+    t->failure = failure;
+}
+
+static void enqueue(struct task *t)
+{
+    if (t->queued)
+        return;
+    t->queued = true;
+    t->next = NULL;
+    if (ready_tail != NULL)
+        ready_tail->next = t;
+    else
+        ready_head = t;
+    ready_tail = t;
+}
+
+/* Pushes true and the task's results, or false and its error message. The results stay on the
+ * ended task's stack for the next join: they are moved off and copies moved back, so nothing is
+ * allocated on that thread. */
 static int push_outcome(struct task *t, lua_State *L)
 {
-    luaL_checkstack(L, t->nresults + 1, "too many results");
+    int n = t->nresults;
+    luaL_checkstack(L, 2 * n + 1, "too many results");
     lua_pushboolean(L, !t->failed);
-    int first = lua_gettop(t->co) - t->nresults + 1;
-    for (int i = 0; i < t->nresults; i++) {
-        lua_pushvalue(t->co, first + i);
-        lua_xmove(t->co, L, 1);
-    }
-    return 1 + t->nresults;
-}
-
-/* task:join() -> true, results... | false, error: waits for a spawned task to end. */
-static int task_join(lua_State *L)
-{
-    struct task *t = luaL_checkudata(L, 1, TASK_MT);
-    if (t->done)
-        return push_outcome(t, L);
-    struct task *me = task_check(L, "join");
-    if (t == me || t->joiner != NULL)
-        return luaL_error(L, t == me ? "a task cannot join itself"
-                                     : "another coroutine is already joining this task");
-    t->joiner = me;
-    return task_suspend(L);
-}
-
-static int task_tostring(lua_State *L)
-{
-    struct task *t = luaL_checkudata(L, 1, TASK_MT);
-    lua_pushfstring(L, "task (%s)", t->done ? (t->failed ? "failed" : "done") : "running");
-    return 1;
-}
-
-static void sleep_done(struct ev_loop *l, ev_timer *w, int revents)
-{
-    (void)l;
-    (void)revents;
-    struct task *t = w->data;
-    lua_pushboolean(task_stack(t), 1);
-    task_resume(t, 1);
-}
-
-void task_init(struct ev_loop *l, lua_State *L)
-{
-    loop = l;
-    main_L = L;
-    /* New threads copy the main thread's extra space, and Lua leaves it uninitialised: plain
-     * coroutines must read as "not a task". */
-    *(struct task **)lua_getextraspace(L) = NULL;
-    static const luaL_Reg metamethods[] = {
-        {"__gc", task_gc},
-        {"__tostring", task_tostring},
-        {NULL, NULL},
-    };
-    luaL_newmetatable(L, TASK_MT);
-    luaL_setfuncs(L, metamethods, 0);
-    lua_newtable(L);
-    lua_pushcfunction(L, task_join);
-    lua_setfield(L, -2, "join");
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
-struct task *task_new(lua_State *L, int nargs, int conn_index)
-{
-    if (conn_index != 0)
-        conn_index = lua_absindex(L, conn_index);
-    struct task *t = lua_newuserdatauv(L, sizeof *t, 2);
-    *t = (struct task){.ref = LUA_NOREF};
-    luaL_setmetatable(L, TASK_MT);
-    ev_init(&t->sleep_timer, sleep_done);
-    t->sleep_timer.data = t;
-
-    t->co = lua_newthread(L);
-    *(struct task **)lua_getextraspace(t->co) = t;
-    lua_setiuservalue(L, -2, 1);
-    if (conn_index != 0) {
-        t->conn = lua_touserdata(L, conn_index);
-        task_await_at_shutdown(t);
-        lua_pushvalue(L, conn_index);
-        lua_setiuservalue(L, -2, 2);
-    }
-    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    luaL_checkstack(t->co, nargs + 1, "too many arguments");
-    lua_xmove(L, t->co, nargs + 1);
-    return t;
-}
-
-struct task *task_check(lua_State *L, const char *what)
-{
-    struct task *t = task_current(L);
-    if (t == NULL)
-        luaL_error(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
-    return t;
-}
-
-lua_State *task_stack(struct task *t)
-{
-    lua_checkstack(t->co, 4);
-    return t->co;
-}
-
-int task_suspend(lua_State *L)
-{
-    task_current(L)->waiting = true;
-    return lua_yield(L, 0);
-}
-
-static void report_error(struct task *t)
-{
-    const char *message = lua_tostring(t->co, -1);
-    if (message == NULL)
-        message = lua_pushfstring(t->co, "(error object is a %s value)", luaL_typename(t->co, -1));
-    luaL_traceback(main_L, t->co, message, 0);
-    if (t == main_task) {
-        fprintf(stderr, "luasock: %s\n", lua_tostring(main_L, -1));
-    } else if (t->conn != NULL) {
-        char who[160];
-        conn_describe(t->conn, who, sizeof who);
-        luasock_log(LUASOCK_LOG_ERROR, "handler error in %s: %s", who, lua_tostring(main_L, -1));
-    } else {
-        luasock_log(LUASOCK_LOG_ERROR, "error in spawned coroutine: %s", lua_tostring(main_L, -1));
-    }
-    lua_pop(main_L, 1);
-    lua_pushstring(main_L, message); /* what join reports, kept past the reset */
-    /* Runs the pending __close handlers of <close> variables the error skipped. */
-    lua_resetthread(t->co);
-    lua_xmove(main_L, t->co, 1);
-    t->failed = true;
-    t->nresults = 1;
+    int base = lua_gettop(L);
+    lua_xmove(t->co, L, n);
+    for (int i = 1; i <= n; i++)
+        lua_pushvalue(L, base + i);
+    lua_xmove(L, t->co, n);
+    return 1 + n;
 }
 
 /* `luasock run` exits with what the script returned: an integer, 1 for false, else 0. */
@@ -170,20 +132,62 @@ static int exit_status(struct task *t)
     return lua_isboolean(t->co, first) && !lua_toboolean(t->co, first) ? 1 : 0;
 }
 
+static void close_owned(struct task *t)
+{
+    struct task_resource *r = t->owned;
+    t->owned = NULL;
+    while (r != NULL) {
+        struct task_resource *next = r->next;
+        r->owner = NULL;
+        r->next = NULL;
+        r->ops->close(r);
+        r = next;
+    }
+}
+
+/* Logs a failed task's error with its traceback, then runs the __close handlers of the <close>
+ * variables the error skipped (under the task's limits, like the rest of its code). Leaves the
+ * message as the one value on the task's thread, for join. Runs through task_protected: it
+ * allocates on the main thread. */
+static int report_error(lua_State *L)
+{
+    struct task *t = lua_touserdata(L, 1);
+    lua_xmove(t->co, L, 1);
+    int type = lua_type(L, -1);
+    const char *message = type == LUA_TSTRING || type == LUA_TNUMBER
+                              ? lua_tostring(L, -1)
+                              : lua_pushfstring(L, "(error object is a %s value)",
+                                                lua_typename(L, type));
+    luaL_traceback(L, t->co, message, 0);
+    const char *traceback = lua_tostring(L, -1);
+    if (t == main_task) {
+        fprintf(stderr, "luasock: %s\n", traceback);
+    } else if (t->served != NULL) {
+        char who[160];
+        t->served->ops->describe(t->served, who, sizeof who);
+        luasock_log(LUASOCK_LOG_ERROR, "handler error in %s: %s", who, traceback);
+    } else {
+        luasock_log(LUASOCK_LOG_ERROR, "error in spawned coroutine: %s", traceback);
+    }
+    lua_pushstring(L, message);
+    lua_State *outer = guard_enter(t->co);
+    lua_resetthread(t->co);
+    guard_leave(outer);
+    lua_xmove(L, t->co, 1);
+    t->nresults = 1;
+    return 0;
+}
+
+/* Takes an ended task out of everything, closes what it owns and lets go of it. Allocates
+ * nothing. */
 static void finish(struct task *t)
 {
     t->done = true;
-    ev_timer_stop(loop, &t->sleep_timer);
-    if (t->conn != NULL)
-        conn_close(t->conn);
+    end_wait(t, NULL);
+    close_owned(t);
     if (t->awaited)
         handler_count--;
-    conn_close_owned(t);
-    if (t->joiner != NULL) {
-        struct task *joiner = t->joiner;
-        t->joiner = NULL;
-        task_wake(joiner, push_outcome(t, task_stack(joiner)));
-    }
+    task_wake_all(&t->joiners, NULL);
     if (t == main_task) {
         main_status = exit_status(t);
         ev_break(loop, EVBREAK_ALL);
@@ -192,10 +196,10 @@ static void finish(struct task *t)
     t->ref = LUA_NOREF;
 }
 
-void task_resume(struct task *t, int nargs)
+static void resume(struct task *t)
 {
-    int nresults;
-    t->waiting = false;
+    int nargs = t->nargs, nresults;
+    t->nargs = 0;
     lua_State *outer = guard_enter(t->co);
     int status = lua_resume(t->co, NULL, nargs, &nresults);
     guard_leave(outer);
@@ -203,46 +207,376 @@ void task_resume(struct task *t, int nargs)
         lua_pop(t->co, nresults);
         /* A bare coroutine.yield() in a handler just lets the others run. */
         if (!t->waiting)
-            task_wake(t, 0);
+            enqueue(t);
         return;
     }
-    if (status == LUA_OK)
+    if (status == LUA_OK) {
         t->nresults = nresults;
-    else
-        report_error(t);
+    } else {
+        t->failed = true;
+        task_protected(report_error, t, "reporting a coroutine's error");
+    }
     finish(t);
 }
 
-void task_wake(struct task *t, int nargs)
+static void on_timeout(struct ev_loop *l, ev_timer *w, int revents)
 {
-    if (t->queued)
-        return;
-    t->queued = true;
-    t->nargs = nargs;
-    t->next_ready = NULL;
-    if (ready_tail != NULL)
-        ready_tail->next_ready = t;
-    else
-        ready_head = t;
-    ready_tail = t;
+    (void)l;
+    (void)revents;
+    struct task *t = container_of(w, struct task, timer);
+    end_wait(t, ERR_TIMEOUT);
+    resume(t);
 }
 
-bool task_run_ready(void)
+bool task_can_wait(lua_State *L)
+{
+    return task_current(L) != NULL && lua_isyieldable(L);
+}
+
+struct task *task_check_wait(lua_State *L, const char *what)
+{
+    struct task *t = task_current(L);
+    if (t == NULL)
+        luaL_error(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
+    if (!lua_isyieldable(L))
+        luaL_error(L, "%s cannot wait inside a C function (string.gsub callback, table.sort "
+                      "comparator, metamethod)", what);
+    return t;
+}
+
+int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KFunction k,
+              lua_KContext ctx)
+{
+    struct task *t = task_current(L);
+    t->waiting = true;
+    t->failure = NULL;
+    if (waiters != NULL)
+        waiters_append(waiters, t);
+    if (timeout >= 0) {
+        ev_timer_set(&t->timer, timeout, 0);
+        ev_timer_start(loop, &t->timer);
+    }
+    return lua_yieldk(L, 0, ctx, k);
+}
+
+const char *task_failure(lua_State *L)
+{
+    return task_current(L)->failure;
+}
+
+bool task_wake_first(struct task_waiters *w, const char *failure)
+{
+    struct task *t = w->first;
+    if (t == NULL)
+        return false;
+    end_wait(t, failure);
+    enqueue(t);
+    return true;
+}
+
+void task_wake_all(struct task_waiters *w, const char *failure)
+{
+    while (task_wake_first(w, failure))
+        ;
+}
+
+bool task_resume_first(struct task_waiters *w, const char *failure)
+{
+    struct task *t = w->first;
+    if (t == NULL)
+        return false;
+    end_wait(t, failure);
+    resume(t);
+    return true;
+}
+
+bool task_wake_first_with(lua_State *L, struct task_waiters *w, int idx)
+{
+    struct task *t = w->first;
+    if (t == NULL)
+        return false;
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    lua_pushvalue(L, idx);
+    lua_setiuservalue(L, -2, UV_DELIVERY);
+    lua_pop(L, 1);
+    return task_wake_first(w, NULL);
+}
+
+void task_push_delivery(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, task_current(L)->ref);
+    lua_getiuservalue(L, -1, UV_DELIVERY);
+    lua_pushnil(L);
+    lua_setiuservalue(L, -3, UV_DELIVERY);
+    lua_remove(L, -2);
+}
+
+/* ---- Ownership ---- */
+
+void task_own(struct task *t, struct task_resource *r)
+{
+    r->owner = t;
+    r->next = t->owned;
+    t->owned = r;
+}
+
+void task_disown(struct task_resource *r)
+{
+    if (r->owner == NULL)
+        return;
+    struct task_resource **link = &r->owner->owned;
+    while (*link != r)
+        link = &(*link)->next;
+    *link = r->next;
+    r->owner = NULL;
+    r->next = NULL;
+}
+
+/* ---- The loop's step and the trampoline ---- */
+
+int task_protected(lua_CFunction fn, void *ud, const char *what)
+{
+    int top = lua_gettop(main_L);
+    lua_pushcfunction(main_L, fn);
+    lua_pushlightuserdata(main_L, ud);
+    int status = lua_pcall(main_L, 1, 0, 0);
+    if (status != LUA_OK) {
+        const char *message = lua_type(main_L, -1) == LUA_TSTRING ? lua_tostring(main_L, -1)
+                                                                  : "(error object is not a string)";
+        luasock_log(LUASOCK_LOG_ERROR, "%s: %s", what, message);
+    }
+    lua_settop(main_L, top);
+    return status == LUA_OK ? 0 : -1;
+}
+
+void task_defer(struct task_job *job)
+{
+    if (job->queued)
+        return;
+    job->queued = true;
+    job->next = NULL;
+    if (jobs_tail != NULL)
+        jobs_tail->next = job;
+    else
+        jobs_head = job;
+    jobs_tail = job;
+}
+
+static int run_job(lua_State *L)
+{
+    struct task_job *job = lua_touserdata(L, 1);
+    job->run(L, job);
+    return 0;
+}
+
+static void run_jobs(void)
+{
+    struct task_job *job = jobs_head;
+    jobs_head = jobs_tail = NULL;
+    while (job != NULL) {
+        struct task_job *next = job->next;
+        job->queued = false;
+        task_protected(run_job, job, job->what);
+        job = next;
+    }
+}
+
+static void run_ready(void)
 {
     struct task *t = ready_head;
     ready_head = ready_tail = NULL;
     while (t != NULL) {
-        struct task *next = t->next_ready;
+        struct task *next = t->next;
         t->queued = false;
-        task_resume(t, t->nargs);
+        resume(t);
         t = next;
     }
-    return ready_head != NULL;
 }
 
-bool task_ready_pending(void)
+/* Runs before the loop waits for events: the tasks woken since the last step, the deferred
+ * work, then after_step (output leaves in one system call per connection). Tasks woken
+ * meanwhile run on the next iteration, which must then not block: an idle watcher sees to it. */
+static void step(struct ev_loop *l, ev_prepare *w, int revents)
 {
-    return ready_head != NULL;
+    (void)w;
+    (void)revents;
+    run_ready();
+    run_jobs();
+    after_step();
+    bool pending = ready_head != NULL || jobs_head != NULL;
+    if (stopping_when_idle && handler_count == 0 && !pending) {
+        ev_break(l, EVBREAK_ALL);
+        return;
+    }
+    if (pending)
+        ev_idle_start(l, &keep_polling);
+    else
+        ev_idle_stop(l, &keep_polling);
+}
+
+static void keep_polling_cb(struct ev_loop *l, ev_idle *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+}
+
+/* ---- Lua: task handles, and the coroutine library's view of tasks ---- */
+
+static int join_resumed(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    return push_outcome(lua_touserdata(L, 1), L);
+}
+
+/* task:join() -> true, results... | false, error: waits for a spawned task to end. */
+static int task_join(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    if (t->done)
+        return push_outcome(t, L);
+    if (t == task_current(L))
+        return luaL_error(L, "a task cannot join itself");
+    task_check_wait(L, "task:join");
+    if (!task_waiters_empty(&t->joiners))
+        return luaL_error(L, "another coroutine is already joining this task");
+    return task_wait(L, &t->joiners, -1, join_resumed, 0);
+}
+
+static int task_tostring(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    lua_pushfstring(L, "task (%s)", t->done ? (t->failed ? "failed" : "done") : "running");
+    return 1;
+}
+
+static int task_gc(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    ev_timer_stop(loop, &t->timer);
+    return 0;
+}
+
+/* coroutine.resume and coroutine.close, refusing a task's thread: a task is resumed only when
+ * its wait ends (a foreign resume would return from the middle of a luasock call that is still
+ * registered), and it ends only by returning or failing. */
+static int coroutine_guarded(lua_State *L)
+{
+    lua_State *co = lua_tothread(L, 1);
+    if (co != NULL && co != L && task_current(co) != NULL)
+        return luaL_error(L, "coroutine.%s: a handler's or luasock.spawn's coroutine is run by "
+                             "luasock only", lua_tostring(L, lua_upvalueindex(2)));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static void guard_coroutine_library(lua_State *L)
+{
+    static const char *const names[] = {"resume", "close"};
+    lua_getglobal(L, "coroutine");
+    for (int i = 0; i < 2; i++) {
+        lua_getfield(L, -1, names[i]);
+        lua_pushstring(L, names[i]);
+        lua_pushcclosure(L, coroutine_guarded, 2);
+        lua_setfield(L, -2, names[i]);
+    }
+    lua_pop(L, 1);
+}
+
+void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
+{
+    loop = l;
+    main_L = L;
+    after_step = after;
+    /* New threads copy the main thread's extra space, and Lua leaves it uninitialised: plain
+     * coroutines must read as "not a task". */
+    *(struct task **)lua_getextraspace(L) = NULL;
+    static const luaL_Reg metamethods[] = {
+        {"__gc", task_gc},
+        {"__tostring", task_tostring},
+        {NULL, NULL},
+    };
+    luaL_newmetatable(L, TASK_MT);
+    luaL_setfuncs(L, metamethods, 0);
+    lua_newtable(L);
+    lua_pushcfunction(L, task_join);
+    lua_setfield(L, -2, "join");
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    guard_coroutine_library(L);
+    ev_prepare_init(&step_watcher, step);
+    ev_prepare_start(loop, &step_watcher);
+    ev_idle_init(&keep_polling, keep_polling_cb);
+}
+
+/* ---- Creating and starting tasks ---- */
+
+struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served)
+{
+    if (served_index != 0)
+        served_index = lua_absindex(L, served_index);
+    struct task *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
+    *t = (struct task){.ref = LUA_NOREF};
+    ev_init(&t->timer, on_timeout);
+    luaL_setmetatable(L, TASK_MT);
+    t->co = lua_newthread(L);
+    *(struct task **)lua_getextraspace(t->co) = t;
+    /* A new thread's stack has room for a few dozen values; growing it raises nothing. */
+    if (!lua_checkstack(t->co, nargs + 1))
+        luaL_error(L, "too many arguments");
+    lua_setiuservalue(L, -2, UV_THREAD);
+    if (served != NULL) {
+        lua_pushvalue(L, served_index);
+        lua_setiuservalue(L, -2, UV_SERVED);
+    }
+    t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* Nothing below raises: the task is complete or it was never registered anywhere. */
+    lua_xmove(L, t->co, nargs + 1);
+    t->nargs = nargs;
+    if (served != NULL) {
+        t->served = served;
+        task_own(t, served);
+        task_await_at_shutdown(t);
+    }
+    return t;
+}
+
+void task_start(struct task *t)
+{
+    enqueue(t);
+}
+
+void task_run(struct task *t)
+{
+    resume(t);
+}
+
+static int sleep_resumed(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+int task_sleep(lua_State *L, double seconds)
+{
+    task_check_wait(L, "luasock.sleep");
+    return task_wait(L, NULL, seconds > 0 ? seconds : 0, sleep_resumed, 0);
+}
+
+ev_tstamp task_now(void)
+{
+    return ev_now(loop);
+}
+
+void task_push(lua_State *L, struct task *t)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
 }
 
 void task_await_at_shutdown(struct task *t)
@@ -256,22 +590,9 @@ int task_handler_count(void)
     return handler_count;
 }
 
-void task_restore_sleep_timer(struct task *t)
+void task_stop_when_idle(void)
 {
-    ev_set_cb(&t->sleep_timer, sleep_done);
-}
-
-int task_sleep(lua_State *L, double seconds)
-{
-    struct task *t = task_check(L, "luasock.sleep");
-    ev_timer_set(&t->sleep_timer, seconds > 0 ? seconds : 0, 0);
-    ev_timer_start(loop, &t->sleep_timer);
-    return task_suspend(L);
-}
-
-void task_push(lua_State *L, struct task *t)
-{
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    stopping_when_idle = true;
 }
 
 void task_set_main(struct task *t)
@@ -282,9 +603,4 @@ void task_set_main(struct task *t)
 int task_main_status(void)
 {
     return main_status;
-}
-
-lua_State *task_main_state(void)
-{
-    return main_L;
 }

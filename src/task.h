@@ -1,42 +1,82 @@
-/* task.h -- the coroutine bridge: every handler and spawned function runs as a task.
+/* task.h -- the coroutine bridge: every handler and spawned function runs as a task, and every
+ * call that has to wait goes through one protocol here.
  *
- * One protocol for every call that has to wait: the Lua-facing C function records which task
- * waits and on what, then returns task_suspend(L). Whoever completes the wait pushes the
- * results onto the task's thread and calls task_resume (from an event callback, where no task
- * is running) or task_wake (from inside Lua code, which must not resume another coroutine). */
+ *   1. task_check_wait(L, "conn:receive") raises unless the caller is a task that can suspend
+ *      here. It runs before the call changes anything, so a refused wait leaves nothing behind.
+ *   2. The call records what it waits for in its own state (a read request, a queue) and returns
+ *      task_wait(L, &waiters, timeout, k, ctx), which cannot raise.
+ *   3. Whoever ends the wait takes the task out of the waiters: task_wake_first from Lua code,
+ *      task_resume_first from an event callback, where no Lua code runs. The wait's timeout ends
+ *      it the same way with "timeout".
+ *   4. The task resumes in k, on its own thread and under its own limits: k builds the call's
+ *      results there (task_failure tells how the wait ended), or waits again. So nothing is ever
+ *      pushed onto a coroutine that is not running, and a memory error while building results is
+ *      an error in the handler that asked for them.
+ *
+ * A task that ends is taken out of whatever it still waits in, and closes what it owns.
+ * Event-to-Lua work that is not a resume (starting a handler for an accepted connection, running
+ * an on_close hook) goes through task_protected, the one protected trampoline. */
 #ifndef TASK_H
 #define TASK_H
 
 #include <ev.h>
 #include <lua.h>
 #include <stdbool.h>
+#include <stddef.h>
 
-struct conn;
+struct task;
 
-struct task {
-    lua_State *co;
-    int ref;             /* registry reference that keeps the task alive until it ends */
-    int nargs;           /* values pushed on co for the next resume (ready queue only) */
-    bool waiting;        /* suspended by a luasock call, not by a bare coroutine.yield */
-    bool queued;
-    bool done;
-    bool failed;         /* ended by an error; its message is the one value left on co */
-    bool awaited;        /* a graceful shutdown waits for it (handlers, on_close hooks) */
-    int nresults;        /* values left on co once done, for join */
-    struct task *joiner; /* waiting in join for this task to end */
-    struct conn *conn;   /* the connection a handler task serves, closed when it ends */
-    struct conn *owned;  /* outgoing connections it made, closed when it ends */
-    struct task *next_ready;  /* in the ready queue, or among a luasock.queue's waiters */
-    struct queue *waiting_on; /* the luasock.queue it waits in, if any */
-    ev_timer sleep_timer;     /* luasock.sleep, and a queue:pop timeout */
+/* Tasks waiting for one thing (a connection's reader, a queue's poppers, a task's joiners), in
+ * the order they came. Embedded in that thing, zeroed; only task.c changes it. */
+struct task_waiters {
+    struct task *first, *last;
 };
 
-void task_init(struct ev_loop *loop, lua_State *L);
+static inline bool task_waiters_empty(const struct task_waiters *w)
+{
+    return w->first == NULL;
+}
 
-/* Moves the function and its nargs arguments from the top of L into a new task; conn_index,
- * if not 0, is the stack index of the connection the task serves. The task starts on the first
- * task_resume or task_wake, with nargs. */
-struct task *task_new(lua_State *L, int nargs, int conn_index);
+/* Something a task closes when it ends: the connection a handler serves, the connections a
+ * task made. Embedded in the thing, with ops set; only task.c changes the links. */
+struct task_resource;
+
+struct task_resource_ops {
+    void (*close)(struct task_resource *r);
+    /* For error reports: "conn 12 from 127.0.0.1:5555". */
+    void (*describe)(struct task_resource *r, char *out, size_t size);
+};
+
+struct task_resource {
+    const struct task_resource_ops *ops;
+    struct task *owner;
+    struct task_resource *next;
+};
+
+/* Work that the core must not do where it is, because it would allocate on a Lua thread that is
+ * not running (a handler is): it runs later in the loop's step, protected, on the main thread.
+ * Embedded in its owner, which must stay alive until it has run. */
+struct task_job {
+    void (*run)(lua_State *L, struct task_job *job);
+    const char *what; /* for the log line if it raises */
+    struct task_job *next;
+    bool queued;
+};
+
+/* after_step runs at the end of each loop step, after the woken tasks (conn.c flushes output
+ * there). */
+void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
+
+/* Moves the function and its nargs arguments from the top of L into a new task, which starts
+ * with them on task_start or task_run. served, if not NULL, is the resource (at stack index
+ * served_index) that a handler serves: the task owns it, describes it in its error reports, and
+ * a graceful shutdown waits for the task. Raises on L (out of memory) before anything is
+ * registered. */
+struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served);
+
+/* Starts a new task on the next loop step (from Lua code), or at once (from an event callback). */
+void task_start(struct task *t);
+void task_run(struct task *t);
 
 /* The task running on thread L, or NULL for the main thread and plain coroutines. */
 static inline struct task *task_current(lua_State *L)
@@ -44,40 +84,69 @@ static inline struct task *task_current(lua_State *L)
     return *(struct task **)lua_getextraspace(L);
 }
 
-/* Like task_current, but raises a clear error when called from outside a task. */
-struct task *task_check(lua_State *L, const char *what);
+/* Whether the calling coroutine is a task that can suspend here (not inside a string.gsub
+ * callback, a table.sort comparator or a metamethod called from C). */
+bool task_can_wait(lua_State *L);
 
-/* The thread to push a suspended task's resume values on, with room for a few of them. */
-lua_State *task_stack(struct task *t);
+/* Raises "what must be called from a handler ..." or "what cannot wait inside a C function ..."
+ * unless task_can_wait; returns the calling task. */
+struct task *task_check_wait(lua_State *L, const char *what);
 
-int task_suspend(lua_State *L);
-void task_resume(struct task *t, int nargs);
-void task_wake(struct task *t, int nargs);
+/* Suspends the calling task (checked with task_check_wait) in waiters (NULL: none, as for a
+ * sleep) for at most timeout seconds (below 0: no limit). When it is resumed, k(L, LUA_YIELD,
+ * ctx) runs on its thread and returns the call's results. Cannot raise. */
+int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KFunction k,
+              lua_KContext ctx);
 
-/* Resumes the tasks woken since the last call; returns true if more were woken meanwhile. */
-bool task_run_ready(void);
-bool task_ready_pending(void);
+/* In a wait's continuation: how the wait ended, as its caller should report it ("timeout",
+ * "closed", ...), or NULL if it ended as hoped. */
+const char *task_failure(lua_State *L);
 
-/* A graceful shutdown waits for t to end, as for a connection's handler. */
-void task_await_at_shutdown(struct task *t);
+/* End the wait of the first waiting task, or of all, with failure (NULL: as hoped): from Lua
+ * code or c-ares callbacks, the task runs on the next loop step; task_resume_first, only from an
+ * event callback, resumes it at once (so the callback must not use what the task may free).
+ * Return false if none waited. */
+bool task_wake_first(struct task_waiters *w, const char *failure);
+void task_wake_all(struct task_waiters *w, const char *failure);
+bool task_resume_first(struct task_waiters *w, const char *failure);
 
-/* How many awaited tasks are still running (graceful shutdown waits for none). */
-int task_handler_count(void);
+/* task_wake_first, handing the value at index idx of L (the running thread) to that task; its
+ * continuation pushes it with task_push_delivery. */
+bool task_wake_first_with(lua_State *L, struct task_waiters *w, int idx);
+void task_push_delivery(lua_State *L);
 
-/* After a queue:pop timeout borrowed the sleep timer. */
-void task_restore_sleep_timer(struct task *t);
+/* t closes r when it ends, unless r is disowned first (it closed by itself). */
+void task_own(struct task *t, struct task_resource *r);
+void task_disown(struct task_resource *r);
+
+/* Queues job for the loop's next step (once, however often it is deferred). */
+void task_defer(struct task_job *job);
+
+/* Runs fn on the main thread, protected, with ud as its one argument (a light userdata). A
+ * raise is logged as "what: message" and gives -1. Only from C code that Lua did not call (event
+ * callbacks, the loop's step), so that nothing but the main thread is running. */
+int task_protected(lua_CFunction fn, void *ud, const char *what);
 
 /* luasock.sleep: suspends the calling task for seconds. */
 int task_sleep(lua_State *L, double seconds);
 
-/* Pushes the task's userdata (a handle with :join()) while it runs. */
+/* The loop's time, as of the current iteration (luasock.now). */
+ev_tstamp task_now(void);
+
+/* Pushes the task's userdata (a handle with :join()); for tasks that have not ended. */
 void task_push(lua_State *L, struct task *t);
+
+/* A graceful shutdown waits for t to end, as for a connection's handler. */
+void task_await_at_shutdown(struct task *t);
+
+/* How many awaited tasks are still running. */
+int task_handler_count(void);
+
+/* Graceful shutdown: the loop ends once no awaited task runs and nothing is left to do. */
+void task_stop_when_idle(void);
 
 /* `luasock run`: the task whose end ends the loop, and the exit status it ended with. */
 void task_set_main(struct task *t);
-
-/* The main thread, for event callbacks that start tasks. */
-lua_State *task_main_state(void);
 int task_main_status(void);
 
 #endif

@@ -60,6 +60,8 @@ static void forget_workers(void)
 static int spawn(struct worker *w)
 {
     pid_t parent = getpid();
+    /* Output the script buffered before the fork would otherwise be written once per process. */
+    fflush(NULL);
     pid_t pid = fork();
     if (pid < 0) {
         luasock_log(LUASOCK_LOG_ERROR, "fork for worker %d: %s", w->id, errors_string(errno));
@@ -86,10 +88,12 @@ static int spawn(struct worker *w)
 
 static void describe_exit(int status, char *out, size_t size)
 {
+    char name[16];
     if (WIFEXITED(status))
         snprintf(out, size, "exited with status %d", WEXITSTATUS(status));
     else if (WIFSIGNALED(status))
-        snprintf(out, size, "was killed by SIG%s%s", sigabbrev_np(WTERMSIG(status)),
+        snprintf(out, size, "was killed by SIG%s%s",
+                 errors_signal_name(WTERMSIG(status), name, sizeof name),
                  WCOREDUMP(status) ? " (core dumped)" : "");
     else
         snprintf(out, size, "stopped (status %#x)", (unsigned)status);
@@ -230,8 +234,9 @@ void workers_stop(int sig)
         stopping = true;
         for (int i = 0; i < worker_count; i++)
             ev_timer_stop(loop, &workers[i].restart);
-        luasock_log(LUASOCK_LOG_INFO, "SIG%s: stopping %d workers", sigabbrev_np(sig),
-                    running_count());
+        char name[16];
+        luasock_log(LUASOCK_LOG_INFO, "SIG%s: stopping %d workers",
+                    errors_signal_name(sig, name, sizeof name), running_count());
         ev_timer_set(&kill_timer, kill_after, 0);
         ev_timer_start(loop, &kill_timer);
     }

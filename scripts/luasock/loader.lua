@@ -31,13 +31,24 @@ local function check_listen(path, listen)
   return listen
 end
 
--- Returns the settings C needs, with nil where the script keeps the default.
+-- The callbacks C calls: a plain copy, so that C reads them without running the script's
+-- metamethods.
+local CALLBACKS = { "handle", "datagram", "on_close" }
+
+-- Returns the settings and callbacks C needs, with nil where the script keeps the default.
 local function check_settings(path, script)
   local listen, err = check_listen(path, script.listen)
   if not listen then
     return nil, err
   end
   local settings = { listen = listen }
+  for _, name in ipairs(CALLBACKS) do
+    local callback = script[name]
+    if callback ~= nil and type(callback) ~= "function" then
+      return nil, ("%s: '%s' must be a function"):format(path, name)
+    end
+    settings[name] = callback
+  end
   for name, least in pairs(SIZE_SETTINGS) do
     local value = script[name]
     if value ~= nil and (math.type(value) ~= "integer" or value < least) then
@@ -68,14 +79,24 @@ local function add_script_dir(path)
   end
 end
 
+-- The names in package.loaded that are modules loaded from the script's own directory, with
+-- their files. A script may put anything in package.loaded: only string names are modules.
+local function local_module_files(path)
+  local found = {}
+  for name in pairs(package.loaded) do
+    local file = type(name) == "string" and package.searchpath(name, local_path(path))
+    if file then
+      found[name] = file
+    end
+  end
+  return found
+end
+
 -- The modules the script has loaded from its own directory: a list of their files.
 function M.local_modules(path)
   local files = {}
-  for name in pairs(package.loaded) do
-    local file = package.searchpath(name, local_path(path))
-    if file then
-      files[#files + 1] = file
-    end
+  for _, file in pairs(local_module_files(path)) do
+    files[#files + 1] = file
   end
   table.sort(files)
   return files
@@ -83,10 +104,8 @@ end
 
 -- Unloads the script's own modules, so that a reload requires their new versions.
 function M.forget_local_modules(path)
-  for name in pairs(package.loaded) do
-    if package.searchpath(name, local_path(path)) then
-      package.loaded[name] = nil
-    end
+  for name in pairs(local_module_files(path)) do
+    package.loaded[name] = nil
   end
   return true
 end
@@ -109,10 +128,8 @@ function M.load(path)
   if type(script.handle) ~= "function" and type(script.datagram) ~= "function" then
     return nil, ("%s: the returned table has no 'handle' function (nor 'datagram')"):format(path)
   end
-  for _, hook in ipairs({ "handle", "datagram", "start", "on_close" }) do
-    if script[hook] ~= nil and type(script[hook]) ~= "function" then
-      return nil, ("%s: '%s' must be a function"):format(path, hook)
-    end
+  if script.start ~= nil and type(script.start) ~= "function" then
+    return nil, ("%s: 'start' must be a function"):format(path)
   end
   local settings, problem = check_settings(path, script)
   if not settings then
