@@ -1,6 +1,9 @@
 /* Unit tests for buf.c: growth, consumption, compaction, and that an empty buffer owns no
- * storage (idle connections must cost nothing). */
+ * storage (idle connections must cost nothing); a size no buffer can reach is refused. */
+#include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "check.h"
@@ -85,6 +88,45 @@ static void test_container_of(void)
     CHECK(container_of(&h.inner, struct holder, inner) == &h);
 }
 
+/* A request for more than the address space can hold must fail; under AddressSanitizer too,
+ * where a huge malloc would otherwise abort instead of returning NULL. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+
+static void on_hang(int sig)
+{
+    (void)sig;
+    static const char message[] = "test_buf: buf_reserve did not return within 5 s\n";
+    (void)!write(STDERR_FILENO, message, sizeof message - 1);
+    _exit(1);
+}
+
+/* Issue 12 item 14: the doubling in buf_reserve had no overflow guard, so a want near SIZE_MAX
+ * on a buffer that holds storage doubled its capacity to 0 and looped forever (or wrapped and
+ * "succeeded" with a 0-byte block). It must return NULL and leave the buffer as it was. */
+static void test_huge_reserve_fails(void)
+{
+    signal(SIGALRM, on_hang);
+    alarm(5);
+    const size_t wants[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 4};
+    for (size_t i = 0; i < sizeof wants / sizeof wants[0]; i++) {
+        struct buf b = {0};
+        CHECK(buf_append(&b, "hello", 5) == 0);
+        CHECK(buf_reserve(&b, wants[i]) == NULL);
+        CHECK(buf_len(&b) == 5 && memcmp(buf_head(&b), "hello", 5) == 0);
+        buf_free(&b);
+
+        struct buf empty = {0}; /* storage held, no bytes */
+        CHECK(buf_reserve(&empty, 10) != NULL);
+        CHECK(buf_reserve(&empty, wants[i]) == NULL);
+        buf_free(&empty);
+    }
+    alarm(0);
+}
+
 int main(void)
 {
     test_append_consume();
@@ -93,6 +135,7 @@ int main(void)
     test_reserve_without_commit();
     test_truncate();
     test_container_of();
+    test_huge_reserve_fails();
     buf_pool_drain();
     return check_report();
 }
