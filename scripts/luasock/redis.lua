@@ -143,6 +143,23 @@ local function encode_arg(arg)
   return tostring(arg)
 end
 
+-- Raises (blaming the function `level` levels up from the caller, as error() counts) for a
+-- command, an argument list, that cannot be sent: no name (`caller` is then the function
+-- named), or a nil argument (counted up to args.n), which Redis has no way to say. Position 1
+-- is the first argument after the name, as in r:set(key, value).
+local function check_command(args, level, caller)
+  local name = args[1]
+  if type(name) ~= "string" then
+    error(("bad argument #1 to '%s' (command name expected, got %s)"):format(caller,
+      type(name)), level + 1)
+  end
+  for i = 2, args.n or #args do
+    if args[i] == nil then
+      error(("bad argument #%d to '%s' (nil)"):format(i - 1, name:lower()), level + 1)
+    end
+  end
+end
+
 local function encode_command(parts, args)
   local n = args.n or #args
   parts[#parts + 1] = "*" .. n .. "\r\n"
@@ -196,18 +213,70 @@ local function fail_pending(link, err)
   link.first, link.last = 1, 0
 end
 
-local CONFIRMATIONS = { subscribe = true, unsubscribe = true, psubscribe = true,
-  punsubscribe = true }
+-- Pub/sub ----------------------------------------------------------------------------------
+--
+-- What a reply means follows from what was asked, in order. Each waiter knows which of its
+-- commands are (un)subscribes, and the link mirrors the subscriptions Redis holds for its
+-- connection, changed only by the confirmations as the reader reads them: so the mirror is
+-- Redis's state when it sent the reply being read, whatever other coroutines have asked since.
+-- In RESP2 a message is an array like any reply; it is a message only while that mirror has a
+-- subscription (Redis then answers nothing with an array that starts with "message"), and an
+-- array is a confirmation while it has one, or when it answers an (un)subscribe. In RESP3 both
+-- come as pushes, never taken for another command's reply.
+
+-- The (un)subscribe commands and the confirmation Redis sends for each of their channels.
+local PUBSUB_COMMANDS = {
+  SUBSCRIBE = "subscribe", UNSUBSCRIBE = "unsubscribe",
+  PSUBSCRIBE = "psubscribe", PUNSUBSCRIBE = "punsubscribe",
+  SSUBSCRIBE = "ssubscribe", SUNSUBSCRIBE = "sunsubscribe",
+}
+
+-- What each confirmation changes: a set of the link's subscriptions, added to or removed from.
+local CONFIRMATIONS = {
+  subscribe = { set = "channels", add = true }, unsubscribe = { set = "channels" },
+  psubscribe = { set = "patterns", add = true }, punsubscribe = { set = "patterns" },
+  ssubscribe = { set = "shards", add = true }, sunsubscribe = { set = "shards" },
+}
+
+-- The messages, and the client's table of callbacks each is for.
+local MESSAGES = { message = "subscriptions", pmessage = "patterns", smessage = "shards" }
+
+-- Applies a confirmation to the link's mirror of Redis's subscriptions.
+local function confirm(link, reply)
+  local change = CONFIRMATIONS[reply[1]]
+  local set, name = link[change.set], reply[2]
+  if type(name) ~= "string" then
+    return -- unsubscribing from all when there was none: a null
+  elseif change.add and not set[name] then
+    set[name] = true
+    link.subscriptions = link.subscriptions + 1
+  elseif not change.add and set[name] then
+    set[name] = nil
+    link.subscriptions = link.subscriptions - 1
+  end
+end
+
+-- Whether a confirmation for `step` (an (un)subscribe of the waiting command) is its last: one
+-- comes for each channel it names or, naming none (unsubscribing from all), one for each
+-- subscription it ends, or a single one with a null if there was none.
+local function last_confirmation(link, reply, step)
+  confirm(link, reply)
+  step.seen = step.seen + 1
+  if step.channels > 0 then
+    return step.seen >= step.channels
+  end
+  return type(reply[2]) ~= "string" or next(link[CONFIRMATIONS[reply[1]].set]) == nil
+end
 
 local function dispatch_message(self, reply)
   local kind = reply[1]
   local callback, channel, message
-  if kind == "message" then
-    channel, message = reply[2], reply[3]
-    callback = self.subscriptions[channel]
-  else
+  if kind == "pmessage" then
     channel, message = reply[3], reply[4]
     callback = self.patterns[reply[2]]
+  else
+    channel, message = reply[2], reply[3]
+    callback = self[MESSAGES[kind]][channel]
   end
   if callback then
     local ok, err = pcall(callback, message, channel)
@@ -217,26 +286,29 @@ local function dispatch_message(self, reply)
   end
 end
 
--- Returns true if the reply answers no command: a pub/sub message, or (RESP3) another push
--- such as a client-tracking invalidation, which is dropped. (Un)subscribe confirmations answer
--- the command that asked, and say whether the client is still subscribed to anything.
-local function out_of_band(self, reply)
+-- What a reply read on the link is: "message" (pub/sub), "confirmation" (of an (un)subscribe),
+-- "push" (RESP3: another push, such as a client-tracking invalidation) or "reply" (for the
+-- waiting command). `expected` is the confirmation the waiting command gets, if it is an
+-- (un)subscribe.
+local function classify(self, link, reply, expected)
   if type(reply) ~= "table" then
-    return false
+    return "reply"
   end
-  local kind = reply[1]
-  local pushed = reply.push or (self.protocol ~= 3 and self.subscribed)
-  if not pushed then
-    return false
-  elseif CONFIRMATIONS[kind] then
-    self.subscribed = (math.tointeger(reply[3]) or 0) > 0
-    return false
-  elseif kind == "message" or kind == "pmessage" then
-    dispatch_message(self, reply)
-    return true
+  local kind, pushed = reply[1], reply.push == true
+  if self.protocol ~= 3 then
+    pushed = link.subscriptions > 0
   end
-  return reply.push == true
+  if CONFIRMATIONS[kind] and (pushed or kind == expected) then
+    return "confirmation"
+  elseif pushed and MESSAGES[kind] then
+    return "message"
+  elseif pushed and self.protocol == 3 then
+    return "push"
+  end
+  return "reply"
 end
+
+-- Replies ------------------------------------------------------------------------------------
 
 -- The reader coroutine owns a link (a connection and the commands waiting on it): it hands
 -- replies out in order until the connection fails. By then the client may have a newer link.
@@ -256,11 +328,18 @@ local function read_replies(self, link)
       return
     end
     local waiter = link.pending[link.first]
-    if out_of_band(self, reply) then
+    local step = waiter and waiter.pubsub and waiter.pubsub[#waiter.replies + 1]
+    local what = classify(self, link, reply, step and step.kind)
+    if what == "message" then
+      dispatch_message(self, reply)
+    elseif what == "push" then
+      luasock.log("debug", self.name .. ": out-of-band " .. tostring(reply[1]))
+    elseif what == "confirmation" and not (step and step.kind == reply[1]) then
+      confirm(link, reply)
       luasock.log("debug", self.name .. ": out-of-band " .. tostring(reply[1]))
     elseif not waiter then
       luasock.log("warn", self.name .. ": a reply nobody asked for was dropped")
-    else
+    elseif what ~= "confirmation" or last_confirmation(link, reply, step) then
       waiter.replies[#waiter.replies + 1] = reply
       if #waiter.replies == waiter.count then
         link.pending[link.first] = nil
@@ -271,12 +350,20 @@ local function read_replies(self, link)
   end
 end
 
+-- Whether the client holds subscriptions or is asking for them: a new connection would not
+-- have them.
+local function subscribed(self)
+  return next(self.subscriptions) ~= nil or next(self.patterns) ~= nil
+    or next(self.shards) ~= nil or (self.link and self.link.subscriptions > 0)
+end
+
 local open
 
--- Queues commands (a list of argument lists) and waits for their replies. A client whose
--- connection was lost connects again (a subscribed one does not: its subscriptions are gone).
+-- Queues commands (a list of checked argument lists) and waits for their replies. A client
+-- whose connection was lost connects again (a subscribed one does not: its subscriptions are
+-- gone).
 local function send_commands(self, commands)
-  if self.closed and (self.closing or self.subscribed or self.opening) then
+  if self.closed and (self.closing or self.opening or subscribed(self)) then
     return nil, self.name .. ": closed"
   elseif self.closed then
     local ok, err = open(self)
@@ -284,12 +371,17 @@ local function send_commands(self, commands)
       return nil, err
     end
   end
-  local parts = {}
-  for _, args in ipairs(commands) do
+  local parts, pubsub = {}, false
+  for i, args in ipairs(commands) do
     encode_command(parts, args)
+    local kind = PUBSUB_COMMANDS[args[1]:upper()]
+    if kind then
+      pubsub = pubsub or {}
+      pubsub[i] = { kind = kind, channels = (args.n or #args) - 1, seen = 0 }
+    end
   end
   local link = self.link
-  local waiter = { queue = luasock.queue(), count = #commands, replies = {} }
+  local waiter = { queue = luasock.queue(), count = #commands, replies = {}, pubsub = pubsub }
   link.last = link.last + 1
   link.pending[link.last] = waiter
   link.conn:post(parts)
@@ -309,12 +401,19 @@ local function send_commands(self, commands)
   return replies
 end
 
-function Client:call(...)
-  local replies, err = send_commands(self, { table.pack(...) })
+-- Sends one checked command; its reply, or nil and the error.
+local function call(self, args)
+  local replies, err = send_commands(self, { args })
   if not replies then
     return nil, err
   end
   return top_level(replies[1])
+end
+
+function Client:call(...)
+  local args = table.pack(...)
+  check_command(args, 2, "call")
+  return call(self, args)
 end
 
 -- r:pipeline(function(p) p:set("a", 1) p:get("a") end) or r:pipeline({ {"SET", "a", 1}, ... })
@@ -326,12 +425,22 @@ function Client:pipeline(commands)
     local recorder = setmetatable({}, {
       __index = function(_, name)
         return function(_, ...)
-          recorded[#recorded + 1] = table.pack(name:upper(), ...)
+          local args = table.pack(name:upper(), ...)
+          check_command(args, 2, "call")
+          recorded[#recorded + 1] = args
         end
       end,
     })
     commands(recorder)
     commands = recorded
+  else
+    for i, args in ipairs(commands) do
+      if type(args) ~= "table" then
+        error(("bad argument #1 to 'pipeline' (command %d is a %s, not a list)"):format(i,
+          type(args)), 2)
+      end
+      check_command(args, 2, "pipeline")
+    end
   end
   if #commands == 0 then
     return {}
@@ -340,25 +449,67 @@ function Client:pipeline(commands)
 end
 
 -- r:subscribe(channel, fn): fn(message, channel) runs in the reader coroutine for every message;
--- it must not wait (spawn a coroutine for slow work). After the first subscribe, the client
--- only takes subscribe, unsubscribe and ping commands (Redis's rule).
+-- it must not wait (spawn a coroutine for slow work). With RESP2, while the client has a
+-- subscription, it only takes (un)subscribe and ping commands (Redis's rule). psubscribe takes
+-- a pattern, fn(message, channel) gets the channel that matched; ssubscribe a shard channel.
+local function subscribe(self, callbacks, args, callback)
+  if type(callback) ~= "function" then
+    error(("bad argument #2 to '%s' (function expected, got %s)"):format(args[1]:lower(),
+      type(callback)), 2) -- the methods tail-call this: level 2 is their caller
+  end
+  self[callbacks][encode_arg(args[2])] = callback
+  return call(self, args)
+end
+
 function Client:subscribe(channel, callback)
-  assert(type(callback) == "function", "bad argument #2 to 'subscribe' (function expected)")
-  self.subscribed = true
-  self.subscriptions[channel] = callback
-  return self:call("SUBSCRIBE", channel)
+  local args = table.pack("SUBSCRIBE", channel)
+  check_command(args, 2)
+  return subscribe(self, "subscriptions", args, callback)
 end
 
 function Client:psubscribe(pattern, callback)
-  assert(type(callback) == "function", "bad argument #2 to 'psubscribe' (function expected)")
-  self.subscribed = true
-  self.patterns[pattern] = callback
-  return self:call("PSUBSCRIBE", pattern)
+  local args = table.pack("PSUBSCRIBE", pattern)
+  check_command(args, 2)
+  return subscribe(self, "patterns", args, callback)
 end
 
-function Client:unsubscribe(channel)
-  self.subscriptions[channel] = nil
-  return self:call("UNSUBSCRIBE", channel)
+function Client:ssubscribe(channel, callback)
+  local args = table.pack("SSUBSCRIBE", channel)
+  check_command(args, 2)
+  return subscribe(self, "shards", args, callback)
+end
+
+-- r:unsubscribe(channel, ...) forgets those channels' callbacks; r:unsubscribe() every channel's.
+-- Returns the last confirmation (its count: the subscriptions left).
+local function unsubscribe(self, callbacks, args)
+  local set = self[callbacks]
+  if args.n == 1 then
+    for name in pairs(set) do
+      set[name] = nil
+    end
+  end
+  for i = 2, args.n do
+    set[encode_arg(args[i])] = nil
+  end
+  return call(self, args)
+end
+
+function Client:unsubscribe(...)
+  local args = table.pack("UNSUBSCRIBE", ...)
+  check_command(args, 2)
+  return unsubscribe(self, "subscriptions", args)
+end
+
+function Client:punsubscribe(...)
+  local args = table.pack("PUNSUBSCRIBE", ...)
+  check_command(args, 2)
+  return unsubscribe(self, "patterns", args)
+end
+
+function Client:sunsubscribe(...)
+  local args = table.pack("SUNSUBSCRIBE", ...)
+  check_command(args, 2)
+  return unsubscribe(self, "shards", args)
 end
 
 function Client:close()
@@ -410,7 +561,10 @@ function open(self)
     end
     conn:settimeouts(nil, self.timeout, false)
     conn:setoption("max_queue", MAX_QUEUED)
-    local link = { conn = conn, pending = {}, first = 1, last = 0 }
+    -- channels, patterns, shards: the subscriptions Redis holds for this connection, as its
+    -- confirmations read so far say (subscriptions: how many in all).
+    local link = { conn = conn, pending = {}, first = 1, last = 0,
+      channels = {}, patterns = {}, shards = {}, subscriptions = 0 }
     self.link, self.closed = link, false
     connected:push(true)
     read_replies(self, link)
@@ -440,7 +594,8 @@ function M.connect(host, port, opts)
     timeout = opts.timeout or DEFAULT_TIMEOUT,
     subscriptions = {}, patterns = {},
     -- Every field is set (false rather than nil): a missing one would read as a command method.
-    link = false, closed = true, closing = false, opening = false, subscribed = false,
+    shards = {},
+    link = false, closed = true, closing = false, opening = false,
     on_disconnect = opts.on_disconnect or false,
   }, client_mt)
   local ok, err = open(self)

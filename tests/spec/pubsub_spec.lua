@@ -4,12 +4,15 @@
 -- redis-server, each node skipping its own messages when Redis echoes them; a bad --pubsub URL;
 -- Redis going away (the outage is logged, local delivery goes on) and coming back on the same
 -- port (reconnect logged with the time away, cross-node delivery resumes); a node started before
--- its Redis; the /DB of the URL; messages published by handlers finishing during a graceful
+-- its Redis; a node leaving its only channel for another in one step still hearing the other
+-- nodes; the /DB of the URL; messages published by handlers finishing during a graceful
 -- shutdown still reaching the other nodes.
 --
 -- The servers run HANDLER: every connection is a listener that gets each message of channel
 -- "room" as "TAG room MESSAGE"; a line "pub TEXT" publishes TEXT and answers "published TEXT"
--- after the publish call returns; "info" answers with the backend, node and whether
+-- after the publish call returns; "pubto CHANNEL TEXT" does the same on CHANNEL; "move CHANNEL"
+-- unsubscribes "room" and subscribes CHANNEL (same callback), in the same step, answering
+-- "moved CHANNEL"; "info" answers with the backend, node and whether
 -- pubsub.redis() has a client; "set KEY" sets KEY through pubsub.redis(). A handler woken by a
 -- graceful shutdown publishes "leaving".
 local socket = require "socket"
@@ -45,6 +48,18 @@ function Redis:calls(...)
   return replies
 end
 
+-- How many subscribers Redis counts for `channel` (PUBSUB NUMSUB).
+function Redis:numsub(channel)
+  local client = assert(socket.tcp())
+  client:settimeout(5)
+  assert(client:connect("127.0.0.1", self.port))
+  assert(client:send("PUBSUB NUMSUB " .. channel .. "\r\n"))
+  local lines = {}
+  for i = 1, 4 do lines[i] = assert(client:receive("*l")) end -- *2, $len, channel, :count
+  client:close()
+  return assert(math.tointeger(tonumber(lines[4]:match("^:(%d+)$"))), lines[4])
+end
+
 -- Starts redis-server on a free port (or opts.port), waits until it answers PING; retries with
 -- another port if the chosen one was taken.
 local function start_redis(opts)
@@ -60,9 +75,10 @@ local pubsub = require "luasock.pubsub"
 local listeners = luasock.state.listeners or {}
 luasock.state.listeners = listeners
 local TAG = "${TAG}"
-pubsub.subscribe("room", function(message, channel)
+local function to_listeners(message, channel)
   for conn in pairs(listeners) do conn:post(TAG, " ", channel, " ", message, "\n") end
-end)
+end
+pubsub.subscribe("room", to_listeners)
 return {
   idle_timeout = false,
   handle = function(conn)
@@ -81,6 +97,14 @@ return {
       elseif command == "info" then
         conn:post("info ", pubsub.backend(), " ", tostring(pubsub.node()), " ",
           tostring(pubsub.redis() ~= nil), "\n")
+      elseif command == "move" then
+        pubsub.unsubscribe("room")
+        pubsub.subscribe(rest, to_listeners)
+        conn:post("moved ", rest, "\n")
+      elseif command == "pubto" then
+        local channel, text = rest:match("^(%S+) (.*)$")
+        pubsub.publish(channel, text)
+        conn:post("published ", text, "\n")
       elseif command == "set" then
         local r = pubsub.redis()
         conn:post("set ", tostring(r and r:set(rest, "from the node")), "\n")
@@ -375,6 +399,40 @@ describe("luasock.pubsub with --pubsub redis://", function()
     read_until(a, function(line) return line == "v1 room back" end, "'back' on A")
     a:close()
     a2:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
+
+  it("issue 12 item 10: keeps receiving from other nodes after leaving its last channel for "
+    .. "another in the same step", function()
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a, b = listener(a_node), listener(b_node)
+    publish(b, "before")
+    assert.equal("v1 room before", next_line(b))
+    assert.equal("published before", next_line(b))
+    assert.equal("v1 room before", next_line(a))
+    -- A leaves "room", its only channel, and joins "lobby": both commands go out in one step
+    a:send("move lobby\n")
+    assert.equal("moved lobby", next_line(a))
+    -- Redis has handled both: B alone on "room", A on "lobby"
+    helper.eventually(function()
+      return redis:numsub("lobby") == 1 and redis:numsub("room") == 1
+    end, 5, "A's subscription moving from room to lobby in Redis")
+    b:send("pubto lobby hello\n")
+    assert.equal("published hello", next_line(b))
+    a:settimeout(3)
+    local line, err = a:receive("*l")
+    assert.equal("v1 lobby hello", line, "node A got " .. tostring(line or err)
+      .. "; node A's log:\n" .. a_node:log())
+    -- and only lobby's: a message on room, then one on lobby
+    publish(b, "not for A")
+    b:send("pubto lobby again\n")
+    assert.equal("v1 lobby again", next_line(a))
+    assert.is_nil(a_node:log():find("nobody asked for", 1, true), a_node:log())
+    a:close()
     b:close()
     a_node:stop()
     b_node:stop()

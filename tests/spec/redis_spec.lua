@@ -2,8 +2,9 @@
 -- port (in a temp directory, without persistence), through `luasock run` scripts: plain
 -- commands, nulls and error replies, binary-safe and large values, pipelines and MULTI/EXEC,
 -- one client shared by 200 coroutines, RESP3 types, AUTH and SELECT, a refused connection, a
--- command timeout, the server going away, pub/sub, and closing with <close>. What the client
--- wrote is checked with an independent RESP client on LuaSocket where it matters.
+-- command timeout, the server going away, pub/sub (also (un)subscribes of several coroutines in
+-- one step, and of several channels), nil arguments refused, and closing with <close>. What the
+-- client wrote is checked with an independent RESP client on LuaSocket where it matters.
 local socket = require "socket"
 local helper = require "helper"
 local redis_server = require "redis_server"
@@ -98,6 +99,13 @@ local SCRIPT_PRELUDE = "local redis = require 'luasock.redis'; "
 local function value(text)
   local chunk = assert(load("return " .. text, "=lit", "t", {}))
   return chunk()
+end
+
+-- Reads back a lit() list without its RESP3 `push` mark (a confirmation is a push in RESP3).
+local function items(text)
+  local list = value(text)
+  if type(list) == "table" then list.push = nil end
+  return list
 end
 
 local function reports(out)
@@ -546,6 +554,151 @@ describe("luasock.redis", function()
     assert.same(table.pack("other marker", 0), got[8])
     assert.same(table.pack("fragile fine"), got[9])
     assert.matches("subscriber callback failed: [^\n]*callback exploded", err)
+  end)
+
+  it("issue 12 item 10: keeps delivering after the last channel is left and another joined "
+    .. "in one step", function()
+    -- RESP2 (the bug) and RESP3 (unchanged). Two coroutines send UNSUBSCRIBE A and SUBSCRIBE B in
+    -- the same step, so the UNSUBSCRIBE's confirmation (no subscription left) is read after the
+    -- SUBSCRIBE was sent: the SUBSCRIBE's confirmation, and every message after it, must still
+    -- be taken for what they are.
+    local got, err = run([[
+      for _, protocol in ipairs { 2, 3 } do
+        local sub = assert(redis.connect("127.0.0.1", ${PORT},
+          { protocol = protocol, timeout = 2 }))
+        local pub = assert(redis.connect("127.0.0.1", ${PORT}))
+        local inbox = luasock.queue()
+        local function receive()
+          local item, err = inbox:pop(2)
+          return item or "nothing: " .. err
+        end
+        local function callback(m, c) inbox:push(c .. " " .. m) end
+        report(stdout, lit(sub:subscribe("A", callback)))
+        local leave = luasock.spawn(function() return sub:unsubscribe("A") end)
+        local join = luasock.spawn(function() return sub:subscribe("B", callback) end)
+        local _, left = leave:join()
+        local _, joined = join:join()
+        report(stdout, protocol, lit(left), lit(joined))
+        report(stdout, pub:publish("A", "to nobody"), pub:publish("B", "hello"))
+        report(stdout, receive())
+        pub:publish("B", "again")
+        report(stdout, receive(), inbox:len())
+        sub:close()
+        pub:close()
+      end
+    ]], { PORT = server.port })
+    for i, protocol in ipairs { 2, 3 } do
+      local base = (i - 1) * 5
+      assert.same({ "subscribe", "A", 1 }, items(got[base + 1][1]))
+      assert.equal(protocol, got[base + 2][1])
+      assert.same({ "unsubscribe", "A", 0 }, items(got[base + 2][2]))
+      assert.same({ "subscribe", "B", 1 }, items(got[base + 2][3]))
+      -- Redis counts one subscriber of B, none of A
+      assert.same(table.pack(0, 1), got[base + 3])
+      assert.same(table.pack("B hello"), got[base + 4], "RESP" .. protocol)
+      assert.same(table.pack("B again", 0), got[base + 5], "RESP" .. protocol)
+    end
+    assert.is_nil(err:find("nobody asked for", 1, true), err)
+  end)
+
+  it("issue 12 item 10: takes one reply per (un)subscribe of several channels, or of all",
+    function()
+    -- Redis confirms each channel named, or each subscription ended by an UNSUBSCRIBE that
+    -- names none: the command's reply is the last confirmation, and the next command gets
+    -- its own reply.
+    local got, err = run([[
+      for _, protocol in ipairs { 2, 3 } do
+        local sub = assert(redis.connect("127.0.0.1", ${PORT},
+          { protocol = protocol, timeout = 2 }))
+        local pub = assert(redis.connect("127.0.0.1", ${PORT}))
+        local inbox = luasock.queue()
+        local function callback(m, c) inbox:push(c .. " " .. m) end
+        sub:subscribe("c1", callback)
+        sub:subscribe("c2", callback)
+        report(stdout, protocol, lit(sub:call("SUBSCRIBE", "c3", "c4", "c3")), lit(sub:ping()),
+          lit(sub:psubscribe("c*", callback)))
+        pub:publish("c3", "m3")
+        pub:publish("c1", "m1")
+        report(stdout, inbox:pop(2), inbox:pop(2), inbox:pop(2), inbox:len())
+        -- from every channel: the pattern is left
+        local all = sub:unsubscribe()
+        report(stdout, all[1], all[3], lit(sub:ping()))
+        pub:publish("c1", "through the pattern")
+        report(stdout, inbox:pop(2), inbox:len())
+        report(stdout, lit(sub:punsubscribe()), lit(sub:unsubscribe()))
+        -- no subscription left: ordinary commands, and a list that looks like a message is a reply
+        sub:del("list")
+        report(stdout, sub:set("k", "v"), sub:rpush("list", "message", "c1", "x"),
+          lit(sub:lrange("list", 0, -1)), sub:get("k"), inbox:len())
+        report(stdout, lit(sub:call("SUBSCRIBE", "d1", "d2")),
+          lit(sub:call("UNSUBSCRIBE", "d1", "never", "d2")), sub:get("k"))
+        sub:close()
+        pub:close()
+      end
+    ]], { PORT = server.port })
+    for i, protocol in ipairs { 2, 3 } do
+      local base = (i - 1) * 7
+      local pong = protocol == 2 and { "pong", "" } or "PONG"
+      assert.equal(protocol, got[base + 1][1])
+      assert.same({ "subscribe", "c3", 4 }, items(got[base + 1][2]))
+      assert.same(pong, items(got[base + 1][3]))
+      assert.same({ "psubscribe", "c*", 5 }, items(got[base + 1][4]))
+      assert.same(table.pack("c3 m3", "c1 m1", "c1 m1", 0), got[base + 2])
+      assert.same({ "unsubscribe", 1 }, { got[base + 3][1], got[base + 3][2] })
+      assert.same(pong, items(got[base + 3][3]))
+      assert.same(table.pack("c1 through the pattern", 0), got[base + 4])
+      assert.same({ "punsubscribe", "c*", 0 }, items(got[base + 5][1]))
+      assert.same({ "unsubscribe", "<null>", 0 }, items(got[base + 5][2]))
+      assert.equal("OK", got[base + 6][1])
+      assert.equal(3, got[base + 6][2])
+      assert.same({ "message", "c1", "x" }, items(got[base + 6][3]))
+      assert.same({ "v", 0 }, { got[base + 6][4], got[base + 6][5] })
+      assert.same({ "subscribe", "d2", 2 }, items(got[base + 7][1]))
+      assert.same({ "unsubscribe", "d2", 0 }, items(got[base + 7][2]))
+      assert.equal("v", got[base + 7][3])
+    end
+    assert.is_nil(err:find("nobody asked for", 1, true), err)
+  end)
+
+  it("issue 12 item 14: a nil argument raises 'bad argument #N to CMD (nil)', sending nothing",
+    function()
+    local got = run([[
+      local r = assert(redis.connect("127.0.0.1", ${PORT}))
+      local function try(...) return select(2, pcall(...)) end
+      report(stdout, try(r.set, r, "k", nil))
+      report(stdout, try(r.call, r, "SET", "k", nil))
+      report(stdout, try(r.hset, r, "h", "f", nil, "g", "v"))
+      report(stdout, try(r.set, r, nil, "v"))
+      report(stdout, try(r.call, r))
+      report(stdout, try(r.subscribe, r, nil, function() end))
+      report(stdout, try(r.unsubscribe, r, "a", nil))
+      -- nothing of a pipeline is sent when one of its commands has a nil
+      report(stdout, try(r.pipeline, r, function(p) p:set("a", "1") p:set("b", nil) end))
+      report(stdout, try(r.pipeline, r, { { "SET", "a", "1" }, table.pack("SET", "b", nil) }))
+      -- the error blames the line that called
+      local ok, err = pcall(function()
+        local v = r:set("k", nil) return v end) local line = debug.getinfo(1, "l").currentline
+      report(stdout, ok, err, line)
+      -- the client goes on, in step
+      report(stdout, r:exists("k", "h", "a", "b"), r:ping(), r:set("k", "v"), r:get("k"))
+    ]], { PORT = server.port })
+    assert.same(table.pack("bad argument #2 to 'set' (nil)"), got[1])
+    assert.same(table.pack("bad argument #2 to 'set' (nil)"), got[2])
+    assert.same(table.pack("bad argument #3 to 'hset' (nil)"), got[3])
+    assert.same(table.pack("bad argument #1 to 'set' (nil)"), got[4])
+    assert.same(table.pack("bad argument #1 to 'call' (command name expected, got nil)"), got[5])
+    assert.same(table.pack("bad argument #1 to 'subscribe' (nil)"), got[6])
+    assert.same(table.pack("bad argument #2 to 'unsubscribe' (nil)"), got[7])
+    assert.matches(":%d+: bad argument #2 to 'set' %(nil%)$", got[8][1])
+    assert.same(table.pack("bad argument #2 to 'set' (nil)"), got[9])
+    assert.is_false(got[10][1])
+    assert.matches(":" .. got[10][3] .. ": bad argument #2 to 'set' %(nil%)$", got[10][2])
+    assert.same(table.pack(0, "PONG", "OK", "v"), got[11])
+    -- Redis never ran a SET or HSET before the last one, nor stored "nil" anywhere
+    local stats = server:call("INFO", "commandstats")
+    assert.matches("cmdstat_set:calls=1,", stats, 1, true)
+    assert.is_nil(stats:find("cmdstat_hset", 1, true), stats)
+    assert.equal(0, server:call("EXISTS", "h", "a", "b"))
   end)
 
   it("with RESP3, runs ordinary commands on a subscribed client", function()
