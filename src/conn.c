@@ -135,19 +135,25 @@ static void drop_framer(struct conn *c)
     }
 }
 
+/* Forgets what the current read found out about the bytes in the buffer. */
+static void forget_progress(struct conn *c)
+{
+    c->searched = 0;
+    c->answer_found = false;
+    drop_framer(c);
+}
+
 /* Consumes n bytes of input; the saved progress of a read was about the bytes before. */
 static void take_input(struct conn *c, size_t n)
 {
     buf_consume(&c->in, n);
-    c->searched = 0;
-    drop_framer(c);
+    forget_progress(c);
 }
 
 static void drop_input(struct conn *c)
 {
     buf_free(&c->in);
-    c->searched = 0;
-    drop_framer(c);
+    forget_progress(c);
 }
 
 /* A closed connection stays anchored until its on_close hook has its connection in hand. */
@@ -278,12 +284,19 @@ static bool skip_rest(struct conn *c)
     return found;
 }
 
-/* Where the pattern's answer is in the buffer: READ_MORE until it is there. */
-static enum read_status scan_pattern(struct conn *c, struct read_span *span)
+/* Where the pattern's answer is in the buffer (c->answer): READ_MORE until it is there. Once
+ * found, it stays found until the buffer is consumed, so the reader that an event callback
+ * resumes does not look for it again. */
+static enum read_status scan_pattern(struct conn *c)
 {
+    if (c->answer_found)
+        return c->answer_status;
     if (c->skipping && !skip_rest(c))
         return READ_MORE;
-    return read_scan(&c->req, buf_head(&c->in), buf_len(&c->in), c->eof, &c->searched, span);
+    c->answer_status = read_scan(&c->req, buf_head(&c->in), buf_len(&c->in), c->eof,
+                                 &c->searched, &c->answer);
+    c->answer_found = c->answer_status != READ_MORE;
+    return c->answer_status;
 }
 
 /* How far the object read has got. The framer keeps its progress between arrivals, and its
@@ -312,19 +325,14 @@ static bool answer_ready(struct conn *c)
         const char *err;
         return scan_object(c, &frame_len, &err) != CODEC_MORE;
     }
-    struct read_span span;
-    return scan_pattern(c, &span) != READ_MORE;
+    return scan_pattern(c) != READ_MORE;
 }
 
-/* Reads the socket until the current read can return or the socket has nothing more. Pure C:
- * event callbacks use it to decide whether to resume the reader. */
-static bool read_ready(struct conn *c)
+/* Reads the socket into the buffer until the current read can return, or the socket has
+ * nothing more. Pure C: event callbacks use it to decide whether to resume the reader. */
+static bool read_more(struct conn *c)
 {
     for (;;) {
-        if (answer_ready(c))
-            return true;
-        if (!c->readable)
-            return false;
         int err = fill(c);
         if (err == EAGAIN)
             return false;
@@ -332,6 +340,10 @@ static bool read_ready(struct conn *c)
             fail(c, "read", err);
             return true;
         }
+        if (answer_ready(c))
+            return true;
+        if (!c->readable)
+            return false;
     }
 }
 
@@ -340,11 +352,12 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
     lua_pushnil(L);
     lua_pushstring(L, c->req.kind == READ_ALL ? ERR_TOO_LARGE : ERR_LINE_TOO_LONG);
     lua_pushlstring(L, buf_head(&c->in), span->len);
+    bool skip_rest = span->skip_rest;
     take_input(c, span->consumed);
     if (c->req.kind == READ_ALL)
         close_gracefully(c, ERR_TOO_LARGE);
     else
-        c->skipping = span->skip_rest;
+        c->skipping = skip_rest;
     return 3;
 }
 
@@ -353,14 +366,13 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
  * loses no input. */
 static int take_pattern(struct conn *c, lua_State *L)
 {
-    struct read_span span;
-    switch (scan_pattern(c, &span)) {
+    switch (scan_pattern(c)) {
     case READ_DONE:
-        push_data(c, L, span.len);
-        take_input(c, span.consumed);
+        push_data(c, L, c->answer.len);
+        take_input(c, c->answer.consumed);
         return 1;
     case READ_TOO_LONG:
-        return push_too_long(c, L, &span);
+        return push_too_long(c, L, &c->answer);
     case READ_MORE:
         break;
     }
@@ -389,13 +401,16 @@ static int take_object(struct conn *c, lua_State *L)
     return 2;
 }
 
-/* The current read's results, once read_ready said they are there. */
+/* The current read's results, or -1 when they are not there yet (they are once read_more
+ * said so). */
 static int take(struct conn *c, lua_State *L)
 {
     if (c->state != CONN_OPEN)
         return push_failure(c, L, c->close_reason);
     int n = c->req.kind == READ_OBJECT ? take_object(c, L) : take_pattern(c, L);
-    return n > 0 ? n : push_failure(c, L, ERR_CLOSED);
+    if (n > 0)
+        return n;
+    return c->eof ? push_failure(c, L, ERR_CLOSED) : -1;
 }
 
 static int wait_read(struct conn *c, lua_State *L);
@@ -408,7 +423,9 @@ static int read_resumed(lua_State *L, int status, lua_KContext ctx)
     c->reading = false;
     if (failure != NULL)
         return push_failure(c, L, failure);
-    return read_ready(c) ? take(c, L) : wait_read(c, L);
+    /* Resumed by on_readable, which found the answer there. */
+    int n = take(c, L);
+    return n >= 0 ? n : wait_read(c, L);
 }
 
 /* Suspends the reader (it can wait) until the read can complete, fails or times out. */
@@ -429,10 +446,16 @@ int conn_read(struct conn *c, lua_State *L, const char *what)
     if (c->state != CONN_OPEN)
         return push_failure(c, L, ERR_CLOSED);
     c->searched = 0;
+    c->answer_found = false;
     if (c->req.kind != READ_LINE && c->req.kind != READ_UNTIL)
         c->skipping = false;
-    if (read_ready(c))
-        return take(c, L);
+    /* An empty buffer answers nothing but a count of 0 (and end of stream): skip looking. */
+    bool look = buf_len(&c->in) > 0 || c->eof || (c->req.kind == READ_COUNT && c->req.count == 0);
+    int n = look ? take(c, L) : -1;
+    if (n < 0 && c->readable && read_more(c))
+        n = take(c, L);
+    if (n >= 0)
+        return n;
     if (c->set.read_timeout == 0)
         return push_failure(c, L, ERR_TIMEOUT);
     task_check_wait(L, what);
@@ -464,7 +487,7 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
         return;
     }
     /* A read error closes c and wakes the reader on its own. */
-    if (read_ready(c))
+    if (read_more(c))
         task_resume_first(&c->reader, NULL);
 }
 
@@ -531,7 +554,7 @@ static void write_and_settle(struct conn *c)
         fail(c, "write", err);
         return;
     }
-    if (buf_len(&c->out) <= c->set.high_water)
+    if (!task_waiters_empty(&c->writer) && buf_len(&c->out) <= c->set.high_water)
         task_wake_all(&c->writer, NULL);
     if (buf_len(&c->out) == 0)
         drained(c);
@@ -773,8 +796,8 @@ static const struct task_resource_ops resource_ops = {resource_close, resource_d
 struct conn *conn_new(lua_State *L)
 {
     struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
-    *c = (struct conn){.fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED, .set = conn_defaults,
-                       .close_reason = ERR_CLOSED};
+    *c = (struct conn){.mark = CONN_MARK, .fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED,
+                       .set = conn_defaults, .close_reason = ERR_CLOSED};
     luaL_setmetatable(L, CONN_MT);
     lua_pushvalue(L, -1);
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -20,6 +20,7 @@
 #include "task.h"
 
 #define CONN_MT "luasock.conn"
+#define CONN_MARK 0x6c7561736f636b43ULL /* "luasockC": see toconn in lconn.c */
 
 /* Settings every new connection starts with (the script can change them). A timeout below 0
  * means none. */
@@ -55,6 +56,7 @@ enum conn_state {
 };
 
 struct conn {
+    uint64_t mark; /* CONN_MARK */
     ev_io rio, wio;
     ev_timer rtimer, wtimer;
     struct buf in, out;
@@ -63,6 +65,8 @@ struct conn {
     const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
     size_t prefix_len;
     size_t searched;           /* see read_scan; progress of the current read */
+    struct read_span answer;   /* where the current read's answer is, once answer_found */
+    enum read_status answer_status;
     ev_tstamp rdeadline, wdeadline; /* 0: none */
     struct conn_settings set;
     /* Kept from accept or connect: getpeername fails once both directions are shut down, and
@@ -85,6 +89,7 @@ struct conn {
     bool skipping;     /* dropping the rest of an over-long line */
     bool shut_wr;      /* no more sends: shutdown("send") or closing */
     bool reading;      /* a read waits, or was woken and has not returned yet: it owns in */
+    bool answer_found;
     bool outgoing;     /* made by luasock.connect */
     bool flush_listed;
     struct conn *flush_prev, *flush_next;

@@ -260,7 +260,8 @@ struct accepted {
 static int new_handler_task(lua_State *state)
 {
     struct accepted *a = lua_touserdata(state, 1);
-    script_push_callback(state, SCRIPT_HANDLE);
+    if (!script_push_callback(state, SCRIPT_HANDLE))
+        return luaL_error(state, "%s has no 'handle' function", script_path);
     struct conn *c = conn_new(state);
     conn_attach(c, a->fd, a->peer, a->peer_len);
     c->peer_counted = max_per_ip > 0;

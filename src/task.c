@@ -85,7 +85,8 @@ static void waiters_remove(struct task *t)
 static void end_wait(struct task *t, const char *failure)
 {
     waiters_remove(t);
-    ev_timer_stop(loop, &t->timer);
+    if (ev_is_active(&t->timer))
+        ev_timer_stop(loop, &t->timer);
     t->waiting = false;
     t->failure = failure;
 }
@@ -264,14 +265,27 @@ const char *task_failure(lua_State *L)
     return task_current(L)->failure;
 }
 
-bool task_wake_first(struct task_waiters *w, const char *failure)
+/* Takes the first task out of w, its wait over. */
+static struct task *end_first_wait(struct task_waiters *w, const char *failure)
 {
     struct task *t = w->first;
     if (t == NULL)
-        return false;
+        return NULL;
+    w->first = t->next;
+    if (w->last == t)
+        w->last = NULL;
+    t->next = NULL;
+    t->waiting_in = NULL;
     end_wait(t, failure);
-    enqueue(t);
-    return true;
+    return t;
+}
+
+bool task_wake_first(struct task_waiters *w, const char *failure)
+{
+    struct task *t = end_first_wait(w, failure);
+    if (t != NULL)
+        enqueue(t);
+    return t != NULL;
 }
 
 void task_wake_all(struct task_waiters *w, const char *failure)
@@ -282,12 +296,10 @@ void task_wake_all(struct task_waiters *w, const char *failure)
 
 bool task_resume_first(struct task_waiters *w, const char *failure)
 {
-    struct task *t = w->first;
-    if (t == NULL)
-        return false;
-    end_wait(t, failure);
-    resume(t);
-    return true;
+    struct task *t = end_first_wait(w, failure);
+    if (t != NULL)
+        resume(t);
+    return t != NULL;
 }
 
 bool task_wake_first_with(lua_State *L, struct task_waiters *w, int idx)

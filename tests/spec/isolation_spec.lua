@@ -432,3 +432,40 @@ describe("issue 12 item 13: re-entrancy through metamethods", function()
     assert_exits_0(server)
   end)
 end)
+
+describe("issue 12: a task's coroutine belongs to luasock", function()
+  after_each(helper.cleanup)
+
+  it("coroutine.resume and coroutine.close refuse another handler's coroutine; its wait goes on",
+    function()
+    local server = serve([[
+      local waiting = {}
+      return { handle = function(conn)
+        local line = conn:receive("*l")
+        if line == "wait" then
+          waiting.co = coroutine.running()
+          conn:send("waiting\n")
+          report(conn, "got", conn:receive("*l"))
+        elseif line == "meddle" then
+          local resumed = table.pack(pcall(coroutine.resume, waiting.co, "forged"))
+          local closed = table.pack(pcall(coroutine.close, waiting.co))
+          report(conn, resumed[1], resumed[2], closed[1], closed[2])
+        end
+      end }]])
+    local waiter = server:connect()
+    assert(waiter:send("wait\n"))
+    assert.equal("waiting", waiter:receive("*l"))
+    local meddler = server:connect()
+    assert(meddler:send("meddle\n"))
+    local got = helper.read_report(meddler)
+    assert.is_false(got[1])
+    assert.matches("coroutine.resume: a handler's or luasock.spawn's coroutine is run by luasock "
+      .. "only", got[2], 1, true)
+    assert.is_false(got[3])
+    assert.matches("coroutine.close: a handler's or luasock.spawn's coroutine is run by luasock "
+      .. "only", got[4], 1, true)
+    assert(waiter:send("real\n"))
+    assert.same(table.pack("got", "real"), helper.read_report(waiter))
+    server:stop()
+  end)
+end)
