@@ -15,8 +15,11 @@
 #define ACCEPTS_PER_WAKEUP 64
 #define PAUSE_SECONDS 0.1
 
-static void on_connection(struct ev_loop *loop, ev_io *w, int revents)
+static struct ev_loop *loop;
+
+static void on_connection(struct ev_loop *ev, ev_io *w, int revents)
 {
+    (void)ev;
     (void)revents;
     struct listener *l = container_of(w, struct listener, io);
     for (int i = 0; i < ACCEPTS_PER_WAKEUP; i++) {
@@ -55,14 +58,15 @@ static void on_connection(struct ev_loop *loop, ev_io *w, int revents)
     }
 }
 
-static void on_pause_end(struct ev_loop *loop, ev_timer *w, int revents)
+static void on_pause_end(struct ev_loop *ev, ev_timer *w, int revents)
 {
+    (void)ev;
     (void)revents;
     struct listener *l = container_of(w, struct listener, pause);
     ev_io_start(loop, &l->io);
 }
 
-struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
+struct listener *listener_open(const char *text, const struct net_addr *addr,
                                void (*on_accept)(int fd, const struct sockaddr *peer,
                                                  socklen_t peer_len),
                                bool for_workers, char *err, size_t err_size)
@@ -95,7 +99,7 @@ struct listener *listener_open(struct ev_loop *loop, const char *text, const str
     return l;
 }
 
-int listener_start_in_worker(struct ev_loop *loop, struct listener *l, char *err, size_t err_size)
+int listener_start_in_worker(struct listener *l, char *err, size_t err_size)
 {
     /* The unix socket's file belongs to the parent, which outlives this worker. */
     l->unix_path[0] = '\0';
@@ -114,7 +118,7 @@ int listener_start_in_worker(struct ev_loop *loop, struct listener *l, char *err
     return 0;
 }
 
-void listener_close(struct ev_loop *loop, struct listener *l)
+void listener_close(struct listener *l)
 {
     ev_io_stop(loop, &l->io);
     ev_timer_stop(loop, &l->pause);
@@ -122,4 +126,9 @@ void listener_close(struct ev_loop *loop, struct listener *l)
     if (l->unix_path[0] != '\0')
         unlink(l->unix_path);
     free(l);
+}
+
+void listener_init(struct ev_loop *l)
+{
+    loop = l;
 }

@@ -18,19 +18,20 @@ struct listener {
     struct listener *next;
 };
 
+void listener_init(struct ev_loop *loop);
+
 /* Listens on addr (written as text in the error message). Returns the listener, or NULL with
  * "listen TEXT: cause" in err. for_workers: the caller is the --workers parent, which never
  * accepts: TCP addresses are only bound, and nothing is watched until
  * listener_start_in_worker. */
-struct listener *listener_open(struct ev_loop *loop, const char *text, const struct net_addr *addr,
+struct listener *listener_open(const char *text, const struct net_addr *addr,
                                void (*on_accept)(int fd, const struct sockaddr *peer,
                                                  socklen_t peer_len),
                                bool for_workers, char *err, size_t err_size);
 
 /* In a worker just forked from the parent: accepts on l from now on. */
-int listener_start_in_worker(struct ev_loop *loop, struct listener *l, char *err,
-                             size_t err_size);
+int listener_start_in_worker(struct listener *l, char *err, size_t err_size);
 
-void listener_close(struct ev_loop *loop, struct listener *l);
+void listener_close(struct listener *l);
 
 #endif

@@ -98,7 +98,7 @@ static void close_listeners(void)
 {
     while (listeners != NULL) {
         struct listener *next = listeners->next;
-        listener_close(loop, listeners);
+        listener_close(listeners);
         listeners = next;
     }
 }
@@ -196,6 +196,7 @@ static int open_runtime(void)
         return -1;
     task_init(loop, L, conn_flush_all);
     conn_init(loop, L);
+    listener_init(loop);
     udp_init(loop);
     lconn_open(L);
     return add_runtime_path();
@@ -330,7 +331,7 @@ static int open_listener(const char *text, const char *script)
                         name, sizeof name, err, sizeof err) < 0)
             return listen_failed(err);
     } else {
-        struct listener *l = listener_open(loop, text, &addr, on_accept, worker_count > 1, err,
+        struct listener *l = listener_open(text, &addr, on_accept, worker_count > 1, err,
                                            sizeof err);
         if (l == NULL)
             return listen_failed(err);
@@ -487,7 +488,7 @@ static void become_worker(int id)
         _exit(1);
     for (struct listener *l = listeners; l != NULL; l = l->next) {
         char err[512];
-        if (listener_start_in_worker(loop, l, err, sizeof err) < 0) {
+        if (listener_start_in_worker(l, err, sizeof err) < 0) {
             luasock_log(LUASOCK_LOG_ERROR, "%s", err);
             _exit(1);
         }
