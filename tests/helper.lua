@@ -398,6 +398,14 @@ function helper.read_all(client)
   end
 end
 
+-- Sends one line and returns the reply line (failing on an error).
+function helper.ask(client, line)
+  assert(client:send(line .. "\n"))
+  local reply, err = client:receive("*l")
+  assert(reply, "no reply to " .. line .. ": " .. tostring(err))
+  return reply
+end
+
 -- Reads lines from a client until one equals `want`; returns the lines skipped before it.
 function helper.expect_line(client, want)
   local skipped = {}

@@ -47,16 +47,10 @@ import threading
 import time
 import traceback
 
-try:
-    import msgpack
-except ImportError:
-    # The first python3 on PATH may lack msgpack; Debian's python3-msgpack is for /usr/bin/python3.
-    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    raise
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import BIN, Server  # noqa: E402
+from luasock_server import BIN, Server, require_msgpack  # noqa: E402
+
+msgpack = require_msgpack()
 
 
 def is_asan_build():

@@ -18,6 +18,19 @@ LISTENING = re.compile(r"luasock: listening on (\S+):(\d+) \(")
 SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
 
 
+def require_msgpack():
+    """Returns the msgpack module. The first python3 on PATH may lack it (Debian's
+    python3-msgpack is for /usr/bin/python3): then the calling script starts again under that
+    one."""
+    try:
+        import msgpack
+    except ImportError:
+        if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
+            os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
+        raise
+    return msgpack
+
+
 class Server:
     """A running `luasock serve SCRIPT --listen 127.0.0.1:0`."""
 

@@ -27,16 +27,10 @@ import struct
 import sys
 import tempfile
 
-try:
-    import msgpack
-except ImportError:
-    # The first python3 on PATH may lack msgpack; Debian's python3-msgpack is for /usr/bin/python3.
-    if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
-        os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
-    raise
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import Checks, Server, stop_and_check  # noqa: E402
+from luasock_server import Checks, Server, require_msgpack, stop_and_check  # noqa: E402
+
+msgpack = require_msgpack()
 
 TIMEOUT = 5.0  # seconds for every client read
 

@@ -28,13 +28,7 @@ end
 
 local literal = helper.literal
 
--- Sends one line and returns the reply line (failing on an error).
-local function ask(client, line)
-  assert(client:send(line .. "\n"))
-  local reply, err = client:receive("*l")
-  assert(reply, "no reply to " .. line .. ": " .. tostring(err))
-  return reply
-end
+local ask = helper.ask
 
 -- A field of /proc/PID/status in KiB.
 local function proc_status(pid, field)

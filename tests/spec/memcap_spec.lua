@@ -86,13 +86,7 @@ local function wait_log(server, pattern, timeout, from)
   error(result[2], 2)
 end
 
--- Sends one line and returns the reply line (failing on an error).
-local function ask(client, line)
-  assert(client:send(line .. "\n"))
-  local reply, err = client:receive("*l")
-  assert(reply, "no reply to " .. line .. ": " .. tostring(err))
-  return reply
-end
+local ask = helper.ask
 
 -- Sends one line and returns the reply line, or nil and the error.
 local function try_ask(client, line)

@@ -65,13 +65,7 @@ local function greeting_of_new_client(server)
   return line
 end
 
--- Sends one line and returns the reply line.
-local function ask(client, line)
-  assert(client:send(line .. "\n"))
-  local reply, err = client:receive("*l")
-  assert(reply, "no reply to " .. line .. ": " .. tostring(err))
-  return reply
-end
+local ask = helper.ask
 
 -- A handler that greets with "<version><tag> hello" and answers every line with
 -- "<version>:<line>". `tag` is a Lua expression ('' by default); `extra` is put at the top of

@@ -85,13 +85,7 @@ local function kill(signal, pid)
   assert(os.execute("kill -" .. signal .. " " .. pid))
 end
 
--- Sends one line and returns the reply line.
-local function ask(client, line)
-  assert(client:send(line .. "\n"))
-  local reply, err = client:receive("*l")
-  assert(reply, "no reply to " .. line .. ": " .. tostring(err))
-  return reply
-end
+local ask = helper.ask
 
 -- Asks the server which worker serves `client`; returns the worker's number and the count.
 local function which(client)
