@@ -33,12 +33,18 @@
  * the load generator touches FILE (as an editor's save would) R times, evenly spread over the
  * window: under `luasock serve --watch` each touch reloads the script.
  *
+ * With -n COUNT the window holds exactly COUNT messages, spread over the connections as they
+ * come back, and ends when the last of them has come back; -d is then only a time limit (exit 2
+ * when it passes first), and a failed connection fails the run (exit 1). -n 0 ends the window at once: the run is only the set-up (every
+ * connection opened and one round trip on each) and the close. bench/run counts a server's
+ * instructions under valgrind for a COUNT run and for a -n 0 run, and takes the difference.
+ *
  * Idle mode (-i): open the connections, do one round trip on each, print "ready conns=N" and
  * hold them until SIGUSR1, SIGTERM or SIGINT arrives, or D seconds pass, so that the harness can
  * read the server's RSS; then print the result line and exit.
  *
- * Usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] [-i]
- *                [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]
+ * Usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-n COUNT] [-P DEPTH] [-l]
+ *                [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]
  * Exit status: 0 ok, 1 a connection failed during the run, 2 usage or setup error, 3 mismatch.
  */
 #define _GNU_SOURCE
@@ -79,6 +85,7 @@ struct options {
     double duration, setup_timeout, slice_ms;
     const char *touch_file;
     int touches;
+    long long count; /* -n: messages in the window; -1: as many as fit in the duration */
     pid_t server;
 };
 
@@ -124,14 +131,15 @@ struct sample {
 };
 
 static struct options opt = {
-    .host = "127.0.0.1", .conns = 50, .depth = 1, .size = 64, .duration = 5, .setup_timeout = 60};
+    .host = "127.0.0.1", .conns = 50, .depth = 1, .size = 64, .duration = 5, .setup_timeout = 60,
+    .count = -1};
 static char *pattern;
 static struct conn *conns;
 static int epfd;
 static int running; /* inside the measured window */
 static int holding; /* idle mode, after setup */
 static int next_to_open, setting_up, ready_count, live_count;
-static uint64_t window_start, window_msgs, errors;
+static uint64_t window_start, window_msgs, window_sent, errors;
 static uint64_t max_ns, max_at; /* the longest latency, and when (since window_start) it ended */
 static uint64_t histogram[HIST_BUCKETS];
 static struct slice *slices;
@@ -279,6 +287,9 @@ static void conn_failed(struct conn *c, const char *why)
 {
     if (!running && !holding)
         die(2, "connection %d failed during setup: %s", c->index, why);
+    /* -n: its messages would be missing from the count forever. */
+    if (opt.count >= 0)
+        die(1, "connection %d failed: %s", c->index, why);
     /* Its senders' lines would wait for it forever. */
     if (opt.senders > 0)
         die(1, "chat member %d (%s) failed: %s", c->index, c->nick, why);
@@ -331,6 +342,14 @@ static void queue_message(struct conn *c, uint64_t now)
     c->out_len += opt.size;
     c->stamps[slot] = now;
     c->sent++;
+    if (running)
+        window_sent++;
+}
+
+/* Whether the window takes another message (-n: only COUNT of them). */
+static int may_send(void)
+{
+    return running && (opt.count < 0 || window_sent < (uint64_t)opt.count);
 }
 
 static void open_next(void);
@@ -352,7 +371,8 @@ static void message_done(struct conn *c, uint64_t now)
         warmed_up(c);
     } else if (running) {
         record_latency(c->stamps[k % (uint64_t)opt.depth], now);
-        queue_message(c, now);
+        if (may_send())
+            queue_message(c, now);
     }
 }
 
@@ -579,6 +599,7 @@ static void run_until(uint64_t deadline, int (*done)(void))
 
 static int all_ready(void) { return ready_count == opt.conns; }
 static int none_live(void) { return live_count == 0; }
+static int count_done(void) { return none_live() || window_msgs >= (uint64_t)opt.count; }
 
 /* Whether everything sent has come back (chat: every line has reached every other member),
  * failed connections aside. */
@@ -791,7 +812,7 @@ static void measure(void)
     uint64_t t0 = window_start = now_ns();
     running = 1;
     for (int i = 0; i < (opt.senders > 0 ? opt.senders : opt.conns); i++) {
-        for (int k = 0; k < opt.depth; k++)
+        for (int k = 0; k < opt.depth && may_send(); k++)
             queue_message(&conns[i], t0);
         flush(&conns[i]);
     }
@@ -799,7 +820,14 @@ static void measure(void)
         run_until(t0 + length / (uint64_t)(opt.touches + 1) * (uint64_t)k, none_live);
         touch();
     }
-    run_until(t0 + length, none_live);
+    if (opt.count >= 0) {
+        run_until(t0 + length, count_done);
+        if (errors == 0 && window_msgs < (uint64_t)opt.count)
+            die(2, "only %llu of %lld messages had come back after %g s",
+                (unsigned long long)window_msgs, opt.count, opt.duration);
+    } else {
+        run_until(t0 + length, none_live);
+    }
     uint64_t t1 = now_ns();
     take_sample(&after, srv_cpu, own_cpu);
     running = 0;
@@ -870,20 +898,22 @@ static void raise_fd_limit(void)
 
 static void usage(void)
 {
-    die(2, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-P DEPTH] [-l] "
-           "[-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]");
+    die(2, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-n COUNT] "
+           "[-P DEPTH] [-l] [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] "
+           "[-T SETUP_SECONDS]");
 }
 
 static void parse_options(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "H:p:c:s:d:P:liC:w:u:r:S:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:c:s:d:n:P:liC:w:u:r:S:T:")) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
         case 'p': opt.port = optarg; break;
         case 'c': opt.conns = atoi(optarg); break;
         case 's': opt.size = (size_t)atol(optarg); break;
         case 'd': opt.duration = atof(optarg); break;
+        case 'n': opt.count = atoll(optarg); break;
         case 'P': opt.depth = atoi(optarg); break;
         case 'l': opt.line = 1; break;
         case 'i': opt.idle = 1; break;
@@ -900,7 +930,8 @@ static void parse_options(int argc, char **argv)
         opt.size > 1048576 || opt.depth < 1 || opt.duration <= 0 || opt.setup_timeout <= 0 ||
         opt.senders < 0 || opt.slice_ms < 0 || opt.touches < 0 ||
         (opt.touches > 0) != (opt.touch_file != NULL) ||
-        (opt.slice_ms > 0 && opt.slice_ms * 1e-3 > opt.duration))
+        (opt.slice_ms > 0 && opt.slice_ms * 1e-3 > opt.duration) || opt.count < -1 ||
+        (opt.count >= 0 && (opt.senders > 0 || opt.idle || opt.slice_ms > 0 || opt.touches > 0)))
         usage();
     /* A chat line holds "s k " and must pass chat.lua's max_line (1024). */
     if (opt.senders > 0 && (opt.senders > opt.conns || opt.conns < 2 || opt.size < 32 ||
