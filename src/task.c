@@ -85,7 +85,9 @@ static void waiters_remove(struct task *t)
 static void end_wait(struct task *t, const char *failure)
 {
     waiters_remove(t);
-    if (ev_is_active(&t->timer))
+    /* An expired timer is no longer active but may still be pending in this loop iteration:
+     * stopping it also takes back that event, which would end the wait a second time. */
+    if (ev_is_active(&t->timer) || ev_is_pending(&t->timer))
         ev_timer_stop(loop, &t->timer);
     t->waiting = false;
     t->failure = failure;

@@ -469,3 +469,41 @@ describe("issue 12: a task's coroutine belongs to luasock", function()
     server:stop()
   end)
 end)
+
+describe("issue 12: a wait ends once", function()
+  after_each(helper.cleanup)
+
+  -- Found by the API-misuse fuzzer: a wait whose timeout expires in the same loop iteration
+  -- as another event ends it (a push, here from a task whose sleep expired at the same time)
+  -- must not be ended, and resumed, a second time by the timer.
+  it("when its timeout and a wake come in the same loop iteration", function()
+    local server = serve([[
+      local PAIRS = 60
+      return { handle = function(conn)
+        local got = {}
+        for i = 1, PAIRS do
+          local q = luasock.queue()
+          luasock.spawn(function()
+            local value, err = q:pop(0.05)
+            got[#got + 1] = value or err
+          end)
+          luasock.spawn(function()
+            luasock.sleep(0.05)
+            q:push("pushed")
+          end)
+        end
+        while #got < PAIRS do luasock.sleep(0.01) end
+        luasock.sleep(0.1)
+        local odd = 0
+        for _, v in ipairs(got) do
+          if v ~= "pushed" and v ~= "timeout" then odd = odd + 1 end
+        end
+        report(conn, #got, odd)
+      end }]])
+    local client = server:connect()
+    assert.same(table.pack(60, 0), helper.read_report(client))
+    local log = server:stop()
+    assert.is_nil(log:find("cannot resume", 1, true), log)
+    assert.is_nil(log:find("[error]", 1, true), log)
+  end)
+end)
