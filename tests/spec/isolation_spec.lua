@@ -507,3 +507,25 @@ describe("issue 12: a wait ends once", function()
     assert.is_nil(log:find("[error]", 1, true), log)
   end)
 end)
+
+describe("issue 12 item 11: read progress belongs to the read", function()
+  after_each(helper.cleanup)
+
+  -- Found by the API-misuse fuzzer on the code before the fix: a line read's search position
+  -- outlived the buffer that shutdown("receive") freed, and the next scan started past the end
+  -- (AddressSanitizer: negative-size-param in scan_delimited).
+  it("shutdown('receive') from another coroutine drops a waiting line read's position", function()
+    -- "go" and the partial line arrive together; the spawned task runs once the second read
+    -- has searched the partial line and waits for the rest.
+    local server = serve([[
+      return { handle = function(conn)
+        assert(conn:receive("*l") == "go")
+        luasock.spawn(function() conn:shutdown("receive") end)
+        report(conn, conn:receive("*l"))
+      end }]])
+    local client = server:connect()
+    assert(client:send("go\npart of a line"))
+    assert.same(table.pack(nil, "closed", ""), helper.read_report(client))
+    server:stop()
+  end)
+end)
