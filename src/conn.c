@@ -138,6 +138,7 @@ static void drop_framer(struct conn *c)
 /* Forgets what the current read found out about the bytes in the buffer. */
 static void forget_progress(struct conn *c)
 {
+    c->read_epoch++;
     c->searched = 0;
     c->answer_found = false;
     drop_framer(c);
@@ -146,6 +147,8 @@ static void forget_progress(struct conn *c)
 /* Consumes n bytes of input; the saved progress of a read was about the bytes before. */
 static void take_input(struct conn *c, size_t n)
 {
+    if (n == 0)
+        return;
     buf_consume(&c->in, n);
     forget_progress(c);
 }
@@ -189,16 +192,34 @@ static void close_fd(struct conn *c)
     release_anchor(c);
 }
 
+/* A read copies bytes out of the input buffer with its first allocation, and consumes them
+ * after its last one. Any allocation may run a __gc metamethod, and one that consumes input of
+ * this connection meanwhile (a read, a close) makes what the read found stale: the read then
+ * raises rather than consume bytes that are no longer the ones it copied. */
+static void check_epoch(struct conn *c, lua_State *L, unsigned epoch)
+{
+    if (c->read_epoch != epoch)
+        luaL_error(L, "conn %I was read or closed by a __gc metamethod in the middle of a read",
+                   (lua_Integer)c->id);
+}
+
 /* Failed reads return what had been read so far, and it is consumed, as in LuaSocket. */
 static int push_failure(struct conn *c, lua_State *L, const char *err)
 {
+    /* Half an object is of no use, and leaving it buffered keeps the stream in step. */
+    if (c->req.kind == READ_OBJECT) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    unsigned epoch = c->read_epoch;
+    size_t len = buf_len(&c->in);
+    lua_pushlstring(L, buf_head(&c->in), len);
     lua_pushnil(L);
     lua_pushstring(L, err);
-    /* Half an object is of no use, and leaving it buffered keeps the stream in step. */
-    if (c->req.kind == READ_OBJECT)
-        return 2;
-    lua_pushlstring(L, buf_head(&c->in), buf_len(&c->in));
-    take_input(c, buf_len(&c->in));
+    lua_rotate(L, -3, 2);
+    check_epoch(c, L, epoch);
+    take_input(c, len);
     return 3;
 }
 
@@ -263,14 +284,16 @@ static int fill(struct conn *c)
     return err == EWOULDBLOCK ? EAGAIN : err;
 }
 
+/* The prefix string lives on the reader's stack, whatever a nested read does to c->prefix. */
 static void push_data(struct conn *c, lua_State *L, size_t len)
 {
-    if (c->prefix_len > 0) {
-        lua_pushlstring(L, c->prefix, c->prefix_len);
-        lua_pushlstring(L, buf_head(&c->in), len);
+    const char *prefix = c->prefix;
+    size_t prefix_len = c->prefix_len;
+    lua_pushlstring(L, buf_head(&c->in), len);
+    if (prefix_len > 0) {
+        lua_pushlstring(L, prefix, prefix_len);
+        lua_rotate(L, -2, 1);
         lua_concat(L, 2);
-    } else {
-        lua_pushlstring(L, buf_head(&c->in), len);
     }
 }
 
@@ -347,17 +370,20 @@ static bool read_more(struct conn *c)
     }
 }
 
-static int push_too_long(struct conn *c, lua_State *L, const struct read_span *span)
+static int push_too_long(struct conn *c, lua_State *L, struct read_span span)
 {
+    unsigned epoch = c->read_epoch;
+    bool all = c->req.kind == READ_ALL;
+    lua_pushlstring(L, buf_head(&c->in), span.len);
     lua_pushnil(L);
-    lua_pushstring(L, c->req.kind == READ_ALL ? ERR_TOO_LARGE : ERR_LINE_TOO_LONG);
-    lua_pushlstring(L, buf_head(&c->in), span->len);
-    bool skip_rest = span->skip_rest;
-    take_input(c, span->consumed);
-    if (c->req.kind == READ_ALL)
+    lua_pushstring(L, all ? ERR_TOO_LARGE : ERR_LINE_TOO_LONG);
+    lua_rotate(L, -3, 2);
+    check_epoch(c, L, epoch);
+    take_input(c, span.consumed);
+    if (all)
         close_gracefully(c, ERR_TOO_LARGE);
     else
-        c->skipping = skip_rest;
+        c->skipping = span.skip_rest;
     return 3;
 }
 
@@ -366,13 +392,17 @@ static int push_too_long(struct conn *c, lua_State *L, const struct read_span *s
  * loses no input. */
 static int take_pattern(struct conn *c, lua_State *L)
 {
-    switch (scan_pattern(c)) {
+    unsigned epoch = c->read_epoch;
+    enum read_status status = scan_pattern(c);
+    struct read_span answer = c->answer; /* a nested read may scan for its own */
+    switch (status) {
     case READ_DONE:
-        push_data(c, L, c->answer.len);
-        take_input(c, c->answer.consumed);
+        push_data(c, L, answer.len);
+        check_epoch(c, L, epoch);
+        take_input(c, answer.consumed);
         return 1;
     case READ_TOO_LONG:
-        return push_too_long(c, L, &c->answer);
+        return push_too_long(c, L, answer);
     case READ_MORE:
         break;
     }
@@ -388,9 +418,18 @@ static int take_object(struct conn *c, lua_State *L)
     enum codec_status status = scan_object(c, &frame_len, &err);
     if (status == CODEC_MORE)
         return 0;
-    if (status == CODEC_OK && codec_decode(L, buf_head(&c->in), frame_len, &err) == CODEC_OK) {
-        take_input(c, frame_len);
-        return 1;
+    if (status == CODEC_OK) {
+        /* Decoded from a copy: decoding allocates, so a __gc metamethod may change the buffer
+         * under it. The value stays buffered until it has decoded. */
+        unsigned epoch = c->read_epoch;
+        const char *frame = lua_pushlstring(L, buf_head(&c->in), frame_len);
+        status = codec_decode(L, frame, frame_len, &err);
+        check_epoch(c, L, epoch);
+        lua_remove(L, status == CODEC_OK ? -2 : -1);
+        if (status == CODEC_OK) {
+            take_input(c, frame_len);
+            return 1;
+        }
     }
     drop_framer(c);
     lua_pushnil(L);

@@ -65,6 +65,7 @@ struct conn {
     const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
     size_t prefix_len;
     size_t searched;           /* see read_scan; progress of the current read */
+    unsigned read_epoch;       /* changes whenever input is consumed or dropped */
     struct read_span answer;   /* where the current read's answer is, once answer_found */
     enum read_status answer_status;
     ev_tstamp rdeadline, wdeadline; /* 0: none */
