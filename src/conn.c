@@ -55,6 +55,9 @@ static struct ev_loop *loop;
 static lua_State *main_L;
 static struct conn *open_head;
 static struct conn *flush_head;
+/* Closed connections whose on_close hook has not started, oldest first: one job starts them. */
+static struct conn *hooks_head, *hooks_tail;
+static struct task_job hooks_job;
 static size_t open_count;
 static uint64_t last_id;
 
@@ -162,7 +165,7 @@ static void drop_input(struct conn *c)
 /* A closed connection stays anchored until its on_close hook has its connection in hand. */
 static void release_anchor(struct conn *c)
 {
-    if (c->closed_job.queued || c->ref == LUA_NOREF)
+    if (c->hook_pending || c->ref == LUA_NOREF)
         return;
     luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
     c->ref = LUA_NOREF;
@@ -230,8 +233,16 @@ static void leave_open_state(struct conn *c, const char *reason)
     c->close_reason = reason;
     task_wake_all(&c->reader, reason);
     task_wake_all(&c->writer, reason);
-    if (conn_on_close != NULL)
-        task_defer(&c->closed_job);
+    if (conn_on_close == NULL)
+        return;
+    c->hook_pending = true;
+    c->hook_next = NULL;
+    if (hooks_tail != NULL)
+        hooks_tail->hook_next = c;
+    else
+        hooks_head = c;
+    hooks_tail = c;
+    task_defer(&hooks_job);
 }
 
 /* Closes at once, dropping queued output: after a reset, a timeout or a write error. */
@@ -313,13 +324,14 @@ static bool skip_rest(struct conn *c)
 static enum read_status scan_pattern(struct conn *c)
 {
     if (c->answer_found)
-        return c->answer_status;
+        return (enum read_status)c->answer_status;
     if (c->skipping && !skip_rest(c))
         return READ_MORE;
-    c->answer_status = read_scan(&c->req, buf_head(&c->in), buf_len(&c->in), c->eof,
-                                 &c->searched, &c->answer);
-    c->answer_found = c->answer_status != READ_MORE;
-    return c->answer_status;
+    enum read_status status = read_scan(&c->req, buf_head(&c->in), buf_len(&c->in), c->eof,
+                                        &c->searched, &c->answer);
+    c->answer_status = (unsigned char)status;
+    c->answer_found = status != READ_MORE;
+    return status;
 }
 
 /* How far the object read has got. The framer keeps its progress between arrivals, and its
@@ -809,15 +821,26 @@ size_t conn_count(void)
     return open_count;
 }
 
-/* With the connection in hand on the main thread's stack, its anchor can go; then the hook. */
-static void run_closed_job(lua_State *L, struct task_job *job)
+/* Starts the on_close hooks of the connections that closed since the last step. With each
+ * connection in hand on the main thread's stack, its anchor can go; then its hook. Should one
+ * raise (out of memory), the job runs again for the others on the next step. */
+static void run_close_hooks(lua_State *L, struct task_job *job)
 {
-    struct conn *c = container_of(job, struct conn, closed_job);
-    conn_push(L, c);
-    if (c->state == CONN_CLOSED)
-        release_anchor(c);
-    if (conn_on_close != NULL)
-        conn_on_close(L, c->close_reason);
+    struct conn *c;
+    while ((c = hooks_head) != NULL) {
+        hooks_head = c->hook_next;
+        if (hooks_head == NULL)
+            hooks_tail = NULL;
+        else
+            task_defer(job);
+        c->hook_pending = false;
+        conn_push(L, c);
+        if (c->state == CONN_CLOSED)
+            release_anchor(c);
+        if (conn_on_close != NULL)
+            conn_on_close(L, c->close_reason);
+        lua_pop(L, 1);
+    }
 }
 
 static void resource_close(struct task_resource *r)
@@ -841,7 +864,6 @@ struct conn *conn_new(lua_State *L)
     lua_pushvalue(L, -1);
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     c->res.ops = &resource_ops;
-    c->closed_job = (struct task_job){.run = run_closed_job, .what = "on_close"};
     return c;
 }
 
@@ -882,4 +904,5 @@ void conn_init(struct ev_loop *l, lua_State *L)
 {
     loop = l;
     main_L = L;
+    hooks_job = (struct task_job){.run = run_close_hooks, .what = "on_close"};
 }

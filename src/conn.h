@@ -65,9 +65,7 @@ struct conn {
     const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
     size_t prefix_len;
     size_t searched;           /* see read_scan; progress of the current read */
-    unsigned read_epoch;       /* changes whenever input is consumed or dropped */
     struct read_span answer;   /* where the current read's answer is, once answer_found */
-    enum read_status answer_status;
     ev_tstamp rdeadline, wdeadline; /* 0: none */
     struct conn_settings set;
     /* Kept from accept or connect: getpeername fails once both directions are shut down, and
@@ -82,6 +80,7 @@ struct conn {
     int fd;
     int ref;
     enum conn_state state;
+    unsigned read_epoch;      /* changes whenever input is consumed or dropped */
     const char *close_reason; /* why it left the open state */
     bool eof;          /* the peer will send nothing more */
     bool heard_from;   /* the peer has sent something (outgoing: we spoke first) */
@@ -91,13 +90,15 @@ struct conn {
     bool shut_wr;      /* no more sends: shutdown("send") or closing */
     bool reading;      /* a read waits, or was woken and has not returned yet: it owns in */
     bool answer_found;
+    unsigned char answer_status; /* enum read_status, once answer_found */
+    bool hook_pending; /* its on_close hook has not started yet (conn.c's hooks list) */
     bool outgoing;     /* made by luasock.connect */
     bool flush_listed;
     struct conn *flush_prev, *flush_next;
     struct conn *prev, *next; /* all open connections */
     struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
-    struct task_job closed_job;  /* runs conn_on_close */
+    struct conn *hook_next;
 };
 
 /* The loop, and the main thread (for registry references from event callbacks). */
