@@ -54,7 +54,7 @@ sys.path.insert(0, HERE)
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 from api_gen import generate  # noqa: E402
 
-BIN = os.environ.get("LUASOCK_BIN", os.path.join(ROOT, "build/asan/luasock"))
+BIN = os.path.abspath(os.environ.get("LUASOCK_BIN", os.path.join(ROOT, "build/asan/luasock")))
 BAD_TEXT = ("ERROR: AddressSanitizer", "AddressSanitizer:DEADLYSIGNAL", "runtime error:",
             "LeakSanitizer", "unprotected Lua error")
 # Log lines that show the core lost track of a coroutine (issue 12 item 1): a handler count
