@@ -1,5 +1,5 @@
 /* lresult.h -- the shapes Lua-facing functions return: an expected failure as nil and a short
- * message, an address as host and port. Shared by lconn.c, lclient.c, ludp.c and lluasock.c. */
+ * message, an address as host and port. Shared by the Lua-facing files and udp.c. */
 #ifndef LRESULT_H
 #define LRESULT_H
 
