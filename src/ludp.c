@@ -260,11 +260,6 @@ int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int
     return 0;
 }
 
-void ludp_start_listeners_in_worker(void)
-{
-    udp_start_listeners_in_worker();
-}
-
 static int udp_gc(lua_State *L)
 {
     udp_close(toudp(L));

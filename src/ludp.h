@@ -15,10 +15,8 @@ void ludp_open(lua_State *L);
  * task for every datagram. Returns 0 with the bound address in name, or -1 with "listen TEXT:
  * cause" in err. The socket lives until the Lua state is closed. for_workers: the caller is the
  * --workers parent, which never reads: the workers it forks share the socket, and each reads
- * from it after ludp_start_listeners_in_worker. */
+ * from it after udp_start_listeners_in_worker. */
 int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
                 bool for_workers, char *name, size_t name_size, char *err, size_t err_size);
-
-void ludp_start_listeners_in_worker(void);
 
 #endif

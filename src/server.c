@@ -493,7 +493,7 @@ static void become_worker(int id)
             _exit(1);
         }
     }
-    ludp_start_listeners_in_worker();
+    udp_start_listeners_in_worker();
     guard_start();
     lluasock_set_worker(L, id, worker_count);
     task_protected(reseed_random, NULL, "reseeding math.random");
