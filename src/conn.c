@@ -106,7 +106,7 @@ void conn_describe(struct conn *c, char *out, size_t size)
  * with the clock and re-arms itself, which is cheaper than a heap update per operation. */
 static void arm(ev_timer *w, ev_tstamp *deadline, double timeout)
 {
-    if (timeout < 0) {
+    if (!(timeout >= 0 && timeout <= TASK_MAX_TIMEOUT)) {
         *deadline = 0;
         return;
     }

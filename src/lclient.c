@@ -119,12 +119,15 @@ static int family_option(lua_State *L, int opts)
     return family;
 }
 
-static double number_option(lua_State *L, int opts, const char *name, double fallback)
+static double timeout_option(lua_State *L, int opts, const char *what, double fallback)
 {
     if (lua_isnoneornil(L, opts))
         return fallback;
-    lua_getfield(L, opts, name);
-    double value = luaL_optnumber(L, -1, fallback);
+    if (lua_getfield(L, opts, "timeout") == LUA_TNIL) {
+        lua_pop(L, 1);
+        return fallback;
+    }
+    double value = task_opttimeout(L, -1, what);
     lua_pop(L, 1);
     return value;
 }
@@ -148,7 +151,7 @@ static int luasock_resolve(lua_State *L)
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
     int family = family_option(L, 2);
-    double timeout = number_option(L, 2, "timeout", -1);
+    double timeout = timeout_option(L, 2, "luasock.resolve", -1);
     int literal = address_family(host);
     if (literal != AF_UNSPEC) {
         if (family != AF_UNSPEC && family != literal)
@@ -204,7 +207,7 @@ static int luasock_connect_address(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
-    double timeout = luaL_optnumber(L, 3, -1);
+    double timeout = task_opttimeout(L, 3, "luasock.connect");
     const char *bind_host = luaL_optstring(L, 4, NULL);
     luaL_argcheck(L, port > 0 && port <= 65535, 2, "port must be 1 to 65535");
     struct task *t = task_check_wait(L, "luasock.connect");

@@ -202,19 +202,10 @@ static int conn_post(lua_State *L)
     return 1;
 }
 
-/* A timeout argument: seconds; nil, false or a negative number for none. */
-static double timeout_arg(lua_State *L, int arg)
-{
-    if (lua_isnoneornil(L, arg) || (lua_isboolean(L, arg) && !lua_toboolean(L, arg)))
-        return -1;
-    double seconds = luaL_checknumber(L, arg);
-    return seconds < 0 ? -1 : seconds;
-}
-
 static int conn_settimeout(lua_State *L)
 {
     struct conn *c = toconn(L);
-    c->set.read_timeout = c->set.send_timeout = timeout_arg(L, 2);
+    c->set.read_timeout = c->set.send_timeout = task_opttimeout(L, 2, "conn:settimeout");
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -225,11 +216,11 @@ static int conn_settimeouts(lua_State *L)
 {
     struct conn *c = toconn(L);
     if (!lua_isnoneornil(L, 2))
-        timeout_arg(L, 2);
+        task_opttimeout(L, 2, "conn:settimeouts (connect)");
     if (!lua_isnoneornil(L, 3))
-        c->set.send_timeout = timeout_arg(L, 3);
+        c->set.send_timeout = task_opttimeout(L, 3, "conn:settimeouts (send)");
     if (!lua_isnoneornil(L, 4))
-        c->set.read_timeout = timeout_arg(L, 4);
+        c->set.read_timeout = task_opttimeout(L, 4, "conn:settimeouts (read)");
     lua_pushboolean(L, 1);
     return 1;
 }

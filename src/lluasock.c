@@ -30,7 +30,7 @@ static int luasock_shutting_down(lua_State *L)
 
 static int luasock_sleep(lua_State *L)
 {
-    return task_sleep(L, luaL_checknumber(L, 1));
+    return task_sleep(L, 1);
 }
 
 static int luasock_now(lua_State *L)

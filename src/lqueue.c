@@ -54,7 +54,7 @@ static int pop_resumed(lua_State *L, int status, lua_KContext ctx)
 static int queue_pop(lua_State *L)
 {
     struct queue *q = toqueue(L);
-    double timeout = luaL_optnumber(L, 2, -1);
+    double timeout = task_opttimeout(L, 2, "queue:pop");
     if (q->head < q->tail) {
         lua_getiuservalue(L, 1, 1);
         lua_rawgeti(L, -1, q->head);
@@ -65,7 +65,7 @@ static int queue_pop(lua_State *L)
     task_check_wait(L, "queue:pop");
     if (timeout == 0)
         return push_error(L, "timeout");
-    return task_wait(L, &q->waiters, timeout > 0 ? timeout : -1, pop_resumed, 0);
+    return task_wait(L, &q->waiters, timeout, pop_resumed, 0);
 }
 
 static int queue_len(lua_State *L)

@@ -147,9 +147,7 @@ static int udp_getsockname(lua_State *L)
 static int udp_settimeout(lua_State *L)
 {
     struct udp *u = toudp(L);
-    u->timeout = lua_isnoneornil(L, 2) || lua_toboolean(L, 2) == 0 ? -1 : luaL_checknumber(L, 2);
-    if (u->timeout < 0)
-        u->timeout = -1;
+    u->timeout = task_opttimeout(L, 2, "udp:settimeout");
     lua_pushboolean(L, 1);
     return 1;
 }

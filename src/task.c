@@ -5,6 +5,7 @@
  * waiters list it is in, its timer, the resources it owns. Ending (finish) takes it out of all of
  * them, so nothing can reach a task that the garbage collector may free. */
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "container.h"
@@ -255,11 +256,28 @@ int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KF
     t->failure = NULL;
     if (waiters != NULL)
         waiters_append(waiters, t);
-    if (timeout >= 0) {
+    if (timeout >= 0 && timeout <= TASK_MAX_TIMEOUT) {
         ev_timer_set(&t->timer, timeout, 0);
         ev_timer_start(loop, &t->timer);
     }
     return lua_yieldk(L, 0, ctx, k);
+}
+
+double task_opttimeout(lua_State *L, int idx, const char *what)
+{
+    if (lua_isnoneornil(L, idx) || (lua_isboolean(L, idx) && !lua_toboolean(L, idx)))
+        return -1;
+    if (!lua_isnumber(L, idx))
+        luaL_error(L, "%s: timeout must be a number of seconds, not %s", what, luaL_typename(L, idx));
+    double seconds = lua_tonumber(L, idx);
+    if (seconds != seconds)
+        luaL_error(L, "%s: timeout is NaN; expected seconds, or nil or math.huge for none", what);
+    if (seconds == HUGE_VAL || (seconds < 0 && seconds != -HUGE_VAL))
+        return -1;
+    if (seconds > TASK_MAX_TIMEOUT || seconds == -HUGE_VAL)
+        luaL_error(L, "%s: timeout %f is out of range; expected at most %d seconds, or nil or "
+                      "math.huge for none", what, seconds, (int)TASK_MAX_TIMEOUT);
+    return seconds;
 }
 
 const char *task_failure(lua_State *L)
@@ -577,10 +595,13 @@ static int sleep_resumed(lua_State *L, int status, lua_KContext ctx)
     return 1;
 }
 
-int task_sleep(lua_State *L, double seconds)
+int task_sleep(lua_State *L, int arg)
 {
+    double seconds = luaL_checknumber(L, arg);
+    /* A negative sleep is no sleep; math.huge sleeps until the server stops. */
+    seconds = seconds < 0 && seconds != -HUGE_VAL ? 0 : task_opttimeout(L, arg, "luasock.sleep");
     task_check_wait(L, "luasock.sleep");
-    return task_wait(L, NULL, seconds > 0 ? seconds : 0, sleep_resumed, 0);
+    return task_wait(L, NULL, seconds, sleep_resumed, 0);
 }
 
 ev_tstamp task_now(void)

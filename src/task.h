@@ -94,9 +94,20 @@ struct task *task_check_wait(lua_State *L, const char *what);
 
 /* Suspends the calling task (checked with task_check_wait) in waiters (NULL: none, as for a
  * sleep) for at most timeout seconds (below 0: no limit). When it is resumed, k(L, LUA_YIELD,
- * ctx) runs on its thread and returns the call's results. Cannot raise. */
+ * ctx) runs on its thread and returns the call's results. Cannot raise. A timeout that
+ * task_opttimeout would refuse counts as none. */
 int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KFunction k,
               lua_KContext ctx);
+
+/* The longest timeout accepted, in seconds (about 31 years): anything beyond is a mistake, or a
+ * number a peer sent. libev's timer heap must only ever see finite times: one NaN breaks its
+ * order and stops every other timer of the process. */
+#define TASK_MAX_TIMEOUT 1e9
+
+/* The timeout at index idx: seconds, or none (nil, false, a negative number or math.huge:
+ * returned as -1). Raises "what: timeout is NaN; ..." for NaN, and likewise for -math.huge, more
+ * than TASK_MAX_TIMEOUT and what is not a number. */
+double task_opttimeout(lua_State *L, int idx, const char *what);
 
 /* In a wait's continuation: how the wait ended, as its caller should report it ("timeout",
  * "closed", ...), or NULL if it ended as hoped. */
@@ -127,8 +138,8 @@ void task_defer(struct task_job *job);
  * callbacks, the loop's step), so that nothing but the main thread is running. */
 int task_protected(lua_CFunction fn, void *ud, const char *what);
 
-/* luasock.sleep: suspends the calling task for seconds. */
-int task_sleep(lua_State *L, double seconds);
+/* luasock.sleep: suspends the calling task for the seconds at index arg. */
+int task_sleep(lua_State *L, int arg);
 
 /* The loop's time, as of the current iteration (luasock.now). */
 ev_tstamp task_now(void);

@@ -17,8 +17,13 @@ function luasock.connect(host, port, opts)
   assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
   assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
   opts = opts or {}
-  local deadline = core.now() + (opts.timeout or DEFAULT_CONNECT_TIMEOUT)
-  local addresses, err = core.resolve(host, { timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT })
+  local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT
+  -- A NaN deadline would never pass: refused here, where the caller's line is one level up.
+  if timeout ~= timeout then
+    error("luasock.connect: timeout is NaN; expected seconds, or nil or math.huge for none", 2)
+  end
+  local deadline = core.now() + timeout
+  local addresses, err = core.resolve(host, { timeout = timeout })
   if not addresses then
     return nil, err
   end

@@ -9,6 +9,15 @@ local SIZE_SETTINGS = {
 }
 local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "cpu_budget" }
 
+-- The longest timeout the core accepts (TASK_MAX_TIMEOUT): NaN, -math.huge and absurd values are
+-- mistakes, and would break libev's timers.
+local MAX_TIMEOUT = 1e9
+
+local function is_timeout(value)
+  return type(value) == "number" and value == value and value > -math.huge
+    and (value <= MAX_TIMEOUT or value == math.huge)
+end
+
 local function directory_of(path)
   return path:match("^(.*)/[^/]*$") or "."
 end
@@ -58,10 +67,11 @@ local function check_settings(path, script)
   end
   for _, name in ipairs(TIME_SETTINGS) do
     local value = script[name]
-    if value ~= nil and value ~= false and type(value) ~= "number" then
-      return nil, ("%s: '%s' must be a number of seconds, or false for none"):format(path, name)
+    if value ~= nil and value ~= false and not is_timeout(value) then
+      return nil, ("%s: '%s' must be a number of seconds up to %d, or false or math.huge for none")
+        :format(path, name, MAX_TIMEOUT)
     end
-    settings[name] = (value == false or (value and value < 0)) and -1 or value
+    settings[name] = (value == false or (value and (value < 0 or value == math.huge))) and -1 or value
   end
   return settings
 end
