@@ -7,29 +7,51 @@
  * ten times a second whether the same resume is still running. The ticks only say when to look:
  * the process's CPU clock, read at the resume's first tick and at each later one, says how much
  * it used (ticks come faster than CPU time on a loaded machine). Once a resume has used up the
- * budget, the signal handler sets a count hook on its coroutine, and the hook raises the error
- * inside it. lua_sethook and clock_gettime are safe to call from a signal handler: lua.c stops a
- * script on Ctrl-C the same way.
+ * budget, the signal handler sets a count hook on the coroutine that runs at that moment (the
+ * handler's, or one it resumed: lcoroutine.c tells us which), and the hook raises the error
+ * inside it, again at every instruction until the resume has unwound, so pcall cannot keep it.
+ * lua_sethook and clock_gettime are safe to call from a signal handler: lua.c stops a script on
+ * Ctrl-C the same way. A SIGTERM or SIGINT stops a resume the same way once it has run on for a
+ * second after the signal, so the loop gets to shut down. What no hook can interrupt is one long
+ * C function call (string.find with a pathological pattern): the error, raised at the first
+ * instruction after it, says how long it took.
  *
  * The memory cap refuses allocations only while a handler runs. Lua then collects garbage and
  * tries again before it raises "not enough memory" in that handler; the core's own use of the
  * main state (accepting a connection, logging an error) must never fail that way. */
+#include <errno.h>
+#include <ev.h>
 #include <lauxlib.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
 
 #include "guard.h"
+#include "luasock.h"
 
 #define TICK_USEC 100000
 #define TICK_SECONDS (TICK_USEC / 1e6)
+/* CPU seconds a resume may still run after SIGTERM or SIGINT before it is stopped, so that a
+ * handler busy with a legitimate computation gets to finish it. */
+#define SHUTDOWN_GRACE_SECONDS 1.0
+/* Without a budget, a resume that runs this long is reported once, with where it is. */
+#define REPORT_SECONDS 2.0
 
-static lua_State *volatile running; /* the coroutine of the current resume, or NULL */
-static volatile sig_atomic_t ticked;   /* the current resume has seen a tick */
-static volatile sig_atomic_t exceeded; /* ... and has used up its budget */
-static double first_tick_cpu;          /* the process's CPU seconds at that first tick */
-static double budget_seconds;          /* 0: no budget */
+enum stop_reason { NOT_STOPPED, OVER_BUDGET, SHUTTING_DOWN };
+
+static lua_State *volatile running;   /* the task's coroutine of the current resume, or NULL */
+static lua_State *volatile innermost; /* the coroutine that runs now: running or one it resumed */
+static volatile sig_atomic_t ticked;  /* the current resume has seen a tick */
+static volatile sig_atomic_t stop;    /* an enum stop_reason for the current resume */
+static volatile sig_atomic_t reporting; /* a report hook is set for the current resume */
+static volatile sig_atomic_t shutdown_signal; /* SIGTERM or SIGINT has arrived */
+static double first_tick_cpu;         /* the process's CPU seconds at that first tick */
+static double decided_cpu;            /* ... when the stop or the report was decided */
+static double shutdown_cpu;           /* ... when the shutdown signal arrived */
+static double late_seconds = -1;      /* how long the stop waited for a C function, once known */
+static double budget_seconds;         /* 0: no budget */
 static size_t in_use;
 static size_t limit;
 
@@ -67,35 +89,96 @@ static double process_cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Time between deciding to stop (or report) and the hook's first call: Lua code is hooked within
+ * an instruction, so anything longer than a few ticks was one C function call. */
+static double seconds_in_c(void)
+{
+    if (late_seconds < 0)
+        late_seconds = process_cpu_seconds() - decided_cpu;
+    return late_seconds > 2 * TICK_SECONDS ? late_seconds : 0;
+}
+
+/* Stays set, with a count of one, until the resume has unwound: a pcall that catches the error
+ * gets it again at its caller's next instruction, so no loop can outlast it. */
 static void stop_runaway(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
-    lua_sethook(L, NULL, 0, 0);
-    /* The hook may have been set just as that resume ended; this is then a later one. */
-    if (L != running || !exceeded)
+    if (running == NULL || stop == NOT_STOPPED) {
+        lua_sethook(L, NULL, 0, 0);
         return;
+    }
+    char why[200], in_c[100] = "";
+    if (stop == OVER_BUDGET)
+        snprintf(why, sizeof why, "used more than %.1f s of CPU without waiting (cpu_budget): "
+                 "stopped", budget_seconds);
+    else
+        snprintf(why, sizeof why, "stopped: the server is shutting down, and this code ran on "
+                 "for more than %.1f s of CPU without waiting", SHUTDOWN_GRACE_SECONDS);
+    if (seconds_in_c() > 0)
+        snprintf(in_c, sizeof in_c, " (%.1f s of it inside one C function call, which cannot be "
+                 "interrupted)", seconds_in_c());
     luaL_where(L, 0);
-    lua_pushfstring(L, "used more than %f s of CPU without waiting (cpu_budget): stopped",
-                    (lua_Number)budget_seconds);
+    lua_pushfstring(L, "%s%s", why, in_c);
     lua_concat(L, 2);
     lua_error(L);
+}
+
+/* Without a budget nothing stops a long resume, but its author learns where it was. */
+static void report_long_run(lua_State *L, lua_Debug *ar)
+{
+    lua_sethook(L, NULL, 0, 0);
+    if (running == NULL || !reporting || stop != NOT_STOPPED)
+        return;
+    double in_c = seconds_in_c();
+    lua_getinfo(L, "Sl", ar);
+    luasock_log(LUASOCK_LOG_WARN, "%s:%d: ran %.1f s of CPU without waiting, and every other "
+                "connection of this process waited (no cpu_budget)%s", ar->short_src,
+                ar->currentline, process_cpu_seconds() - first_tick_cpu + TICK_SECONDS,
+                in_c > 0 ? "; most of it inside one C function call" : "");
+}
+
+static void decide(enum stop_reason why, double now)
+{
+    if (stop == NOT_STOPPED) {
+        stop = why;
+        decided_cpu = now;
+    }
+    /* Again at every tick: the innermost coroutine may have changed since. */
+    lua_sethook(innermost, stop_runaway, LUA_MASKCOUNT, 1);
 }
 
 static void on_tick(int sig)
 {
     (void)sig;
-    lua_State *L = running;
-    if (L == NULL || budget_seconds == 0)
+    if (running == NULL || innermost == NULL)
         return;
+    double now = process_cpu_seconds();
     if (!ticked) {
         ticked = 1;
-        first_tick_cpu = process_cpu_seconds();
+        first_tick_cpu = now;
     }
     /* What ran before the first tick is not measured: up to a tick, which the budget allows. */
-    if (process_cpu_seconds() - first_tick_cpu >= budget_seconds - TICK_SECONDS) {
-        exceeded = 1;
-        lua_sethook(L, stop_runaway, LUA_MASKCOUNT, 1);
+    double used = now - first_tick_cpu;
+    double since_shutdown = now - (shutdown_cpu > first_tick_cpu ? shutdown_cpu : first_tick_cpu);
+    if (budget_seconds > 0 && used >= budget_seconds - TICK_SECONDS) {
+        decide(OVER_BUDGET, now);
+    } else if (shutdown_signal && since_shutdown >= SHUTDOWN_GRACE_SECONDS) {
+        decide(SHUTTING_DOWN, now);
+    } else if (budget_seconds == 0 && !reporting && used >= REPORT_SECONDS - TICK_SECONDS) {
+        reporting = 1;
+        decided_cpu = now;
+        lua_sethook(innermost, report_long_run, LUA_MASKCOUNT, 1);
     }
+}
+
+/* libev still hears of the signal (ev_feed_signal is safe here); we only note when it came. */
+static void on_shutdown_signal(int sig)
+{
+    int saved = errno;
+    shutdown_cpu = process_cpu_seconds();
+    shutdown_signal = 1;
+    ev_feed_signal(sig);
+    errno = saved;
 }
 
 void guard_start(void)
@@ -107,15 +190,50 @@ void guard_start(void)
     setitimer(ITIMER_PROF, &every, NULL);
 }
 
+void guard_watch_shutdown_signals(void)
+{
+    struct sigaction sa = {.sa_handler = on_shutdown_signal, .sa_flags = SA_RESTART};
+    sigfillset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
 lua_State *guard_enter(lua_State *co)
 {
     lua_State *outer = running;
-    ticked = exceeded = 0;
-    running = co;
+    ticked = reporting = 0;
+    stop = NOT_STOPPED;
+    late_seconds = -1;
+    innermost = running = co;
     return outer;
 }
 
 void guard_leave(lua_State *outer)
 {
-    running = outer;
+    innermost = running = outer;
+}
+
+lua_State *guard_switch(lua_State *co)
+{
+    lua_State *outer = innermost;
+    if (running != NULL) {
+        innermost = co;
+        if (stop != NOT_STOPPED)
+            lua_sethook(co, stop_runaway, LUA_MASKCOUNT, 1);
+    }
+    return outer;
+}
+
+int guard_stopping(void)
+{
+    return running != NULL && stop != NOT_STOPPED;
+}
+
+void guard_switch_back(lua_State *outer)
+{
+    if (running == NULL)
+        return;
+    innermost = outer;
+    if (stop != NOT_STOPPED)
+        lua_sethook(outer, stop_runaway, LUA_MASKCOUNT, 1);
 }

@@ -20,9 +20,20 @@ void guard_set_memory_limit(size_t bytes);
  * inherited). */
 void guard_start(void);
 
+/* After libev's watchers for SIGTERM and SIGINT have started: notes their arrival too, so that
+ * a resume that runs on for a second after one is stopped. libev still gets the signals. */
+void guard_watch_shutdown_signals(void);
+
 /* Around running Lua code for a handler: the limits apply to co (and its allocations) only in
  * between, never to the core's own use of the main state. */
 lua_State *guard_enter(lua_State *co);
 void guard_leave(lua_State *outer); /* what guard_enter returned */
+
+/* Around resuming (or closing) a coroutine from Lua code: co runs from now on, then outer again
+ * (what guard_switch returned). A stop follows whichever runs. */
+lua_State *guard_switch(lua_State *co);
+/* Whether the current resume is being stopped (its error is on its way). */
+int guard_stopping(void);
+void guard_switch_back(lua_State *outer);
 
 #endif

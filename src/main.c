@@ -45,6 +45,8 @@ static const char serve_usage[] =
     "                         that workers and other nodes share channels (default: in-process)\n"
     "  --workers N|auto       serve from N processes (auto: one per core), restarted when\n"
     "                         they die; SIGHUP and SIGTERM to the parent reach them all\n"
+    "  --watchdog SECONDS     with --workers: kill and restart a worker whose loop has not\n"
+    "                         turned for SECONDS (stuck in one C call); default: off\n"
     "  --help                 show this help\n";
 
 static int usage_error(const char *help_command, const char *fmt, ...)
@@ -162,6 +164,12 @@ static int serve_command(int argc, char **argv)
             if (*value == '\0' || *end != '\0' || !(o.grace >= 0))
                 status = usage_error(help, "--grace: expected seconds (0 or more), got '%s'",
                                      value);
+        } else if ((value = option_value(argc, argv, &i, "--watchdog", &missing)) != NULL) {
+            char *end;
+            o.watchdog = strtod(value, &end);
+            if (*value == '\0' || *end != '\0' || !(o.watchdog > 0 && o.watchdog <= 86400))
+                status = usage_error(help, "--watchdog: expected seconds (more than 0, at most "
+                                           "86400), got '%s'", value);
         } else if ((value = option_value(argc, argv, &i, "--workers", &missing)) != NULL) {
             if (parse_workers(value, &o.workers) < 0)
                 status = usage_error(help, "--workers: expected a number from 1 to %d or "
@@ -192,6 +200,9 @@ static int serve_command(int argc, char **argv)
     }
     if (status < 0 && o.script == NULL)
         status = usage_error(help, "serve: missing SCRIPT");
+    if (status < 0 && o.watchdog > 0 && o.workers < 2)
+        status = usage_error(help, "--watchdog needs --workers N with N of 2 or more: a single "
+                                   "process has no parent to restart it");
     if (status < 0)
         status = server_serve(&o);
     free(o.listen);

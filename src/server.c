@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "errors.h"
 #include "guard.h"
+#include "lguard.h"
 #include "lconn.h"
 #include "listener.h"
 #include "lluasock.h"
@@ -47,6 +48,7 @@ static ev_signal on_sigint, on_sigterm, on_sighup;
 static const char *pid_file_written;
 static bool shutting_down;
 static double grace_seconds;
+static double watchdog_seconds;
 static ev_timer grace_timer;
 /* --workers: the parent supervises and never serves; a worker is a fork of it. */
 static int worker_count = 1;
@@ -190,6 +192,7 @@ static int open_runtime(void)
     lua_atpanic(L, on_panic);
     lua_setwarnf(L, on_warning, NULL);
     luaL_openlibs(L);
+    lguard_install(L);
     luaL_requiref(L, "luasock.core", luaopen_luasock, 0);
     lua_pop(L, 1);
     if (resolver_init(loop) < 0)
@@ -387,6 +390,7 @@ static void start_signals(void)
     ev_signal_init(&on_sigterm, on_signal, SIGTERM);
     ev_signal_start(loop, &on_sigint);
     ev_signal_start(loop, &on_sigterm);
+    guard_watch_shutdown_signals();
 }
 
 /* Reloads the script; in the --workers parent, then every worker. The parent reloads first: a
@@ -503,6 +507,7 @@ static int start(const struct serve_options *o)
 {
     script_path = o->script;
     grace_seconds = o->grace;
+    watchdog_seconds = o->watchdog;
     worker_count = o->workers > 1 ? o->workers : 1;
     announcements = open_memstream(&announcements_text, &announcements_size);
     if (announcements == NULL || open_runtime() < 0)
@@ -540,7 +545,7 @@ static int start_workers(void)
     }
     supervising = true;
     /* Workers get the grace period, then some time to close what remains. */
-    if (workers_start(loop, worker_count, grace_seconds + 5, become_worker) < 0)
+    if (workers_start(loop, worker_count, grace_seconds + 5, watchdog_seconds, become_worker) < 0)
         return -1;
     if (supervising)
         print_announcements();

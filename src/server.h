@@ -15,6 +15,7 @@ struct serve_options {
     const char *pid_file;   /* written at start, removed at exit; NULL for none */
     double grace;           /* seconds handlers may run on after SIGTERM/SIGINT */
     int workers;            /* processes that serve; above 1, a parent supervises them */
+    double watchdog;        /* with workers: restart one whose loop is stuck this long; 0: off */
     const char *pubsub;     /* luasock.pubsub's backend: "redis://host:port/db"; NULL: in-process */
 };
 

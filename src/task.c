@@ -454,7 +454,7 @@ static void keep_polling_cb(struct ev_loop *l, ev_idle *w, int revents)
     (void)revents;
 }
 
-/* ---- Lua: task handles, and the coroutine library's view of tasks ---- */
+/* ---- Lua: task handles ---- */
 
 static int join_resumed(lua_State *L, int status, lua_KContext ctx)
 {
@@ -491,34 +491,6 @@ static int task_gc(lua_State *L)
     return 0;
 }
 
-/* coroutine.resume and coroutine.close, refusing a task's thread: a task is resumed only when
- * its wait ends (a foreign resume would return from the middle of a luasock call that is still
- * registered), and it ends only by returning or failing. */
-static int coroutine_guarded(lua_State *L)
-{
-    lua_State *co = lua_tothread(L, 1);
-    if (co != NULL && co != L && task_current(co) != NULL)
-        return luaL_error(L, "coroutine.%s: a handler's or luasock.spawn's coroutine is run by "
-                             "luasock only", lua_tostring(L, lua_upvalueindex(2)));
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
-}
-
-static void guard_coroutine_library(lua_State *L)
-{
-    static const char *const names[] = {"resume", "close"};
-    lua_getglobal(L, "coroutine");
-    for (int i = 0; i < 2; i++) {
-        lua_getfield(L, -1, names[i]);
-        lua_pushstring(L, names[i]);
-        lua_pushcclosure(L, coroutine_guarded, 2);
-        lua_setfield(L, -2, names[i]);
-    }
-    lua_pop(L, 1);
-}
-
 void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
 {
     loop = l;
@@ -539,7 +511,6 @@ void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
     lua_setfield(L, -2, "join");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    guard_coroutine_library(L);
     ev_prepare_init(&step_watcher, step);
     ev_prepare_start(loop, &step_watcher);
     ev_idle_init(&keep_polling, keep_polling_cb);

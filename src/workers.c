@@ -5,7 +5,12 @@
  * sockets, so a worker starts with nothing to do but serve, and a restart costs one fork. The
  * parent never accepts or runs a handler. Workers get a process group of their own so that a
  * terminal's Ctrl-C reaches them once, through the parent, and not twice (a second SIGINT means
- * "exit at once"). */
+ * "exit at once").
+ *
+ * With a watchdog, each worker stamps the time in shared memory at every turn of its loop (a
+ * timer makes an idle loop turn too), and the parent kills a worker whose stamp is older than
+ * the watchdog's period: one whose loop is stuck in a C function that no hook can interrupt, or
+ * in a bug of ours. The restart is then the usual one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -13,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,6 +49,11 @@ static workers_become_cb become_worker;
 static bool stopping;
 static double kill_after;
 static ev_timer kill_timer;
+static double watchdog_seconds; /* 0: no watchdog */
+static ev_tstamp *beats;        /* shared: when each worker's loop last turned */
+static ev_timer watchdog_timer; /* the parent's check, or the worker's reason to turn */
+static ev_prepare beat;         /* in a worker: stamps its turns */
+static int beat_slot;
 
 static void forget_workers(void)
 {
@@ -51,9 +62,33 @@ static void forget_workers(void)
         ev_timer_stop(loop, &workers[i].restart);
     }
     ev_timer_stop(loop, &kill_timer);
+    ev_timer_stop(loop, &watchdog_timer);
     free(workers);
     workers = NULL;
     worker_count = 0;
+}
+
+static void on_beat(struct ev_loop *l, ev_prepare *p, int revents)
+{
+    (void)p;
+    (void)revents;
+    beats[beat_slot] = ev_now(l);
+}
+
+static void on_idle_beat(struct ev_loop *l, ev_timer *t, int revents)
+{
+    (void)l;
+    (void)t;
+    (void)revents;
+}
+
+static void start_beating(int id)
+{
+    beat_slot = id - 1;
+    ev_prepare_init(&beat, on_beat);
+    ev_prepare_start(loop, &beat);
+    ev_timer_init(&watchdog_timer, on_idle_beat, watchdog_seconds / 4, watchdog_seconds / 4);
+    ev_timer_start(loop, &watchdog_timer);
 }
 
 /* Returns the worker's number in the new worker, 0 in the parent, -1 if fork failed. */
@@ -62,6 +97,8 @@ static int spawn(struct worker *w)
     pid_t parent = getpid();
     /* Output the script buffered before the fork would otherwise be written once per process. */
     fflush(NULL);
+    if (beats != NULL)
+        beats[w->id - 1] = ev_time();
     pid_t pid = fork();
     if (pid < 0) {
         luasock_log(LUASOCK_LOG_ERROR, "fork for worker %d: %s", w->id, errors_string(errno));
@@ -75,6 +112,8 @@ static int spawn(struct worker *w)
         prctl(PR_SET_PDEATHSIG, SIGTERM);
         if (getppid() != parent)
             _exit(1);
+        if (beats != NULL)
+            start_beating(id);
         become_worker(id);
         return id;
     }
@@ -150,6 +189,24 @@ static void on_restart(struct ev_loop *l, ev_timer *t, int revents)
     /* In the new worker, this returns into the loop, which serves from now on. */
 }
 
+static void on_watchdog(struct ev_loop *l, ev_timer *t, int revents)
+{
+    (void)l;
+    (void)t;
+    (void)revents;
+    ev_tstamp now = ev_time();
+    for (int i = 0; i < worker_count; i++) {
+        struct worker *w = &workers[i];
+        double silent = now - beats[i];
+        if (w->pid <= 0 || silent < watchdog_seconds)
+            continue;
+        luasock_log(LUASOCK_LOG_ERROR, "worker %d (pid %ld): its loop has not turned for %.1f s "
+                    "(--watchdog %g): killing it", w->id, (long)w->pid, silent, watchdog_seconds);
+        kill(w->pid, SIGKILL);
+        beats[i] = now; /* once: its exit restarts it */
+    }
+}
+
 static void on_kill_timer(struct ev_loop *l, ev_timer *t, int revents)
 {
     (void)l;
@@ -176,21 +233,35 @@ static int wait_ready(int fd, int count)
     return ready == count ? 0 : -1;
 }
 
-int workers_start(struct ev_loop *l, int count, double kill_after_seconds,
+/* The beats outlive forget_workers: a worker keeps stamping its own. */
+static int map_beats(int count)
+{
+    void *shared = mmap(NULL, (size_t)count * sizeof *beats, PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED)
+        return -1;
+    beats = shared;
+    return 0;
+}
+
+int workers_start(struct ev_loop *l, int count, double kill_after_seconds, double watchdog,
                   workers_become_cb become)
 {
     loop = l;
     become_worker = become;
     kill_after = kill_after_seconds;
+    watchdog_seconds = watchdog;
     workers = calloc((size_t)count, sizeof *workers);
     int ready[2];
-    if (workers == NULL || pipe2(ready, O_CLOEXEC) < 0) {
+    if (workers == NULL || (watchdog > 0 && map_beats(count) < 0) ||
+        pipe2(ready, O_CLOEXEC) < 0) {
         fprintf(stderr, "luasock: cannot start workers: %s\n", errors_string(errno));
         free(workers);
         return -1;
     }
     worker_count = count;
     ev_init(&kill_timer, on_kill_timer);
+    ev_init(&watchdog_timer, on_watchdog);
     for (int i = 0; i < count; i++) {
         struct worker *w = &workers[i];
         w->id = i + 1;
@@ -210,6 +281,11 @@ int workers_start(struct ev_loop *l, int count, double kill_after_seconds,
     close(ready[1]);
     int rc = wait_ready(ready[0], count);
     close(ready[0]);
+    if (rc == 0 && watchdog > 0) {
+        double every = watchdog / 4 < 1 ? watchdog / 4 : 1;
+        ev_timer_set(&watchdog_timer, every, every);
+        ev_timer_start(loop, &watchdog_timer);
+    }
     if (rc < 0) {
         fprintf(stderr, "luasock: a worker failed to start: stopping\n");
         workers_signal(SIGKILL);

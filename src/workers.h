@@ -11,8 +11,10 @@ typedef void (*workers_become_cb)(int id);
 /* Forks count workers and waits until each has called become(). Returns 0 in the parent, which
  * then supervises from the default loop; the worker's number in a worker (also when a restart
  * forks it later, from inside the parent's loop); -1 if a worker failed to start (the others
- * are stopped). kill_after: seconds after a stop request before workers are killed. */
-int workers_start(struct ev_loop *loop, int count, double kill_after, workers_become_cb become);
+ * are stopped). kill_after: seconds after a stop request before workers are killed. watchdog:
+ * kill (and so restart) a worker whose loop has not turned for that many seconds; 0: never. */
+int workers_start(struct ev_loop *loop, int count, double kill_after, double watchdog,
+                  workers_become_cb become);
 
 /* Sends sig to every running worker. */
 void workers_signal(int sig);

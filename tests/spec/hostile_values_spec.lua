@@ -4,6 +4,7 @@
 -- (item 2). Each test fails on the code before the fix: the NaN was accepted, and a 0.3 s sleep
 -- elsewhere in the process never ended in time.
 local helper = require "helper"
+local socket = require "socket"
 
 -- A handler that sleeps 0.3 s for "nap", and otherwise runs the named NaN case and reports
 -- what it raised. Each case applies a NaN timeout and then waits with it, as a handler would.
@@ -102,4 +103,132 @@ describe("issue 13 item 2: a NaN timeout", function()
         .. "or false or math.huge for none", 1, true), err)
     end)
   end
+end)
+
+-- A handler that runs the named attack, and echoes anything else. The attacks are the ways a
+-- handler used to keep the CPU past cpu_budget, or past a SIGTERM.
+local CPU_HANDLER = [[
+  local attacks = {
+    wrap = function() coroutine.wrap(function() while true do end end)() end,
+    pcall = function() while true do pcall(function() while true do end end) end end,
+    resume = function()
+      local co = coroutine.create(function() while true do end end)
+      while true do coroutine.resume(co) end
+    end,
+    xpcall = function()
+      while true do xpcall(function() while true do end end, function() while true do end end) end
+    end,
+    find = function() string.rep("a", ${FIND_LENGTH}):find(".-.-.-.-b") end,
+    spin = function() local t = os.clock(); while os.clock() - t < 2.5 do end end,
+  }
+  return { cpu_budget = ${BUDGET}, handle = function(conn)
+    local what = conn:receive()
+    if attacks[what] then attacks[what]() end
+    conn:send("echo " .. what .. "\n")
+  end }
+]]
+
+-- The CPU seconds (user and system) the server has used, from /proc.
+local function cpu_seconds(server)
+  local stat = helper.read_file("/proc/" .. server.pid .. "/stat")
+  local fields = {}
+  for field in stat:match("^%d+ %b() (.*)"):gmatch("%S+") do fields[#fields + 1] = field end
+  return (tonumber(fields[12]) + tonumber(fields[13])) / 100 -- utime, stime in clock ticks
+end
+
+-- Returns once the server has burnt 0.3 s of CPU: the attack's loop runs.
+local function wait_spinning(server)
+  local before = cpu_seconds(server)
+  helper.eventually(function() return cpu_seconds(server) - before >= 0.3 end, 10,
+    "the attack to use the CPU")
+end
+
+local function serve_cpu(budget, find_length, args)
+  local source = helper.fill(CPU_HANDLER, { BUDGET = budget, FIND_LENGTH = find_length or 110 })
+  return helper.start(helper.handler(source), { args = args })
+end
+
+-- Starts `attack` on a connection of its own; then asserts that an unrelated echo answers
+-- within `within` seconds.
+local function assert_echo_during(server, attack, within)
+  local attacker = server:connect()
+  assert(attacker:send(attack .. "\n"))
+  local started = socket.gettime()
+  local reply = helper.ask(server:connect(), "hello")
+  local took = socket.gettime() - started
+  assert.are.equal("echo hello", reply)
+  assert.is_true(took < within, ("the echo took %.2f s during %s"):format(took, attack))
+  return attacker
+end
+
+describe("issue 13 item 1: cpu_budget", function()
+  after_each(helper.cleanup)
+
+  for _, attack in ipairs({ "wrap", "pcall", "resume", "xpcall" }) do
+    it("stops a loop hidden in " .. attack .. ", and pcall cannot catch it", function()
+      local server = serve_cpu(1)
+      local attacker = assert_echo_during(server, attack, 4)
+      local _, err = helper.read_all(attacker)
+      assert.are.equal("closed", err)
+      server:wait_log("used more than 1%.0 s of CPU without waiting %(cpu_budget%): stopped")
+      server:stop()
+    end)
+  end
+
+  it("reports a stall inside one C call with its location", function()
+    local server = serve_cpu(0.3)
+    assert_echo_during(server, "find", 10)
+    server:wait_log("handler error in conn %d+ from [^:]+:%d+: [^\n]*%.lua:%d+: used more than 0%.3 s "
+      .. "of CPU without waiting %(cpu_budget%): stopped %([%d.]+ s of it inside one C function "
+      .. "call, which cannot be interrupted%)")
+    server:stop()
+  end)
+
+  it("without a budget, a long run is reported with its location", function()
+    local server = serve_cpu("false")
+    assert.are.equal("echo spin", helper.ask(server:connect(), "spin"))
+    server:wait_log("%[warn%] [^\n]*%.lua:%d+: ran [%d.]+ s of CPU without waiting, and every other "
+      .. "connection of this process waited %(no cpu_budget%)")
+    server:stop()
+  end)
+end)
+
+describe("issue 13 item 1: a SIGTERM", function()
+  after_each(helper.cleanup)
+
+  it("stops a handler that loops with no budget, and the server exits 0", function()
+    local server = serve_cpu("false")
+    local attacker = server:connect()
+    assert(attacker:send("pcall\n"))
+    wait_spinning(server)
+    server:signal("TERM")
+    local log = server:stop()
+    assert.truthy(log:find("stopped: the server is shutting down, and this code ran on for more "
+      .. "than 1.0 s of CPU without waiting", 1, true), log)
+  end)
+end)
+
+describe("issue 13 item 1: --watchdog", function()
+  after_each(helper.cleanup)
+
+  it("restarts a worker stuck in one C call, and the others serve on", function()
+    local server = serve_cpu("false", 400, { "--workers", "2", "--watchdog", "1" })
+    server:wait_log("worker 2 started")
+    local attacker = server:connect()
+    assert(attacker:send("find\n"))
+    server:wait_log("worker %d %(pid %d+%): its loop has not turned for [%d.]+ s %(%-%-watchdog 1%): "
+      .. "killing it", 10)
+    server:wait_log("worker %d %(pid %d+%) was killed by SIGKILL after [%d.]+ s; restarting it")
+    for _ = 1, 4 do
+      assert.are.equal("echo hi", helper.ask(server:connect(), "hi"))
+    end
+    server:stop()
+  end)
+
+  it("needs --workers", function()
+    local script = helper.handler("return { handle = function() end }")
+    local code, _, err = helper.run({ "serve", script, "--watchdog", "1" })
+    assert.are.equal(2, code)
+    assert.truthy(err:find("--watchdog needs --workers N with N of 2 or more", 1, true), err)
+  end)
 end)
