@@ -65,10 +65,14 @@ static int call_loader(const char *fn, int nargs)
  * has run; or the error message. */
 static int load_and_configure(void)
 {
-    if (call_loader("load", 0) < 0)
-        return -1;
-    lua_pushvalue(L, -1);
-    return call_loader("configure", 1);
+    task_begin_load();
+    int rc = call_loader("load", 0);
+    if (rc == 0) {
+        lua_pushvalue(L, -1);
+        rc = call_loader("configure", 1);
+    }
+    task_end_load(rc == 0);
+    return rc;
 }
 
 int script_check(void)

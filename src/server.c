@@ -499,6 +499,7 @@ static void become_worker(int id)
     }
     udp_start_listeners_in_worker();
     guard_start();
+    task_release_load_tasks();
     lluasock_set_worker(L, id, worker_count);
     task_protected(reseed_random, NULL, "reseeding math.random");
 }
@@ -547,8 +548,10 @@ static int start_workers(void)
     /* Workers get the grace period, then some time to close what remains. */
     if (workers_start(loop, worker_count, grace_seconds + 5, watchdog_seconds, become_worker) < 0)
         return -1;
-    if (supervising)
+    if (supervising) {
+        task_hold_load_tasks();
         print_announcements();
+    }
     return 0;
 }
 

@@ -37,6 +37,8 @@ struct task {
     bool done;
     bool failed;  /* ended by an error; its message is the one value left on co */
     bool awaited; /* a graceful shutdown waits for it */
+    bool held;    /* of the script's load, kept by the --workers parent for its workers */
+    struct task *next_of_load; /* in the list of the script's load that spawned it */
 };
 
 static struct ev_loop *loop;
@@ -50,6 +52,11 @@ static struct task *main_task;
 static int main_status;
 static int handler_count;
 static bool stopping_when_idle;
+/* The tasks spawned while the script loaded (its top level and start()), newest first: those of
+ * the load in use, and those of a load under way. */
+static struct task *load_tasks, *loading_tasks;
+static bool loading;
+static bool holding; /* the --workers parent: load tasks run only in workers */
 
 /* ---- Waiters, the ready queue, resuming ---- */
 
@@ -184,9 +191,20 @@ static int report_error(lua_State *L)
 
 /* Takes an ended task out of everything, closes what it owns and lets go of it. Allocates
  * nothing. */
+static void forget_load_task(struct task **list, struct task *t)
+{
+    for (struct task **p = list; *p != NULL; p = &(*p)->next_of_load)
+        if (*p == t) {
+            *p = t->next_of_load;
+            return;
+        }
+}
+
 static void finish(struct task *t)
 {
     t->done = true;
+    forget_load_task(&load_tasks, t);
+    forget_load_task(&loading_tasks, t);
     end_wait(t, NULL);
     close_owned(t);
     if (t->awaited)
@@ -421,7 +439,8 @@ static void run_ready(void)
     while (t != NULL) {
         struct task *next = t->next;
         t->queued = false;
-        resume(t);
+        if (!t->done && !t->held)
+            resume(t);
         t = next;
     }
 }
@@ -550,7 +569,87 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
 
 void task_start(struct task *t)
 {
-    enqueue(t);
+    if (loading) {
+        t->next_of_load = loading_tasks;
+        loading_tasks = t;
+        t->held = holding;
+    }
+    if (!t->held)
+        enqueue(t);
+}
+
+/* Ends a task that is not running, wherever it waits: its pending __close handlers run (under
+ * its limits), and nothing of it runs again. */
+static void unqueue(struct task *t)
+{
+    struct task *before = NULL;
+    for (struct task *q = ready_head; q != NULL; before = q, q = q->next)
+        if (q == t) {
+            if (before != NULL)
+                before->next = t->next;
+            else
+                ready_head = t->next;
+            if (ready_tail == t)
+                ready_tail = before;
+            t->queued = false;
+            return;
+        }
+}
+
+static void cancel(struct task *t)
+{
+    unqueue(t);
+    end_wait(t, NULL);
+    lua_State *outer = guard_enter(t->co);
+    lua_resetthread(t->co);
+    guard_leave(outer);
+    lua_settop(t->co, 0);
+    t->nresults = 0;
+    finish(t);
+}
+
+static int cancel_all(struct task *list)
+{
+    int n = 0;
+    for (; list != NULL; n++) {
+        struct task *next = list->next_of_load;
+        cancel(list);
+        list = next;
+    }
+    return n;
+}
+
+void task_begin_load(void)
+{
+    loading = true;
+}
+
+void task_end_load(bool in_use)
+{
+    loading = false;
+    int stopped = cancel_all(in_use ? load_tasks : loading_tasks);
+    if (in_use)
+        load_tasks = loading_tasks;
+    loading_tasks = NULL;
+    if (stopped > 0)
+        luasock_log(LUASOCK_LOG_INFO, "stopped %d tasks that the %s load of the script spawned",
+                    stopped, in_use ? "previous" : "failed");
+}
+
+void task_hold_load_tasks(void)
+{
+    holding = true;
+    for (struct task *t = load_tasks; t != NULL; t = t->next_of_load)
+        t->held = true;
+}
+
+void task_release_load_tasks(void)
+{
+    holding = false;
+    for (struct task *t = load_tasks; t != NULL; t = t->next_of_load) {
+        t->held = false;
+        enqueue(t);
+    }
 }
 
 void task_run(struct task *t)

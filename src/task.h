@@ -138,6 +138,18 @@ void task_defer(struct task_job *job);
  * callbacks, the loop's step), so that nothing but the main thread is running. */
 int task_protected(lua_CFunction fn, void *ud, const char *what);
 
+/* The tasks that luasock.spawn creates while the script loads (its top level and start()) belong
+ * to that load. Between task_begin_load and task_end_load(in_use): if in_use, the new load's
+ * tasks replace the previous load's, which are stopped (a reload); if not, the new load's are
+ * stopped (the load failed). */
+void task_begin_load(void);
+void task_end_load(bool in_use);
+
+/* The --workers parent holds the load's tasks instead of running them (also those of later
+ * loads); a worker forked from it releases them, to run them itself. */
+void task_hold_load_tasks(void);
+void task_release_load_tasks(void);
+
 /* luasock.sleep: suspends the calling task for the seconds at index arg. */
 int task_sleep(lua_State *L, int arg);
 

@@ -232,3 +232,68 @@ describe("issue 13 item 1: --watchdog", function()
     assert.truthy(err:find("--watchdog needs --workers N with N of 2 or more", 1, true), err)
   end)
 end)
+
+-- A script whose start() spawns a task that logs "tick TAG" five times a second.
+local function ticking_script(tag)
+  return [[
+    return {
+      handle = function(conn) conn:send("hi\n") end,
+      start = function()
+        luasock.spawn(function()
+          while true do
+            luasock.log("info", "tick ]] .. tag .. [[")
+            luasock.sleep(0.2)
+          end
+        end)
+      end,
+    }
+  ]]
+end
+
+describe("issue 13 item 8: the tasks start() spawns", function()
+  after_each(helper.cleanup)
+
+  it("belong to their load of the script, and the --workers parent runs none", function()
+    local path = helper.handler(ticking_script("gen0"))
+    local server = helper.start(path, { args = { "--workers", "2" } })
+    server:wait_log("worker 2: tick gen0")
+    for gen = 1, 5 do
+      local mark = server:mark()
+      helper.replace_file(path, helper.PRELUDE .. ticking_script("gen" .. gen))
+      server:signal("HUP")
+      server:wait_log("worker 1: reloaded", 10, mark)
+      server:wait_log("worker 2: reloaded", 10, mark)
+    end
+    local worker_pid = server:wait_log("worker 1 started %(pid (%d+)%)")
+    local mark = server:mark()
+    os.execute("kill -KILL " .. worker_pid)
+    server:wait_log("worker 1 started %(pid %d+%)", 10, mark)
+    server:wait_log("worker 1: tick gen5", 10, mark)
+    -- Two more rounds of ticks: any older load still running would have ticked by now.
+    local after = server:mark()
+    server:wait_log("worker 1: tick gen5", 10, after)
+    server:wait_log("worker 1: tick gen5", 10, server:mark())
+    local log = server:stop():sub(mark + 1)
+    for line in log:gmatch("[^\n]*tick[^\n]*") do
+      assert.truthy(line:find("worker %d: tick gen5"), "a tick from an old load or from the "
+        .. "parent after the restart: " .. line)
+    end
+    assert.is_nil(server:log():find("%] tick gen"), "the parent ran a start() task")
+  end)
+
+  it("of a reloaded script are stopped, in a single process too", function()
+    local path = helper.handler(ticking_script("first"))
+    local server = helper.start(path)
+    server:wait_log("tick first")
+    local mark = server:mark()
+    helper.replace_file(path, helper.PRELUDE .. ticking_script("second"))
+    server:signal("HUP")
+    server:wait_log("stopped 1 tasks that the previous load of the script spawned", 10, mark)
+    server:wait_log("tick second", 10, mark)
+    local after = server:mark()
+    server:wait_log("tick second", 10, after)
+    server:wait_log("tick second", 10, server:mark())
+    assert.is_nil(server:log():sub(after + 1):find("tick first"), "the old load's task ran on")
+    server:stop()
+  end)
+end)
