@@ -18,11 +18,15 @@
  *
  * The memory cap refuses allocations only while a handler runs. Lua then collects garbage and
  * tries again before it raises "not enough memory" in that handler; the core's own use of the
- * main state (accepting a connection, logging an error) must never fail that way. */
+ * main state (accepting a connection, logging an error) must never fail that way. A full
+ * collection of a heap of many coroutines takes tens of milliseconds: once one has failed to make
+ * room, task.c lets no new task start until the loop's next iteration, rather than pay one
+ * collection per failing task. */
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/time.h>
@@ -54,6 +58,14 @@ static double late_seconds = -1;      /* how long the stop waited for a C functi
 static double budget_seconds;         /* 0: no budget */
 static size_t in_use;
 static size_t limit;
+/* Less than this left under the cap after a full collection: a new task could not even start. (A
+ * big request refused says nothing about small ones.) */
+#define ROOM_FOR_A_TASK (64 * 1024)
+/* The request refused last, while no allocation has succeeded since: Lua asks again with the same
+ * block right after a full collection, so a repeat means that even that could not make room. */
+static void *refused_ptr;
+static size_t refused_osize, refused_nsize;
+static bool exhausted; /* ... which happened in this loop iteration */
 
 void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
@@ -64,12 +76,31 @@ void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         in_use -= old;
         return NULL;
     }
-    if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit)
+    if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit) {
+        if (ptr == refused_ptr && osize == refused_osize && nsize == refused_nsize &&
+            limit - in_use < ROOM_FOR_A_TASK)
+            exhausted = true;
+        refused_ptr = ptr;
+        refused_osize = osize;
+        refused_nsize = nsize;
         return NULL;
+    }
     void *block = realloc(ptr, nsize);
-    if (block != NULL)
+    if (block != NULL) {
         in_use += nsize - old;
+        refused_nsize = 0;
+    }
     return block;
+}
+
+bool guard_memory_exhausted(void)
+{
+    return exhausted;
+}
+
+void guard_next_iteration(void)
+{
+    exhausted = false;
 }
 
 void guard_set_memory_limit(size_t bytes)

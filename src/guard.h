@@ -5,6 +5,7 @@
 #define GUARD_H
 
 #include <lua.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* The allocator to create the Lua state with (ud unused). */
@@ -15,6 +16,12 @@ void guard_set_cpu_budget(double seconds);
 
 /* bytes == 0: no limit. */
 void guard_set_memory_limit(size_t bytes);
+
+/* Whether, in this iteration of the loop, an allocation was refused even after the full
+ * collection Lua runs before giving up: new tasks would only fail the same way, each after a
+ * collection of its own. guard_next_iteration forgets it. */
+bool guard_memory_exhausted(void);
+void guard_next_iteration(void);
 
 /* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
  * inherited). */

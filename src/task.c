@@ -38,6 +38,8 @@ struct task {
     bool failed;  /* ended by an error; its message is the one value left on co */
     bool awaited; /* a graceful shutdown waits for it */
     bool held;    /* of the script's load, kept by the --workers parent for its workers */
+    bool started;
+    bool refused; /* failed before it started: memory was exhausted */
     struct task *next_of_load; /* in the list of the script's load that spawned it */
 };
 
@@ -57,6 +59,7 @@ static bool stopping_when_idle;
 static struct task *load_tasks, *loading_tasks;
 static bool loading;
 static bool holding; /* the --workers parent: load tasks run only in workers */
+static int refused_starts; /* since the last step */
 
 /* ---- Waiters, the ready queue, resuming ---- */
 
@@ -119,6 +122,11 @@ static void enqueue(struct task *t)
  * allocated on that thread. */
 static int push_outcome(struct task *t, lua_State *L)
 {
+    if (t->refused) {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "not enough memory");
+        return 2;
+    }
     int n = t->nresults;
     luaL_checkstack(L, 2 * n + 1, "too many results");
     lua_pushboolean(L, !t->failed);
@@ -218,8 +226,22 @@ static void finish(struct task *t)
     t->ref = LUA_NOREF;
 }
 
+/* Fails a task that has not started, without running it (nothing is allocated on its thread). */
+static void refuse_start(struct task *t)
+{
+    lua_settop(t->co, 0);
+    t->failed = t->refused = true;
+    refused_starts++;
+    finish(t);
+}
+
 static void resume(struct task *t)
 {
+    if (!t->started && guard_memory_exhausted()) {
+        refuse_start(t);
+        return;
+    }
+    t->started = true;
     int nargs = t->nargs, nresults;
     t->nargs = 0;
     lua_State *outer = guard_enter(t->co);
@@ -455,6 +477,12 @@ static void step(struct ev_loop *l, ev_prepare *w, int revents)
     run_ready();
     run_jobs();
     after_step();
+    if (refused_starts > 0) {
+        luasock_log(LUASOCK_LOG_ERROR, "not enough memory (max_memory): %d tasks failed before "
+                    "they started", refused_starts);
+        refused_starts = 0;
+    }
+    guard_next_iteration();
     bool pending = ready_head != NULL || jobs_head != NULL;
     if (stopping_when_idle && handler_count == 0 && !pending) {
         ev_break(l, EVBREAK_ALL);

@@ -297,3 +297,34 @@ describe("issue 13 item 8: the tasks start() spawns", function()
     server:stop()
   end)
 end)
+
+describe("issue 13 item 6: at the memory cap", function()
+  after_each(helper.cleanup)
+
+  it("tasks that cannot start fail at once, and the loop keeps serving", function()
+    local server = helper.start(helper.handler([[
+      return { max_memory = 32 * 1024 * 1024, handle = function(conn)
+        local what = conn:receive()
+        if what == "flood" then
+          local n = 0
+          while pcall(luasock.spawn, function() local t = {} luasock.sleep(100) return t end) do
+            n = n + 1
+          end
+          conn:send("spawned " .. n .. "\n")
+        else
+          conn:send("echo " .. tostring(what) .. "\n")
+        end
+      end }
+    ]]))
+    local flooder = server:connect()
+    flooder:settimeout(60)
+    local spawned = tonumber(helper.ask(flooder, "flood"):match("^spawned (%d+)$"))
+    assert.is_true(spawned > 10000, "only " .. tostring(spawned) .. " tasks fit under the cap")
+    local started = socket.gettime()
+    assert.are.equal("echo hi", helper.ask(server:connect(), "hi"))
+    local took = socket.gettime() - started
+    assert.is_true(took < 3, ("the echo took %.2f s"):format(took))
+    server:wait_log("not enough memory %(max_memory%): %d+ tasks failed before they started")
+    server:stop()
+  end)
+end)
