@@ -11,6 +11,7 @@
 #include "log.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "server.h"
 
 #define USAGE_ERROR 2
@@ -34,6 +35,9 @@ static const char serve_usage[] =
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --max-connections-per-ip N\n"
     "                         the same, counting the connections from each client address\n"
+    "                         (IPv4) or network (IPv6, see --ipv6-prefix)\n"
+    "  --ipv6-prefix BITS     IPv6 clients count per network of BITS leading bits, 1 to 128\n"
+    "                         (default 64: a host usually holds a whole /64)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
     "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
     "                         (default 10); a second signal exits at once\n"
@@ -129,7 +133,7 @@ static int parse_workers(const char *text, int *out)
 static int serve_command(int argc, char **argv)
 {
     const char *help = "luasock serve";
-    struct serve_options o = {.grace = 10};
+    struct serve_options o = {.grace = 10, .ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX};
     o.listen = calloc((size_t)argc, sizeof *o.listen);
     if (o.listen == NULL)
         return 1;
@@ -152,6 +156,13 @@ static int serve_command(int argc, char **argv)
             if (parse_count(value, &o.max_per_ip) < 0)
                 status = usage_error(help, "--max-connections-per-ip: expected a positive "
                                            "integer, got '%s'", value);
+        } else if ((value = option_value(argc, argv, &i, "--ipv6-prefix", &missing))) {
+            size_t bits;
+            if (parse_count(value, &bits) < 0 || bits > 128)
+                status = usage_error(help, "--ipv6-prefix: expected bits from 1 to 128, got "
+                                           "'%s'", value);
+            else
+                o.ipv6_prefix = (int)bits;
         } else if ((value = option_value(argc, argv, &i, "--max-connections", &missing))) {
             if (parse_count(value, &o.max_connections) < 0)
                 status = usage_error(help, "--max-connections: expected a positive integer, "
