@@ -43,10 +43,13 @@ end }
 
 def run_in_namespace():
     """Runs this script again in new user and network namespaces; returns its exit status."""
-    probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        print("SKIP: cannot make a network namespace here (unshare -rn: "
-              f"{probe.stderr.strip()})")
+    try:
+        probe = subprocess.run(["unshare", "-rn", "true"], capture_output=True, text=True)
+        why = probe.stderr.strip() if probe.returncode != 0 else None
+    except OSError as error:
+        why = str(error)
+    if why is not None:
+        print(f"SKIP: cannot make a network namespace here (unshare -rn: {why})")
         return SKIPPED
     env = dict(os.environ, **{INSIDE: "1"})
     return subprocess.run(["unshare", "-rn", sys.executable, os.path.abspath(__file__)],
