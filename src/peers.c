@@ -18,7 +18,7 @@
 #define FIRST_CAPACITY 64
 
 struct slot {
-    unsigned char addr[16]; /* IPv4 addresses as IPv4-mapped IPv6 */
+    unsigned char addr[16]; /* the key: see peers_key */
     uint32_t count;         /* 0: empty slot */
 };
 
@@ -26,7 +26,7 @@ static struct slot *slots;
 static size_t capacity; /* a power of two */
 static size_t used;
 static int ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX;
-/* The hash key, drawn by each process when it makes its table: a client that connects from
+/* The hash key, drawn by each process when it first counts a client: one that connects from
  * addresses it chose (any host with a /48 has 65536 networks to pick from) must not be able to
  * tell which of them share a probe run, and pile them into one. */
 static unsigned char seed[SIPHASH_KEY_SIZE];
