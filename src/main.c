@@ -1,4 +1,5 @@
 /* main.c -- the command line: luasock serve | run | check | --help | --version. */
+#include <ctype.h>
 #include <ev.h>
 #include <lua.h>
 #include <stdarg.h>
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "luasock.h"
 #include "net.h"
+#include "peers.h"
 #include "server.h"
 
 #define USAGE_ERROR 2
@@ -34,6 +36,9 @@ static const char serve_usage[] =
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --max-connections-per-ip N\n"
     "                         the same, counting the connections from each client address\n"
+    "                         (IPv4) or network (IPv6, see --ipv6-prefix)\n"
+    "  --ipv6-prefix BITS     IPv6 clients count per network of BITS leading bits, 1 to 128\n"
+    "                         (default 64: a host usually holds a whole /64)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
     "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
     "                         (default 10); a second signal exits at once\n"
@@ -41,8 +46,9 @@ static const char serve_usage[] =
     "                         process); removed at exit\n"
     "  --watch                reload SCRIPT when it or a module beside it changes\n"
     "                         (SIGHUP reloads at any time)\n"
-    "  --pubsub URL           luasock.pubsub through Redis (redis://HOST[:PORT][/DB]), so\n"
-    "                         that workers and other nodes share channels (default: in-process)\n"
+    "  --pubsub URL           luasock.pubsub through Redis, so that workers and other nodes\n"
+    "                         share channels (default: in-process). URL:\n"
+    "                         redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n"
     "  --workers N|auto       serve from N processes (auto: one per core), restarted when\n"
     "                         they die; SIGHUP and SIGTERM to the parent reach them all\n"
     "  --watchdog SECONDS     with --workers: kill and restart a worker whose loop has not\n"
@@ -92,13 +98,32 @@ static int parse_count(const char *text, size_t *out)
     return 0;
 }
 
-/* redis://HOST[:PORT][/DB], checked here so that a typo is a usage error at once, not a
- * failure when the script first publishes. */
+/* USER:PASSWORD, percent-encoded or not: a colon, and no stray '%'. */
+static bool redis_userinfo(const char *text, const char *end)
+{
+    if (memchr(text, ':', (size_t)(end - text)) == NULL)
+        return false;
+    for (const char *p = text; p < end; p++)
+        if (*p == '%' && (end - p < 3 || !isxdigit((unsigned char)p[1]) ||
+                          !isxdigit((unsigned char)p[2])))
+            return false;
+    return true;
+}
+
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], checked here so that a typo is a usage error at
+ * once, not a failure when the script first publishes. The password may hold any character
+ * but '@' in its raw form: the last '@' ends it. */
 static bool redis_url(const char *text)
 {
     if (strncmp(text, "redis://", 8) != 0)
         return false;
-    const char *host = text + 8, *end = host + strcspn(host, ":/");
+    const char *host = text + 8, *at = strrchr(host, '@');
+    if (at != NULL) {
+        if (!redis_userinfo(host, at))
+            return false;
+        host = at + 1;
+    }
+    const char *end = host + strcspn(host, ":/");
     if (end == host)
         return false;
     if (*end == ':') {
@@ -131,7 +156,7 @@ static int parse_workers(const char *text, int *out)
 static int serve_command(int argc, char **argv)
 {
     const char *help = "luasock serve";
-    struct serve_options o = {.grace = 10};
+    struct serve_options o = {.grace = 10, .ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX};
     o.listen = calloc((size_t)argc, sizeof *o.listen);
     if (o.listen == NULL)
         return 1;
@@ -154,6 +179,13 @@ static int serve_command(int argc, char **argv)
             if (parse_count(value, &o.max_per_ip) < 0)
                 status = usage_error(help, "--max-connections-per-ip: expected a positive "
                                            "integer, got '%s'", value);
+        } else if ((value = option_value(argc, argv, &i, "--ipv6-prefix", &missing))) {
+            size_t bits;
+            if (parse_count(value, &bits) < 0 || bits > 128)
+                status = usage_error(help, "--ipv6-prefix: expected bits from 1 to 128, got "
+                                           "'%s'", value);
+            else
+                o.ipv6_prefix = (int)bits;
         } else if ((value = option_value(argc, argv, &i, "--max-connections", &missing))) {
             if (parse_count(value, &o.max_connections) < 0)
                 status = usage_error(help, "--max-connections: expected a positive integer, "
@@ -175,9 +207,15 @@ static int serve_command(int argc, char **argv)
                 status = usage_error(help, "--workers: expected a number from 1 to %d or "
                                            "'auto', got '%s'", MAX_WORKERS, value);
         } else if ((value = option_value(argc, argv, &i, "--pubsub", &missing)) != NULL) {
-            if (!redis_url(value))
-                status = usage_error(help, "--pubsub: expected redis://HOST[:PORT][/DB], got "
-                                           "'%s'", value);
+            if (!redis_url(value)) {
+                /* Whatever is wrong with it, the password is not repeated. */
+                const char *at = strrchr(value, '@'), *scheme = strstr(value, "://");
+                int kept = at != NULL && scheme != NULL && scheme < at ? (int)(scheme + 3 - value)
+                                                                       : 0;
+                status = usage_error(help, "--pubsub: expected redis://[[USER]:PASSWORD@]HOST"
+                                           "[:PORT][/DB], got '%.*s%s%s'", kept, value,
+                                     at ? "***@" : "", at ? at + 1 : value);
+            }
             o.pubsub = value;
         } else if ((value = option_value(argc, argv, &i, "--pid-file", &missing)) != NULL) {
             o.pid_file = value;

@@ -1,4 +1,5 @@
-/* peers.c -- a hash table from IP address to its number of open connections; see peers.h.
+/* peers.c -- a hash table from IP address (or IPv6 network) to its number of open
+ * connections; see peers.h.
  *
  * Open addressing with linear probing. A removal shifts the entries behind it back (no
  * tombstones), so a table that sees millions of short connections stays as small as the number
@@ -7,44 +8,91 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "peers.h"
+#include "siphash.h"
 
 #define FIRST_CAPACITY 64
 
 struct slot {
-    unsigned char addr[16]; /* IPv4 addresses as IPv4-mapped IPv6 */
+    unsigned char addr[16]; /* the key: see peers_key */
     uint32_t count;         /* 0: empty slot */
 };
 
 static struct slot *slots;
 static size_t capacity; /* a power of two */
 static size_t used;
+static int ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX;
+/* The hash key, drawn by each process when it first counts a client: one that connects from
+ * addresses it chose (any host with a /48 has 65536 networks to pick from) must not be able to
+ * tell which of them share a probe run, and pile them into one. */
+static unsigned char seed[SIPHASH_KEY_SIZE];
+static bool seeded;
 
-/* Returns false for peers without an IP address. */
-static bool key_of(const struct sockaddr *peer, unsigned char key[16])
+void peers_set_ipv6_prefix(int bits)
 {
-    if (peer->sa_family == AF_INET6) {
-        memcpy(key, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
-        return true;
-    }
+    ipv6_prefix = bits;
+}
+
+bool peers_key(const struct sockaddr *peer, unsigned char key[16])
+{
     if (peer->sa_family == AF_INET) {
         static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
         memcpy(key, v4_mapped, 12);
         memcpy(key + 12, &((const struct sockaddr_in *)peer)->sin_addr, 4);
         return true;
     }
-    return false;
+    if (peer->sa_family != AF_INET6)
+        return false;
+    const struct in6_addr *addr = &((const struct sockaddr_in6 *)peer)->sin6_addr;
+    memcpy(key, addr, 16);
+    /* An IPv4 client of a dual-stack socket: its key is the one it has over IPv4. No masked
+     * IPv6 key can equal it, since masking clears bits and the ::ffff: marker is set ones. */
+    if (IN6_IS_ADDR_V4MAPPED(addr))
+        return true;
+    for (int i = 0, bits = ipv6_prefix; i < 16; i++, bits -= 8) {
+        int kept = bits >= 8 ? 8 : bits > 0 ? bits : 0;
+        key[i] &= (unsigned char)(0xff00u >> kept);
+    }
+    return true;
 }
 
-/* FNV-1a: the table only has to spread addresses, not resist chosen collisions, since a client
- * can only add slots for addresses it really connects from. */
+/* From the kernel; should getrandom fail (no such call), the clocks, the pid and the stack's
+ * address (randomised by ASLR), mixed: far weaker, but still different in every process. */
+static void draw_seed(void)
+{
+    seeded = true;
+    if (getrandom(seed, sizeof seed, 0) == (ssize_t)sizeof seed)
+        return;
+    struct {
+        struct timespec real, mono;
+        pid_t pid;
+        const void *stack;
+    } weak = {.pid = getpid()};
+    weak.stack = &weak;
+    clock_gettime(CLOCK_REALTIME, &weak.real);
+    clock_gettime(CLOCK_MONOTONIC, &weak.mono);
+    memset(seed, 0, sizeof seed);
+    uint64_t words[2];
+    words[0] = siphash24(seed, &weak, sizeof weak);
+    seed[0] = 1;
+    words[1] = siphash24(seed, &weak, sizeof weak);
+    memcpy(seed, words, sizeof seed);
+}
+
+uint64_t peers_hash(const unsigned char key[16])
+{
+    if (!seeded)
+        draw_seed();
+    return siphash24(seed, key, 16);
+}
+
 static size_t home_of(const unsigned char key[16])
 {
-    uint64_t h = 1469598103934665603u;
-    for (int i = 0; i < 16; i++)
-        h = (h ^ key[i]) * 1099511628211u;
-    return (size_t)h & (capacity - 1);
+    return (size_t)peers_hash(key) & (capacity - 1);
 }
 
 static struct slot *find(const unsigned char key[16])
@@ -74,7 +122,7 @@ static bool grow(void)
 bool peers_admit(const struct sockaddr *peer, size_t max)
 {
     unsigned char key[16];
-    if (!key_of(peer, key))
+    if (!peers_key(peer, key))
         return true;
     if ((used + 1) * 2 > capacity && !grow())
         return false;
@@ -92,7 +140,7 @@ bool peers_admit(const struct sockaddr *peer, size_t max)
 void peers_release(const struct sockaddr *peer)
 {
     unsigned char key[16];
-    if (!key_of(peer, key) || capacity == 0)
+    if (!peers_key(peer, key) || capacity == 0)
         return;
     struct slot *s = find(key);
     if (s->count == 0 || --s->count > 0)
@@ -116,4 +164,5 @@ void peers_free(void)
     free(slots);
     slots = NULL;
     capacity = used = 0;
+    seeded = false;
 }

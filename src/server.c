@@ -6,6 +6,7 @@
 #include <lauxlib.h>
 #include <libgen.h>
 #include <lualib.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,7 @@ static lua_State *L;
 static const char *script_path;
 static size_t max_connections;
 static size_t max_per_ip;
+static int ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX;
 /* Refusals are logged at most once a second: a flood of them must not flood the log too. */
 static ev_tstamp refusal_logged_at;
 static unsigned long refusals_unlogged;
@@ -252,6 +254,18 @@ static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
     refusals_unlogged = 0;
 }
 
+/* Whom the refused client was counted with: its address, or for IPv6 its network. */
+static const char *per_ip_refusal(const struct sockaddr *peer)
+{
+    static char why[96];
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)peer;
+    if (peer->sa_family != AF_INET6 || IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) || ipv6_prefix == 128)
+        return "too many connections from this address (--max-connections-per-ip)";
+    snprintf(why, sizeof why, "too many connections from its /%d network "
+                              "(--max-connections-per-ip, --ipv6-prefix)", ipv6_prefix);
+    return why;
+}
+
 struct accepted {
     int fd;
     const struct sockaddr *peer;
@@ -289,8 +303,7 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
         return;
     }
     if (max_per_ip > 0 && !peers_admit(peer_addr, max_per_ip)) {
-        refuse(fd, peer_addr, peer_len, "too many connections from this address "
-                                        "(--max-connections-per-ip)");
+        refuse(fd, peer_addr, peer_len, per_ip_refusal(peer_addr));
         return;
     }
     net_set_nodelay(fd);
@@ -521,6 +534,8 @@ static int start(const struct serve_options *o)
         return -1;
     max_connections = o->max_connections;
     max_per_ip = o->max_per_ip;
+    ipv6_prefix = o->ipv6_prefix;
+    peers_set_ipv6_prefix(ipv6_prefix);
     raise_fd_limit();
     guard_start();
     /* Before the "listening on" line: a SIGTERM sent right after it must stop us cleanly. */

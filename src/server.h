@@ -11,6 +11,7 @@ struct serve_options {
     size_t listen_count;
     size_t max_connections; /* 0: no limit */
     size_t max_per_ip;      /* open connections from one client address; 0: no limit */
+    int ipv6_prefix;        /* max_per_ip counts IPv6 clients per network of these bits */
     bool watch;             /* reload when the script or its own modules change */
     const char *pid_file;   /* written at start, removed at exit; NULL for none */
     double grace;           /* seconds handlers may run on after SIGTERM/SIGINT */

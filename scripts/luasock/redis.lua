@@ -540,9 +540,15 @@ local function handshake(self, opts)
     steps[#steps + 1] = { "SELECT", opts.db }
   end
   for _, step in ipairs(steps) do
-    local _, err = self:call(table.unpack(step))
-    if err then
+    local replies, err = send_commands(self, { step })
+    if not replies then
       return nil, ("%s: %s failed: %s"):format(self.name, step[1], err)
+    elseif M.is_error(replies[1]) then
+      -- Redis's refusal (a wrong password) comes with its code, so that a caller can tell it
+      -- from a lost connection.
+      local refusal = replies[1].err
+      return nil, ("%s: %s failed: %s"):format(self.name, step[1], refusal),
+        refusal:match("^%S+")
     end
   end
   return true
@@ -574,17 +580,18 @@ function open(self)
   if ok ~= true then
     return nil, ok
   end
-  local done, err = handshake(self, opts)
+  local done, err, code = handshake(self, opts)
   if not done then
     self:close()
-    return nil, err
+    return nil, err, code
   end
   return true
 end
 
--- redis.connect(host, port [, opts]) -> client | nil, err. opts: timeout (seconds, for the
--- connect and for each command; default 5), password, username, db, protocol (2 or 3),
--- on_disconnect(err) (called each time the connection is lost).
+-- redis.connect(host, port [, opts]) -> client | nil, err[, code]. opts: timeout (seconds, for
+-- the connect and for each command; default 5), password, username, db, protocol (2 or 3),
+-- on_disconnect(err) (called each time the connection is lost). code: when Redis refused the
+-- AUTH, HELLO or SELECT, the first word of its error ("WRONGPASS", "NOAUTH", "ERR").
 function M.connect(host, port, opts)
   opts = setmetatable({ host = host, port = port }, { __index = opts or {} })
   local self = setmetatable({
@@ -598,8 +605,10 @@ function M.connect(host, port, opts)
     link = false, closed = true, closing = false, opening = false,
     on_disconnect = opts.on_disconnect or false,
   }, client_mt)
-  local ok, err = open(self)
-  if not ok then
+  local ok, err, code = open(self)
+  if code then
+    return nil, err, code
+  elseif not ok then
     return nil, err
   end
   return self

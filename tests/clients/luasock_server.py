@@ -32,12 +32,12 @@ def require_msgpack():
 
 
 class Server:
-    """A running `luasock serve SCRIPT --listen 127.0.0.1:0`."""
+    """A running `luasock serve SCRIPT --listen 127.0.0.1:0` (or another `listen` address)."""
 
-    def __init__(self, script, args=(), start_timeout=5.0):
+    def __init__(self, script, args=(), start_timeout=5.0, listen="127.0.0.1:0"):
         self.logfile = tempfile.NamedTemporaryFile(prefix="luasock-log-", suffix=".log")
         self.proc = subprocess.Popen(
-            [BIN, "serve", script, "--listen", "127.0.0.1:0", *args],
+            [BIN, "serve", script, "--listen", listen, *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.logfile)
         self.pid = self.proc.pid
         self.host, self.port = self._wait_listening(start_timeout)

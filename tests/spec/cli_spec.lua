@@ -26,7 +26,7 @@ describe("luasock --help and --version", function()
   it("serve --help lists the serve options on stdout and exits 0", function()
     local code, out = helper.run { "serve", "--help" }
     assert.equal(0, code)
-    for _, option in ipairs { "--listen", "--max-connections", "--log-level" } do
+    for _, option in ipairs { "--listen", "--max-connections", "--log-level", "--ipv6-prefix" } do
       assert.is_truthy(out:find(option, 1, true), "no " .. option .. " in " .. out)
     end
   end)
@@ -52,6 +52,8 @@ describe("bad usage exits 2 with a luasock: message", function()
     { "--max-connections abc", { "serve", "--max-connections", "abc", echo() }, "abc" },
     { "--max-connections -3", { "serve", "--max-connections", "-3", echo() }, "-3" },
     { "--log-level loud", { "serve", "--log-level", "loud", echo() }, "loud" },
+    { "--ipv6-prefix 0", { "serve", "--ipv6-prefix", "0", echo() }, "--ipv6-prefix" },
+    { "--ipv6-prefix 129", { "serve", "--ipv6-prefix", "129", echo() }, "129" },
   }
   for _, case in ipairs(cases) do
     it("for " .. case[1], function()

@@ -6,7 +6,10 @@
 -- port (reconnect logged with the time away, cross-node delivery resumes); a node started before
 -- its Redis; a node leaving its only channel for another in one step still hearing the other
 -- nodes; the /DB of the URL; messages published by handlers finishing during a graceful
--- shutdown still reaching the other nodes.
+-- shutdown still reaching the other nodes. Against a Redis with requirepass and ACL users
+-- (issue 13 item 9): the password in the URL (both forms, percent-encoded) sent on every
+-- connection, a wrong or missing password and a user who may not publish each logged, counted
+-- and returned by publish, and no password in any log line or usage error.
 --
 -- The servers run HANDLER: every connection is a listener that gets each message of channel
 -- "room" as "TAG room MESSAGE"; a line "pub TEXT" publishes TEXT and answers "published TEXT"
@@ -14,7 +17,9 @@
 -- unsubscribes "room" and subscribes CHANNEL (same callback), in the same step, answering
 -- "moved CHANNEL"; "info" answers with the backend, node and whether
 -- pubsub.redis() has a client; "set KEY" sets KEY through pubsub.redis(). A handler woken by a
--- graceful shutdown publishes "leaving".
+-- graceful shutdown publishes "leaving". PUBLISHER is a publish-only node: "pub TEXT" answers
+-- "published TEXT" or "refused TEXT: ERROR" after the publish call; "stats" answers with
+-- pubsub.stats(); "info" with pubsub.backend().
 local socket = require "socket"
 local helper = require "helper"
 local redis_server = require "redis_server"
@@ -114,6 +119,28 @@ return {
   end,
 }]]
 
+local PUBLISHER = [[
+local pubsub = require "luasock.pubsub"
+pubsub.node() -- connects to Redis now, not at the first publish
+return {
+  idle_timeout = false,
+  handle = function(conn)
+    conn:post("ready\n")
+    for line in function() return conn:receive("*l") end do
+      local command, rest = line:match("^(%S+) ?(.*)$")
+      if command == "pub" then
+        local ok, err = pubsub.publish("room", rest)
+        conn:post(ok and "published " .. rest or "refused " .. rest .. ": " .. err, "\n")
+      elseif command == "stats" then
+        local stats = pubsub.stats()
+        conn:post(("stats %d %d %d\n"):format(stats.published, stats.failed, stats.dropped))
+      elseif command == "info" then
+        conn:post("info ", pubsub.backend(), "\n")
+      end
+    end
+  end,
+}]]
+
 local function handler_source(tag)
   return helper.PRELUDE .. helper.fill(HANDLER, { TAG = tag })
 end
@@ -125,6 +152,13 @@ local function start_node(url, tag, name)
 end
 
 local literal = helper.literal
+
+-- Starts a publish-only node (PUBLISHER) with --pubsub `url`.
+local function start_publisher(url, args)
+  local all = { "--pubsub", url }
+  for _, arg in ipairs(args or {}) do all[#all + 1] = arg end
+  return helper.start(helper.script(PUBLISHER), { args = all })
+end
 
 -- A connected listener; returns the client.
 local function listener(server)
@@ -216,7 +250,8 @@ describe("luasock.pubsub in one process", function()
       "--pubsub", "http://x" }, { timeout = 10 })
     assert.equal(2, code, err)
     assert.equal("", out)
-    assert.matches("--pubsub: expected redis://HOST[:PORT][/DB], got 'http://x'", err, 1, true)
+    assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got 'http://x'",
+      err, 1, true)
     code, _, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0", "--pubsub" },
       { timeout = 10 })
     assert.equal(2, code, err)
@@ -228,7 +263,8 @@ describe("luasock.pubsub in one process", function()
       local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
         "--pubsub", bad }, { timeout = 10 })
       assert.equal("", out)
-      assert.matches("--pubsub: expected redis://HOST[:PORT][/DB], got '" .. bad .. "'", err, 1,
+      assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got '" .. bad
+        .. "'", err, 1,
         true)
       assert.equal(2, code, "exit status for --pubsub " .. bad .. "; stderr:\n" .. err)
     end
@@ -493,5 +529,200 @@ describe("luasock.pubsub with --pubsub redis://", function()
     b:close()
     node:stop()
     other:stop()
+  end)
+end)
+
+describe("issue 13 item 9: --pubsub against a Redis with requirepass", function()
+  -- The default user's password has the characters a URL must percent-encode; alice may do
+  -- anything, mallory anything but touch a channel.
+  local PASSWORD, ENCODED = "s3cret:p@ss/w%d", "s3cret%3Ap%40ss%2Fw%25d"
+  local ALICE, MALLORY = "al1ce-pw", "m4llory-pw"
+  local SECRETS = { PASSWORD, ENCODED, ALICE, MALLORY, "wrong-pw" }
+  local redis, port, url
+
+  before_each(function()
+    redis = start_redis { password = PASSWORD, args = {
+      "--user", "alice", "on", ">" .. ALICE, "~*", "&*", "+@all",
+      "--user", "mallory", "on", ">" .. MALLORY, "~*", "resetchannels", "+@all" } }
+    port = redis.port
+    url = "redis://127.0.0.1:" .. port
+  end)
+  after_each(cleanup)
+
+  -- A command as the default user, on a connection of its own.
+  local function admin(command)
+    return redis:calls("AUTH " .. PASSWORD, command)[2]
+  end
+
+  local function assert_no_secret(server)
+    local log = server:log()
+    for _, secret in ipairs(SECRETS) do
+      assert.is_nil(log:find(secret, 1, true), "'" .. secret .. "' in the log:\n" .. log)
+    end
+  end
+
+  local function stats(client)
+    client:send("stats\n")
+    return next_line(client)
+  end
+
+  -- Sends "pub" on `p` until `s` gets the message; returns the line `s` got.
+  local function probe_until_delivered(p, s, what)
+    local probes = 0
+    return helper.eventually(function()
+      probes = probes + 1
+      publish(p, "probe" .. probes)
+      assert.equal("published probe" .. probes, next_line(p))
+      s:settimeout(0.2)
+      local line = s:receive("*l")
+      s:settimeout(helper.IO_TIMEOUT)
+      return line
+    end, 10, what)
+  end
+
+  it("delivers from a publish-only node with the password in the URL to a node logged in as an "
+    .. "ACL user, again after Redis dropped both, and no log line shows a password", function()
+    local publisher = start_publisher(("redis://:%s@127.0.0.1:%d"):format(ENCODED, port),
+      { "--log-level", "debug" })
+    local alice_url = "redis://alice@127.0.0.1:" .. port .. "/3"
+    local subscriber = start_node(("redis://alice:%s@127.0.0.1:%d/3"):format(ALICE, port))
+    wait_connected(publisher, url)
+    wait_connected(subscriber, alice_url)
+    local p, s = listener(publisher), listener(subscriber)
+    p:send("info\n")
+    assert.equal("info " .. url, next_line(p))
+    s:send("info\n")
+    assert.matches("^info " .. literal(alice_url) .. " %S+ true$", next_line(s))
+
+    publish(p, "hello")
+    assert.equal("published hello", next_line(p))
+    assert.equal("v1 room hello", next_line(s))
+    helper.eventually(function() return stats(p) == "stats 1 0 0" end, 5,
+      "the publish counted as published")
+
+    -- Redis drops every connection: both nodes connect again, with AUTH (and SELECT) again.
+    local p_mark, s_mark = publisher:mark(), subscriber:mark()
+    assert.matches("^:%d+$", admin("CLIENT KILL TYPE normal"))
+    assert.matches("^:%d+$", admin("CLIENT KILL TYPE pubsub"))
+    publisher:wait_log("%[info%] pubsub: connected to " .. literal(url) .. " after ", 10, p_mark)
+    subscriber:wait_log("%[info%] pubsub: connected to " .. literal(alice_url) .. " after ", 10,
+      s_mark)
+    assert.matches("^v1 room probe%d+$", probe_until_delivered(p, s,
+      "a message from the publisher on the subscriber after both reconnected"))
+    p:close()
+    s:close()
+    publisher:stop()
+    subscriber:stop()
+    assert_no_secret(publisher)
+    assert_no_secret(subscriber)
+  end)
+
+  it("logs 'AUTH failed' for a wrong password, refuses and counts every publish, retries, and "
+    .. "connects once Redis takes that password", function()
+    local node = start_publisher(("redis://:wrong-pw@127.0.0.1:%d"):format(port))
+    local refusal = "%[error%] pubsub: " .. literal(url) .. ": (redis 127%.0%.0%.1:" .. port
+      .. ": AUTH failed: WRONGPASS [^\n]*); publish refuses messages to other nodes until Redis "
+      .. "accepts the connection; retrying in [%d.]+ s$"
+    local reason = node:wait_log(refusal:gsub("%$$", "\n"), 10)
+    local p = listener(node)
+    publish(p, "x")
+    assert.equal("refused x: pubsub: " .. url .. ": " .. reason, next_line(p))
+    for i = 1, 200 do publish(p, "f" .. i) end
+    for i = 1, 200 do assert.matches("^refused f" .. i .. ": ", next_line(p)) end
+    assert.equal("stats 0 201 0", stats(p))
+    -- a line a second at most for the flood, naming the reason
+    local lines = node:count_log("%[warn%] pubsub: " .. literal(url) .. ": publish to 'room' "
+      .. "failed: redis 127%.0%.0%.1:%d+: AUTH failed: WRONGPASS")
+    assert.is_true(lines >= 1 and lines <= 3, lines .. " lines for 201 refused publishes")
+    -- retried like an outage
+    helper.eventually(function() return node:count_log(refusal) >= 2 end, 10,
+      "a second AUTH attempt")
+    assert.equal(0, node:count_log("connected to"))
+
+    -- Redis takes that password now: the next attempt connects, and messages flow.
+    local mark = node:mark()
+    assert.equal("+OK", admin("CONFIG SET requirepass wrong-pw"))
+    node:wait_log("%[info%] pubsub: connected to " .. literal(url) .. " after ", 15, mark)
+    local subscriber = start_node(("redis://alice:%s@127.0.0.1:%d"):format(ALICE, port))
+    wait_connected(subscriber, "redis://alice@127.0.0.1:" .. port)
+    local s = listener(subscriber)
+    assert.matches("^v1 room probe%d+$", probe_until_delivered(p, s,
+      "a message from the node once its password was right"))
+    p:close()
+    s:close()
+    node:stop()
+    subscriber:stop()
+    assert_no_secret(node)
+  end)
+
+  it("refuses a publish-only node without a password at connect time (NOAUTH), not with a "
+    .. "'connected' line and silently dropped messages", function()
+    local node = start_publisher(url)
+    local reason = node:wait_log("%[error%] pubsub: " .. literal(url) .. ": (redis 127%.0%.0%.1:"
+      .. port .. ": PING failed: NOAUTH [^\n]*); publish refuses messages", 10)
+    local p = listener(node)
+    publish(p, "x")
+    assert.equal("refused x: pubsub: " .. url .. ": " .. reason, next_line(p))
+    assert.equal("stats 0 1 0", stats(p))
+    assert.equal(1, node:count_log("publish to 'room' failed: redis 127%.0%.0%.1:%d+: PING "
+      .. "failed: NOAUTH"))
+    assert.equal(0, node:count_log("connected to"))
+    p:close()
+    node:stop()
+  end)
+
+  it("logs (a line a second) and counts each PUBLISH Redis refuses, and publish returns the "
+    .. "refusal", function()
+    local node = start_publisher(("redis://mallory:%s@127.0.0.1:%d"):format(MALLORY, port))
+    local shown = "redis://mallory@127.0.0.1:" .. port
+    wait_connected(node, shown)
+    local p = listener(node)
+    -- Sent: Redis's answer is not known when publish returns.
+    publish(p, "first")
+    assert.equal("published first", next_line(p))
+    local failed = "%[warn%] pubsub: " .. literal(shown) .. ": publish to 'room' failed: NOPERM "
+    node:wait_log(failed, 5)
+    assert.equal("stats 0 1 0", stats(p))
+    publish(p, "second")
+    assert.matches("^refused second: pubsub: " .. literal(shown) .. ": PUBLISH failed: NOPERM ",
+      next_line(p))
+    for i = 1, 300 do publish(p, "f" .. i) end
+    for i = 1, 300 do assert.matches("^refused f" .. i .. ": ", next_line(p)) end
+    helper.eventually(function() return stats(p) == "stats 0 302 0" end, 10,
+      "302 refused publishes counted")
+    -- After a second, the next failure is logged with the count of those not logged: every
+    -- failure is in the log, as a line or in a count.
+    socket.sleep(1.1) -- the log's rate limit is the thing under test
+    local mark = node:mark()
+    publish(p, "last")
+    assert.matches("^refused last: ", next_line(p))
+    node:wait_log(failed .. "[^\n]* %(and %d+ more since the last such line%)\n", 5, mark)
+    local lines, logged = 0, 0
+    for line in node:log():gmatch("[^\n]+") do
+      if line:find(failed) then
+        lines = lines + 1
+        logged = logged + 1 + (tonumber(line:match("%(and (%d+) more since the last")) or 0)
+      end
+    end
+    assert.equal(303, logged)
+    assert.is_true(lines <= 4, lines .. " log lines for 303 refused publishes")
+    p:close()
+    node:stop()
+    assert_no_secret(node)
+  end)
+
+  it("refuses a malformed --pubsub URL without repeating its password", function()
+    local script = helper.script(PUBLISHER)
+    for _, bad in ipairs { "redis://hunter2@127.0.0.1:1", "redis://:hunter2@127.0.0.1:notaport",
+      "redis://:hunter2%zz@127.0.0.1", "http://u:hunter2@127.0.0.1" } do
+      local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
+        "--pubsub", bad }, { timeout = 10 })
+      assert.equal(2, code, err)
+      assert.equal("", out)
+      assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got '", err,
+        1, true)
+      assert.matches("***@127.0.0.1", err, 1, true)
+      assert.is_nil(err:find("hunter2", 1, true), err)
+    end
   end)
 end)
