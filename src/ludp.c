@@ -15,6 +15,8 @@
 #include "udp.h"
 
 #define PEER_MT "luasock.udp_peer"
+/* Why a listener's socket (peer.socket) cannot be closed, connected or bound again. */
+#define SERVES_EVERY_PEER "it serves every peer until the server stops"
 
 static struct udp *toudp(lua_State *L)
 {
@@ -109,6 +111,7 @@ static int udp_send(lua_State *L)
 static int attach(lua_State *L, bool peer)
 {
     struct udp *u = toudp(L);
+    udp_refuse_listener(u, L, peer ? "udp:setpeername" : "udp:setsockname", SERVES_EVERY_PEER);
     struct sockaddr_storage ss;
     socklen_t len;
     address_arg(L, 2, &ss, &len);
@@ -156,7 +159,9 @@ static int udp_settimeout(lua_State *L)
 
 static int udp_close_method(lua_State *L)
 {
-    udp_close(toudp(L));
+    struct udp *u = toudp(L);
+    udp_refuse_listener(u, L, "udp:close", SERVES_EVERY_PEER);
+    udp_close(u);
     lua_pushboolean(L, 1);
     return 1;
 }

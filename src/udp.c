@@ -71,8 +71,18 @@ static int wait_receive(struct udp *u, lua_State *L, size_t max, bool want_from)
     return task_wait(L, &u->reader, u->timeout, receive_resumed, ctx);
 }
 
+void udp_refuse_listener(struct udp *u, lua_State *L, const char *what, const char *why)
+{
+    if (u->on_datagram == NULL)
+        return;
+    char name[150];
+    net_local_address(u->fd, name, sizeof name);
+    luaL_error(L, "%s: udp socket %s is a listener: %s", what, name, why);
+}
+
 int udp_receive(struct udp *u, lua_State *L, size_t max, bool want_from, const char *what)
 {
+    udp_refuse_listener(u, L, what, "its datagrams go to the script's datagram function");
     if (max > UDP_MAX_DATAGRAM)
         max = UDP_MAX_DATAGRAM;
     if (!task_waiters_empty(&u->reader))
@@ -150,8 +160,7 @@ int udp_listen(lua_State *L, const struct net_addr *addr, udp_datagram_cb on_dat
 void udp_start_listeners_in_worker(void)
 {
     for (struct udp *u = listeners; u != NULL; u = u->next_listener)
-        if (u->fd >= 0) /* a script may have closed it through peer.socket */
-            ev_io_start(loop, &u->rio);
+        ev_io_start(loop, &u->rio);
 }
 
 void udp_init(struct ev_loop *l)

@@ -246,3 +246,91 @@ describe("luasock.udp()", function()
     echo:stop()
   end)
 end)
+
+describe("a udp: listener's socket, peer.socket (issue 13 item 3)", function()
+  after_each(helper.cleanup)
+
+  -- Each datagram naming a call makes the handler try it on peer.socket (with a short timeout)
+  -- and report what it got; a datagram sent right behind it must still get its own answer.
+  local SCRIPT = [[
+    local calls = {
+      receivefrom = function(s) return s:receivefrom() end,
+      receive = function(s) return s:receive() end,
+      close = function(s) return s:close() end,
+      ["<close>"] = function(s) local closing <close> = s end,
+      setpeername = function(s) return s:setpeername("127.0.0.1", 9) end,
+      setsockname = function(s) return s:setsockname("127.0.0.1", 0) end,
+    }
+    return { datagram = function(data, peer)
+      local to_peer = { send = function(_, ...) return peer:reply(table.concat { ... }) end }
+      peer.socket:settimeout(0.1)
+      if calls[data] then
+        report(to_peer, data, pcall(calls[data], peer.socket))
+      elseif data == "unprotected" then
+        peer.socket:receivefrom()
+        peer:reply("not reached")
+      elseif data == "sendto" then
+        report(to_peer, data, peer.socket:sendto("by sendto", peer.host, peer.port))
+      else
+        peer:reply("echo " .. data)
+      end
+    end }]]
+
+  local function refusal(call, port)
+    local method = call == "<close>" and "close" or call
+    local why = (call == "receivefrom" or call == "receive")
+      and "its datagrams go to the script's datagram function"
+      or "it serves every peer until the server stops"
+    return string.format("udp:%s: udp socket 127.0.0.1:%d is a listener: %s", method, port, why)
+  end
+
+  it("refuses reads, close and rebinding with a clear error; the datagram behind is answered",
+    function()
+    local server = helper.start(helper.handler(SCRIPT), { listen = "udp:127.0.0.1:0" })
+    local _, port = udp_address(server)
+    local client = udp_client(server)
+    for _, call in ipairs { "receivefrom", "receive", "close", "<close>", "setpeername",
+      "setsockname" } do
+      -- Back to back, so the second is queued when the first one's handler runs: the old code's
+      -- receivefrom took it from the listener (and its answer never came).
+      assert(client:send(call))
+      assert(client:send("behind " .. call))
+      local got = {}
+      for _ = 1, 2 do
+        local reply, err = client:receive()
+        assert(reply, "a reply is missing after " .. call .. ": " .. tostring(err))
+        got[#got + 1] = reply
+      end
+      table.sort(got) -- "behind ..." comes after the report line, whose first byte is a quote
+      local report = helper.decode_report(got[1])
+      assert.same({ call, false, 3 }, { report[1], report[2], report.n })
+      assert.matches("^[^ ]+:%d+: " .. helper.literal(refusal(call, port)) .. "$", report[3])
+      assert.equal("echo behind " .. call, got[2])
+    end
+    assert(client:send("sendto"))
+    assert.equal("by sendto", client:receive())
+    assert.same(table.pack("sendto", 9), helper.decode_report(assert(client:receive())))
+    server:stop()
+  end)
+
+  it("a handler that calls receivefrom with a timeout fails alone; the server answers after",
+    function()
+    local server = helper.start(helper.handler(SCRIPT), { listen = "udp:127.0.0.1:0" })
+    local _, port = udp_address(server)
+    local client = udp_client(server)
+    assert(client:send("unprotected"))
+    assert(client:send("ping"))
+    assert.equal("echo ping", client:receive())
+    server:wait_log(helper.literal(refusal("receivefrom", port)))
+    -- Another client, after the failed handler's timeout has long passed.
+    socket.sleep(0.3)
+    local other = udp_client(server)
+    assert(other:send("still there?"))
+    assert.equal("echo still there?", other:receive())
+    assert(client:send("pong"))
+    assert.equal("echo pong", client:receive())
+    client:settimeout(0.2)
+    assert.same({ nil, "timeout" }, { client:receive() }) -- and "not reached" never came
+    server:stop()
+  end)
+end)
