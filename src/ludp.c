@@ -18,6 +18,10 @@
 /* Why a listener's socket (peer.socket) cannot be closed, connected or bound again. */
 #define SERVES_EVERY_PEER "it serves every peer until the server stops"
 
+static size_t datagram_tasks; /* alive */
+static size_t max_datagram_tasks = LUDP_DEFAULT_MAX_TASKS;
+static char busy[80]; /* why a datagram is dropped there */
+
 static struct udp *toudp(lua_State *L)
 {
     return luaL_checkudata(L, 1, UDP_MT);
@@ -236,12 +240,26 @@ static int new_datagram_task(lua_State *L)
     return 0;
 }
 
-static void on_datagram(struct udp *u, const char *data, size_t len, const struct sockaddr *from,
-                        socklen_t from_len)
+/* Datagrams are cheap to send and their sources can be spoofed: beyond max_datagram_tasks
+ * alive at once, each is dropped before anything is allocated for it, so that UDP cannot take
+ * the memory of the TCP handlers. */
+static const char *on_datagram(struct udp *u, const char *data, size_t len,
+                               const struct sockaddr *from, socklen_t from_len)
 {
+    if (datagram_tasks >= max_datagram_tasks)
+        return busy;
     struct arrival a = {u, data, len, from, from_len, NULL};
-    if (task_protected(new_datagram_task, &a, "datagram dropped") == 0 && a.task != NULL)
+    if (task_protected(new_datagram_task, &a, "datagram dropped") == 0 && a.task != NULL) {
+        task_tally(a.task, &datagram_tasks);
         task_run(a.task);
+    }
+    return NULL;
+}
+
+void ludp_set_max_tasks(size_t max)
+{
+    max_datagram_tasks = max;
+    snprintf(busy, sizeof busy, "%zu datagram handlers are running (max_datagram_tasks)", max);
 }
 
 int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
@@ -309,4 +327,5 @@ void ludp_open(lua_State *L)
 
     lua_pushcfunction(L, luasock_udp);
     lua_setfield(L, -2, "udp");
+    ludp_set_max_tasks(LUDP_DEFAULT_MAX_TASKS);
 }

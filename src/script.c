@@ -9,6 +9,7 @@
 
 #include "conn.h"
 #include "guard.h"
+#include "ludp.h"
 #include "luasock.h"
 #include "script.h"
 #include "task.h"
@@ -104,6 +105,7 @@ static void apply_settings(void)
     guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
     guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
     conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
+    ludp_set_max_tasks(size_setting("max_datagram_tasks", LUDP_DEFAULT_MAX_TASKS));
     struct conn_settings *d = &conn_defaults;
     *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);

@@ -11,6 +11,7 @@
 #include "container.h"
 #include "errors.h"
 #include "lresult.h"
+#include "luasock.h"
 #include "udp.h"
 
 #define DATAGRAMS_PER_WAKEUP 64
@@ -18,6 +19,9 @@
 static struct ev_loop *loop;
 static char datagram[UDP_MAX_DATAGRAM];
 static struct udp *listeners;
+/* Drops are logged once their second is over, with their count: a flood of them must not
+ * flood the log too. */
+static ev_timer drops_timer;
 
 int udp_ensure_socket(struct udp *u, int family)
 {
@@ -123,6 +127,32 @@ struct udp *udp_new(lua_State *L, int fd)
     return u;
 }
 
+static void log_drops(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+    for (struct udp *u = listeners; u != NULL; u = u->next_listener) {
+        if (u->dropped == 0)
+            continue;
+        char name[150];
+        net_local_address(u->fd, name, sizeof name);
+        luasock_log(LUASOCK_LOG_WARN, "udp %s: dropped %lu datagram%s: %s", name, u->dropped,
+                    u->dropped == 1 ? "" : "s", u->dropped_why);
+        u->dropped = 0;
+    }
+}
+
+static void count_drop(struct udp *u, const char *why)
+{
+    u->dropped++;
+    u->dropped_why = why;
+    if (!ev_is_active(&drops_timer)) {
+        ev_timer_set(&drops_timer, 1, 0);
+        ev_timer_start(loop, &drops_timer);
+    }
+}
+
 static void on_listener_readable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -134,7 +164,9 @@ static void on_listener_readable(struct ev_loop *l, ev_io *w, int revents)
         ssize_t n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
         if (n < 0)
             return;
-        u->on_datagram(u, datagram, (size_t)n, (struct sockaddr *)&ss, len);
+        const char *dropped = u->on_datagram(u, datagram, (size_t)n, (struct sockaddr *)&ss, len);
+        if (dropped != NULL)
+            count_drop(u, dropped);
     }
 }
 
@@ -166,4 +198,5 @@ void udp_start_listeners_in_worker(void)
 void udp_init(struct ev_loop *l)
 {
     loop = l;
+    ev_init(&drops_timer, log_drops);
 }

@@ -18,9 +18,11 @@
 
 struct udp;
 
-/* A listener's callback, for every datagram that arrives on it. */
-typedef void (*udp_datagram_cb)(struct udp *u, const char *data, size_t len,
-                                const struct sockaddr *from, socklen_t from_len);
+/* A listener's callback, for every datagram that arrives on it. Returns NULL, or why it dropped
+ * the datagram unread (a static string, "1000 datagram handlers are running ..."): udp.c counts
+ * those drops and logs them at most once a second per listener. */
+typedef const char *(*udp_datagram_cb)(struct udp *u, const char *data, size_t len,
+                                       const struct sockaddr *from, socklen_t from_len);
 
 struct udp {
     ev_io rio;
@@ -30,6 +32,8 @@ struct udp {
     int datagram_ref; /* listeners: the registry slot of the script's datagram callback */
     udp_datagram_cb on_datagram;
     struct udp *next_listener;
+    unsigned long dropped;    /* listeners: datagrams dropped since the last line that said so */
+    const char *dropped_why;  /* ... and why the last of them was */
 };
 
 void udp_init(struct ev_loop *loop);

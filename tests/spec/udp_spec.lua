@@ -334,3 +334,67 @@ describe("a udp: listener's socket, peer.socket (issue 13 item 3)", function()
     server:stop()
   end)
 end)
+
+describe("max_datagram_tasks (issue 13 item 5)", function()
+  after_each(helper.cleanup)
+
+  -- TCP echo and a datagram handler that waits, in one process whose memory cap is 8 MiB above
+  -- what it holds at start: a datagram task costs about 1.3 KiB, so the default 1000 of them
+  -- fit easily, and the 20,000 of a flood would not.
+  local SCRIPT = [[
+    local M = {}
+    function M.start()
+      M.max_memory = math.floor(collectgarbage("count") * 1024) + 8 * 1024 * 1024
+    end
+    function M.handle(conn)
+      for line in function() return conn:receive() end do conn:send(line, "\n") end
+    end
+    function M.datagram(data, peer)
+      luasock.sleep(60)
+    end
+    return M]]
+
+  it("drops datagrams beyond 1000 waiting handlers, with a log line; TCP is served throughout",
+    function()
+    local server = helper.start(helper.handler(SCRIPT),
+      { listen = { "127.0.0.1:0", "udp:127.0.0.1:0" } })
+    local tcp = server:connect(1)
+    local udp = udp_client(server)
+    local sent = 0
+    for burst = 1, 200 do
+      for _ = 1, 100 do
+        sent = sent + 1
+        assert(udp:send("datagram " .. sent))
+      end
+      local started = socket.gettime()
+      assert(tcp:send("echo " .. burst .. "\n"))
+      local line, err = tcp:receive()
+      assert.equal("echo " .. burst, line, "the TCP echo failed after " .. sent
+        .. " datagrams: " .. tostring(err) .. "; log:\n" .. server:log())
+      assert.is_true(socket.gettime() - started < 1, "the TCP echo took over 1 s")
+    end
+    local dropped = tonumber(server:wait_log("udp 127%.0%.0%.1:" .. select(2, udp_address(server))
+      .. ": dropped (%d+) datagrams: 1000 datagram handlers are running %(max_datagram_tasks%)"))
+    assert.is_true(dropped > 0 and dropped <= sent - 1000, "dropped " .. dropped)
+    assert.equal(0, server:count_log("not enough memory"))
+    -- A fresh TCP connection is served as well.
+    local other = server:connect(1)
+    assert(other:send("fresh\n"))
+    assert.equal("fresh", other:receive())
+    other:close()
+    tcp:close()
+    server:stop()
+  end)
+
+  it("must be an integer of at least 1", function()
+    for _, bad in ipairs { "0", "1.5", "'10'" } do
+      local path = helper.handler("return { max_datagram_tasks = " .. bad
+        .. ", datagram = function() end }")
+      local code, _, err = helper.run { "check", path }
+      assert.equal(1, code, "max_datagram_tasks = " .. bad .. " was accepted")
+      assert.matches("'max_datagram_tasks' must be an integer of at least 1", err)
+    end
+    assert.equal(0, (helper.run { "check", helper.handler(
+      "return { max_datagram_tasks = 1, datagram = function() end }") }))
+  end)
+end)
