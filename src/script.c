@@ -113,6 +113,7 @@ static void apply_settings(void)
     d->high_water = size_setting("high_water", d->high_water);
     d->max_queue = size_setting("max_queue", d->max_queue);
     d->max_object = size_setting("max_object", d->max_object);
+    d->max_object_items = size_setting("max_object_items", d->max_object_items);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
 }
