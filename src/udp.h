@@ -19,8 +19,8 @@
 struct udp;
 
 /* A listener's callback, for every datagram that arrives on it. Returns NULL, or why it dropped
- * the datagram unread (a static string, "1000 datagram handlers are running ..."): udp.c counts
- * those drops and logs them at most once a second per listener. */
+ * the datagram without handling it (a static string, "1000 datagram handlers are running ..."):
+ * udp.c counts those drops and logs them at most once a second per listener. */
 typedef const char *(*udp_datagram_cb)(struct udp *u, const char *data, size_t len,
                                        const struct sockaddr *from, socklen_t from_len);
 
