@@ -110,15 +110,18 @@ struct scan {
     size_t pos;
     size_t max_size;
     size_t pending; /* entries promised by open containers and not started: a byte each at least */
+    size_t items;   /* values started, the one being scanned included */
+    size_t max_items;
     int max_depth;
     int deepest; /* deepest container seen; a top-level array or map is 1 */
     const char *err;
 };
 
-static struct scan scan_start(const char *data, size_t len, size_t max_size, int max_depth)
+static struct scan scan_start(const char *data, size_t len, const struct codec_limits *limits)
 {
-    return (struct scan){.data = (const unsigned char *)data, .len = len, .max_size = max_size,
-                         .max_depth = max_depth};
+    return (struct scan){.data = (const unsigned char *)data, .len = len,
+                         .max_size = limits->max_size, .max_depth = limits->max_depth,
+                         .max_items = limits->max_items};
 }
 
 static enum codec_status scan_fail(struct scan *s, const char *err)
@@ -129,7 +132,8 @@ static enum codec_status scan_fail(struct scan *s, const char *err)
 
 /* Reads the header at s->pos and checks it against the limits before anything trusts its count.
  * The room left for this value is max_size minus what came before and a byte for each entry
- * still promised, so pos + pending never exceeds max_size. */
+ * still promised, so pos + pending never exceeds max_size; likewise every entry promised is an
+ * item to come, so items + pending never exceeds max_items. */
 static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
 {
     size_t room = s->max_size - s->pos - s->pending;
@@ -151,6 +155,9 @@ static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
     head_count(h, s->data + s->pos);
     if (head_body(h) > room - h->size)
         return scan_fail(s, ERR_TOO_LARGE);
+    if (s->items > s->max_items
+        || (head_is_container(h) && head_body(h) > s->max_items - s->items - s->pending))
+        return scan_fail(s, CODEC_ERR_TOO_MANY_ITEMS);
     s->pos += h->size;
     return CODEC_OK;
 }
@@ -196,6 +203,7 @@ static enum codec_status scan_element(struct scan *s, struct codec_framer *f)
         f->left[f->depth - 1]--;
         s->pending--;
     }
+    s->items++;
     enum codec_status st = scan_head(s, f->depth, &h);
     if (st == CODEC_OK && !head_is_container(&h)) {
         if (s->len - s->pos < head_body(&h))
@@ -212,6 +220,7 @@ static enum codec_status scan_element(struct scan *s, struct codec_framer *f)
     }
     if (st == CODEC_MORE) {
         s->pos = start;
+        s->items--;
         if (f->depth > 0) {
             f->left[f->depth - 1]++;
             s->pending++;
@@ -224,6 +233,7 @@ static enum codec_status scan_resume(struct scan *s, struct codec_framer *f)
 {
     s->pos = f->pos;
     s->pending = f->pending;
+    s->items = f->items;
     s->deepest = f->deepest;
     enum codec_status st;
     do {
@@ -233,6 +243,7 @@ static enum codec_status scan_resume(struct scan *s, struct codec_framer *f)
     } while (st == CODEC_OK && f->depth > 0);
     f->pos = s->pos;
     f->pending = s->pending;
+    f->items = s->items;
     f->deepest = s->deepest;
     return st;
 }
@@ -245,7 +256,7 @@ enum codec_status codec_framer_scan(struct codec_framer *f, const char *data, si
     if (f->pos > len)
         codec_framer_release(f);
     if (f->status == CODEC_MORE) {
-        struct scan s = scan_start(data, len, limits->max_size, limits->max_depth);
+        struct scan s = scan_start(data, len, limits);
         f->status = scan_resume(&s, f);
         f->err = s.err;
     }
@@ -470,7 +481,8 @@ enum codec_status codec_decode(lua_State *L, const char *data, size_t len, const
 {
     /* Scanning first refuses ext types and reserved bytes, and learns how deep the value goes.
      * Without a size limit a truncated value is "more", so here it reads as malformed. */
-    struct scan s = scan_start(data, len, SIZE_MAX, INT_MAX);
+    struct codec_limits none = {SIZE_MAX, INT_MAX, SIZE_MAX};
+    struct scan s = scan_start(data, len, &none);
     struct codec_framer f;
     codec_framer_init(&f);
     enum codec_status st = scan_resume(&s, &f);

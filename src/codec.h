@@ -16,13 +16,20 @@
 
 #define CODEC_DEFAULT_MAX_SIZE (1024 * 1024)
 #define CODEC_DEFAULT_MAX_DEPTH 100
+#define CODEC_DEFAULT_MAX_ITEMS 100000
 
 struct codec_limits {
     size_t max_size; /* largest encoded value accepted (default 1 MiB) */
     int max_depth;   /* deepest nesting of arrays/maps accepted (default 100) */
+    /* Most values in one value when framing, itself and every array element, map key and map
+     * value at any depth included (default 100000, at least 1): a byte of MessagePack can
+     * become a 56-byte Lua table, so bytes alone do not bound what decoding costs. */
+    size_t max_items;
 };
 
 enum codec_status { CODEC_OK, CODEC_MORE, CODEC_ERROR };
+
+#define CODEC_ERR_TOO_MANY_ITEMS "too many items (max_object_items)"
 
 /* Encodes the Lua value at index idx, appending its bytes to out. On CODEC_ERROR, *err is a short
  * static message and out is left as it was before the call. Integers go as the smallest msgpack
@@ -37,10 +44,11 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
 /* Finds the first complete value in data[0..len) without sizing anything from its headers (the
  * only allocation is a stack for values nested more than CODEC_SHALLOW_DEPTH deep): CODEC_OK with *frame_len
  * set, CODEC_MORE if the value is not complete yet (only while len < max_size), or CODEC_ERROR
- * with *err for malformed input, ext types, nesting deeper than max_depth, or a value that is or
- * would be larger than max_size ("too large"). Every element of an array or map takes at least
- * a byte, so a header whose count or length cannot fit in max_size is refused as soon as it is
- * read. */
+ * with *err for malformed input, ext types, nesting deeper than max_depth, a value that is or
+ * would be larger than max_size ("too large"), or one of more than max_items values
+ * (CODEC_ERR_TOO_MANY_ITEMS). Every element of an array or map takes at least a byte and is an
+ * item, so a header whose count or length cannot fit in max_size, or whose count cannot fit in
+ * max_items, is refused as soon as it is read. */
 enum codec_status codec_frame(const char *data, size_t len, const struct codec_limits *limits,
                               size_t *frame_len, const char **err);
 
@@ -57,6 +65,7 @@ struct codec_framer {
     const char *err;          /* once failed */
     size_t pos;      /* where the element to scan next starts; the value's length once found */
     size_t pending;  /* entries promised by open containers and not started */
+    size_t items;    /* values started */
     int depth;       /* open containers */
     int deepest;
     int room;        /* entries of left */

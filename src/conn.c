@@ -43,6 +43,7 @@ struct conn_settings conn_defaults = {
     .high_water = 65536,
     .max_queue = 262144,
     .max_object = CODEC_DEFAULT_MAX_SIZE,
+    .max_object_items = CODEC_DEFAULT_MAX_ITEMS,
     .read_timeout = 60,
     .send_timeout = 60,
 };
@@ -338,7 +339,8 @@ static enum read_status scan_pattern(struct conn *c)
  * answer once it has one, so asking again costs nothing. */
 static enum codec_status scan_object(struct conn *c, size_t *frame_len, const char **err)
 {
-    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH,
+                                  c->set.max_object_items};
     /* The framer lives only while a value is incomplete: idle connections do not pay for it. */
     if (c->framer == NULL && (c->framer = malloc(sizeof *c->framer)) != NULL)
         codec_framer_init(c->framer);
@@ -698,7 +700,8 @@ int conn_queue(struct conn *c, const char *data, size_t len)
 
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
 {
-    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    struct codec_limits limits = {.max_size = c->set.max_object,
+                                  .max_depth = CODEC_DEFAULT_MAX_DEPTH};
     if (codec_encode(L, idx, &c->out, &limits, err) != CODEC_OK)
         return -1;
     queued(c);

@@ -30,6 +30,7 @@ struct conn_settings {
     size_t high_water;
     size_t max_queue; /* post: close a peer that lets more than this pile up */
     size_t max_object; /* receive_object: largest MessagePack value accepted */
+    size_t max_object_items; /* ... and most values in it (codec_limits.max_items) */
     double read_timeout;
     double send_timeout;
 };

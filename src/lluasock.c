@@ -74,7 +74,8 @@ static int luasock_encode(lua_State *L)
 {
     static struct buf encoded;
     luaL_checkany(L, 1);
-    struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    struct codec_limits limits = {.max_size = conn_defaults.max_object,
+                                  .max_depth = CODEC_DEFAULT_MAX_DEPTH};
     const char *err;
     buf_free(&encoded);
     if (codec_encode(L, 1, &encoded, &limits, &err) != CODEC_OK)
@@ -89,7 +90,8 @@ static int luasock_decode(lua_State *L)
 {
     size_t len, frame_len;
     const char *data = luaL_checklstring(L, 1, &len);
-    struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH};
+    struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH,
+                                  conn_defaults.max_object_items};
     const char *err = "truncated";
     enum codec_status status = codec_frame(data, len, &limits, &frame_len, &err);
     if (status == CODEC_OK && frame_len != len)

@@ -15,6 +15,12 @@
 #include "udp.h"
 
 #define PEER_MT "luasock.udp_peer"
+/* Why a listener's socket (peer.socket) cannot be closed, connected or bound again. */
+#define SERVES_EVERY_PEER "it serves every peer until the server stops"
+
+static size_t datagram_tasks; /* alive */
+static size_t max_datagram_tasks = LUDP_DEFAULT_MAX_TASKS;
+static char busy[80]; /* why a datagram is dropped there */
 
 static struct udp *toudp(lua_State *L)
 {
@@ -109,6 +115,7 @@ static int udp_send(lua_State *L)
 static int attach(lua_State *L, bool peer)
 {
     struct udp *u = toudp(L);
+    udp_refuse_listener(u, L, peer ? "udp:setpeername" : "udp:setsockname", SERVES_EVERY_PEER);
     struct sockaddr_storage ss;
     socklen_t len;
     address_arg(L, 2, &ss, &len);
@@ -154,7 +161,9 @@ static int udp_settimeout(lua_State *L)
 
 static int udp_close_method(lua_State *L)
 {
-    udp_close(toudp(L));
+    struct udp *u = toudp(L);
+    udp_refuse_listener(u, L, "udp:close", SERVES_EVERY_PEER);
+    udp_close(u);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -229,12 +238,26 @@ static int new_datagram_task(lua_State *L)
     return 0;
 }
 
-static void on_datagram(struct udp *u, const char *data, size_t len, const struct sockaddr *from,
-                        socklen_t from_len)
+/* Datagrams are cheap to send and their sources can be spoofed: beyond max_datagram_tasks
+ * alive at once, each is dropped before anything is allocated for it, so that UDP cannot take
+ * the memory of the TCP handlers. */
+static const char *on_datagram(struct udp *u, const char *data, size_t len,
+                               const struct sockaddr *from, socklen_t from_len)
 {
+    if (datagram_tasks >= max_datagram_tasks)
+        return busy;
     struct arrival a = {u, data, len, from, from_len, NULL};
-    if (task_protected(new_datagram_task, &a, "datagram dropped") == 0 && a.task != NULL)
+    if (task_protected(new_datagram_task, &a, "datagram dropped") == 0 && a.task != NULL) {
+        task_tally(a.task, &datagram_tasks);
         task_run(a.task);
+    }
+    return NULL;
+}
+
+void ludp_set_max_tasks(size_t max)
+{
+    max_datagram_tasks = max;
+    snprintf(busy, sizeof busy, "%zu datagram handlers are running (max_datagram_tasks)", max);
 }
 
 int ludp_listen(lua_State *L, const char *text, const struct net_addr *addr, int datagram_ref,
@@ -302,4 +325,5 @@ void ludp_open(lua_State *L)
 
     lua_pushcfunction(L, luasock_udp);
     lua_setfield(L, -2, "udp");
+    ludp_set_max_tasks(LUDP_DEFAULT_MAX_TASKS);
 }

@@ -8,6 +8,12 @@
 
 #include "net.h"
 
+#define LUDP_DEFAULT_MAX_TASKS 1000
+
+/* The most datagram(data, peer) tasks alive at once in this process (max_datagram_tasks):
+ * datagrams beyond it are dropped, counted and logged. */
+void ludp_set_max_tasks(size_t max);
+
 /* Registers the metatables and adds udp() to the module table on top of L. */
 void ludp_open(lua_State *L);
 

@@ -9,6 +9,7 @@
 
 #include "conn.h"
 #include "guard.h"
+#include "ludp.h"
 #include "luasock.h"
 #include "script.h"
 #include "task.h"
@@ -108,6 +109,7 @@ static void apply_settings(void)
     guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
     guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
     conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
+    ludp_set_max_tasks(size_setting("max_datagram_tasks", LUDP_DEFAULT_MAX_TASKS));
     struct conn_settings *d = &conn_defaults;
     *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);
@@ -115,6 +117,7 @@ static void apply_settings(void)
     d->high_water = size_setting("high_water", d->high_water);
     d->max_queue = size_setting("max_queue", d->max_queue);
     d->max_object = size_setting("max_object", d->max_object);
+    d->max_object_items = size_setting("max_object_items", d->max_object_items);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
 }

@@ -32,6 +32,7 @@ struct task {
     struct task_waiters joiners;
     struct task_resource *served;
     struct task_resource *owned;
+    size_t *tally;  /* counts it while it is alive, if not NULL */
     bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
     bool queued;  /* in the ready queue */
     bool done;
@@ -217,6 +218,8 @@ static void finish(struct task *t)
     close_owned(t);
     if (t->awaited)
         handler_count--;
+    if (t->tally != NULL)
+        (*t->tally)--;
     task_wake_all(&t->joiners, NULL);
     if (t == main_task) {
         main_status = exit_status(t);
@@ -593,6 +596,12 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
         task_await_at_shutdown(t);
     }
     return t;
+}
+
+void task_tally(struct task *t, size_t *tally)
+{
+    t->tally = tally;
+    (*tally)++;
 }
 
 void task_start(struct task *t)

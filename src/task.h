@@ -74,6 +74,10 @@ void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
  * registered. */
 struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served);
 
+/* t counts itself in *tally from now until it ends (the datagram tasks alive, against
+ * max_datagram_tasks). */
+void task_tally(struct task *t, size_t *tally);
+
 /* Starts a new task on the next loop step (from Lua code), or at once (from an event callback). */
 void task_start(struct task *t);
 void task_run(struct task *t);

@@ -11,6 +11,7 @@
 #include "container.h"
 #include "errors.h"
 #include "lresult.h"
+#include "luasock.h"
 #include "udp.h"
 
 #define DATAGRAMS_PER_WAKEUP 64
@@ -18,6 +19,9 @@
 static struct ev_loop *loop;
 static char datagram[UDP_MAX_DATAGRAM];
 static struct udp *listeners;
+/* Drops are logged once their second is over, with their count: a flood of them must not
+ * flood the log too. */
+static ev_timer drops_timer;
 
 int udp_ensure_socket(struct udp *u, int family)
 {
@@ -71,8 +75,18 @@ static int wait_receive(struct udp *u, lua_State *L, size_t max, bool want_from)
     return task_wait(L, &u->reader, u->timeout, receive_resumed, ctx);
 }
 
+void udp_refuse_listener(struct udp *u, lua_State *L, const char *what, const char *why)
+{
+    if (u->on_datagram == NULL)
+        return;
+    char name[150];
+    net_local_address(u->fd, name, sizeof name);
+    luaL_error(L, "%s: udp socket %s is a listener: %s", what, name, why);
+}
+
 int udp_receive(struct udp *u, lua_State *L, size_t max, bool want_from, const char *what)
 {
+    udp_refuse_listener(u, L, what, "its datagrams go to the script's datagram function");
     if (max > UDP_MAX_DATAGRAM)
         max = UDP_MAX_DATAGRAM;
     if (!task_waiters_empty(&u->reader))
@@ -113,6 +127,32 @@ struct udp *udp_new(lua_State *L, int fd)
     return u;
 }
 
+static void log_drops(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+    for (struct udp *u = listeners; u != NULL; u = u->next_listener) {
+        if (u->dropped == 0)
+            continue;
+        char name[150];
+        net_local_address(u->fd, name, sizeof name);
+        luasock_log(LUASOCK_LOG_WARN, "udp %s: dropped %lu datagram%s: %s", name, u->dropped,
+                    u->dropped == 1 ? "" : "s", u->dropped_why);
+        u->dropped = 0;
+    }
+}
+
+static void count_drop(struct udp *u, const char *why)
+{
+    u->dropped++;
+    u->dropped_why = why;
+    if (!ev_is_active(&drops_timer)) {
+        ev_timer_set(&drops_timer, 1, 0);
+        ev_timer_start(loop, &drops_timer);
+    }
+}
+
 static void on_listener_readable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -124,7 +164,9 @@ static void on_listener_readable(struct ev_loop *l, ev_io *w, int revents)
         ssize_t n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
         if (n < 0)
             return;
-        u->on_datagram(u, datagram, (size_t)n, (struct sockaddr *)&ss, len);
+        const char *dropped = u->on_datagram(u, datagram, (size_t)n, (struct sockaddr *)&ss, len);
+        if (dropped != NULL)
+            count_drop(u, dropped);
     }
 }
 
@@ -150,11 +192,11 @@ int udp_listen(lua_State *L, const struct net_addr *addr, udp_datagram_cb on_dat
 void udp_start_listeners_in_worker(void)
 {
     for (struct udp *u = listeners; u != NULL; u = u->next_listener)
-        if (u->fd >= 0) /* a script may have closed it through peer.socket */
-            ev_io_start(loop, &u->rio);
+        ev_io_start(loop, &u->rio);
 }
 
 void udp_init(struct ev_loop *l)
 {
     loop = l;
+    ev_init(&drops_timer, log_drops);
 }

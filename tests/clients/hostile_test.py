@@ -30,9 +30,17 @@ Scenarios (docs/api.md has the limits involved):
              connection (after the answer to a valid request sent before it) with a clear line
   h-trickle  a 500 KB array (under max_object) trickled in 250-byte segments: the server's CPU
              time for it stays near that of the same bytes as a bin value (no rescan per segment)
+  i3-peer-socket     (issue 13 item 3) to a script whose datagram handler waits for a follow-up
+             on peer.socket (receivefrom) or closes it: each refused with a clear error, and a
+             UDP client's datagrams sent meanwhile are all answered
+  i5-datagram-flood  (issue 13 item 5) 20,000 datagrams to a handler that sleeps, under an 8 MiB
+             max_memory margin: dropped beyond max_datagram_tasks with a log line, no `not
+             enough memory` for the TCP echo clients
+  i7-object-items    (issue 13 item 7) a 1 MiB array32 of empty maps after a valid request to
+             objects.lua: answered, then refused from its header (too many items), VmHWM low
 
 Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
-the repo root with LUASOCK_BIN set.
+the repo root with LUASOCK_BIN set; names given as arguments run only those scenarios.
 """
 import os
 import random
@@ -83,7 +91,10 @@ SLOW_CLIENTS = 5          # scenario e
 SLOW_IDLE_TIMEOUT = 2.0   # scenario e: idle_timeout of the prefix copy
 SLOW_CLOSE_WINDOW = (1.5, 6.0 if ASAN else 3.5)  # seconds after the greeting
 RESETS = 5                # scenario g
-TRICKLE_COUNT = 500000    # scenario h-trickle: one value of this many bytes (under max_object)
+# Scenario h-trickle: one 500 KB value of TRICKLE_COUNT 5-byte elements (under max_object and
+# max_object_items), or the same bytes as a bin value.
+TRICKLE_COUNT = 99999
+TRICKLE_ELEMENT = b"\xa4abcd"
 TRICKLE_SEGMENT = 250     # bytes per segment
 # Server CPU seconds a trickled 500 KB array may cost beyond the same bytes trickled as one bin
 # value (whose frame is known from its header): parsing 500 KB once takes a few milliseconds.
@@ -797,8 +808,8 @@ MALFORMED = [
     ("nesting 10000 deep", b"\x91" * 10000 + b"\xc0", "nesting too deep", False),
     ("nesting 10000 deep, maps", b"\x81\xa1k" * 10000 + b"\xc0", "nesting too deep", False),
     ("bin32 of 2 MiB > max_object", bin32(2 * MiB) + b"z" * (2 * MiB), "too large", False),
-    ("300000 small strings > max_object",
-     b"\xdd" + struct.pack(">I", 300000) + b"\xa4abcd" * 300000, "too large", False),
+    ("50000 strings of 30 bytes > max_object",
+     b"\xdd" + struct.pack(">I", 50000) + (b"\xbe" + b"s" * 30) * 50000, "too large", False),
     ("ext type", b"\xd4\x01\x02", "unsupported type", False),
     ("nil map key", b"\x81\xc0\x01", "bad map key", False),
 ]
@@ -859,9 +870,9 @@ def trickle(server, payload):
 def scenario_trickled_object(server, good):
     """h-trickle: a 500 KB array trickled in 250-byte segments must cost the server about what
     the same bytes cost as a bin value: framing must not start over on every arrival."""
-    count = struct.pack(">I", TRICKLE_COUNT)
-    blob = b"\xc6" + count + b"\x01" * TRICKLE_COUNT    # bin32: its size is in the header
-    array = b"\xdd" + count + b"\x01" * TRICKLE_COUNT   # array32 of fixints: scanned
+    body = TRICKLE_ELEMENT * TRICKLE_COUNT
+    blob = b"\xc6" + struct.pack(">I", len(body)) + body   # bin32: its size is in the header
+    array = b"\xdd" + struct.pack(">I", TRICKLE_COUNT) + body  # array32 of strings: scanned
     want_blob = {"ok": False, "error": "request must be a map"}  # a string
     want = {"ok": False, "error": "unknown op"}  # a table without op
     good.pause()  # so that the server's CPU time is the attacker's alone
@@ -889,6 +900,158 @@ def scenario_trickled_object(server, good):
 
 
 # ---------------------------------------------------------------------------------------------
+# Issue 13: datagram handlers and decoded objects.
+
+UDP_LISTENING = re.compile(r"luasock: listening on udp:127\.0\.0\.1:(\d+) \(")
+UDP_ARGS = ["--listen", "udp:127.0.0.1:0"]
+
+# The TCP echo of echo.lua, for the good clients of the UDP scenarios.
+TCP_ECHO = """
+function M.handle(conn)
+  while true do
+    local data = conn:receiveany(65536)
+    if not data then
+      return
+    end
+    conn:send(data)
+  end
+end
+"""
+
+PEER_SOCKET_SCRIPT = """-- echo.lua, and a datagram handler that waits for a follow-up datagram on the listener's own
+-- socket (peer.socket) after "hello", or closes that socket after "bye"; every other datagram is
+-- echoed. Both calls are refused, and the handler answers with what it got.
+local M = {}
+""" + TCP_ECHO + """
+function M.datagram(data, peer)
+  if data == "hello" then
+    peer.socket:settimeout(0.05)
+    local ok, got = pcall(peer.socket.receivefrom, peer.socket)
+    peer:reply(ok and "took " .. tostring(got) or "refused")
+  elseif data == "bye" then
+    peer:reply(pcall(peer.socket.close, peer.socket) and "closed" or "refused")
+  else
+    peer:reply(data)
+  end
+end
+
+return M
+"""
+
+DATAGRAM_FLOOD_SCRIPT = """-- echo.lua with max_memory 8 MiB above the heap at start, and a datagram handler that
+-- waits 30 s before it answers.
+local luasock = require "luasock"
+local M = {}
+
+function M.start()
+  M.max_memory = math.floor(collectgarbage("count") * 1024) + 8 * 1024 * 1024
+end
+""" + TCP_ECHO + """
+function M.datagram(data, peer)
+  luasock.sleep(30)
+  peer:reply(data)
+end
+
+return M
+"""
+
+PEER_SOCKET_ROUNDS = 300   # scenario i3-peer-socket
+FLOOD_DATAGRAMS = 20000    # scenario i5-datagram-flood, sent in bursts of FLOOD_BURST
+FLOOD_BURST = 100
+ITEMS_ATTACKS = 5          # scenario i7-object-items
+
+
+def udp_client(server):
+    port = int(wait_for(lambda: UDP_LISTENING.search(server.log()), IO_TIMEOUT,
+                        "the udp: listening line").group(1))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(IO_TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def scenario_peer_socket(server, good):
+    """i3-peer-socket: a datagram handler reads from or closes the listener's socket."""
+    attacker, checker = udp_client(server), udp_client(server)
+    refused = 0
+    for i in range(PEER_SOCKET_ROUNDS):
+        # Back to back, so that the checker's datagram is queued when the attacker's handler
+        # runs: a read on the listener's socket would take it.
+        attacker.send(b"bye" if i % 10 == 9 else b"hello")
+        checker.send(b"check %d" % i)
+        try:
+            echo = checker.recv(100)
+        except OSError as e:
+            raise Failed(f"round {i}: the checker's datagram was never answered ({e})")
+        check(echo == b"check %d" % i, f"round {i}: the checker got {echo!r}")
+        answer = attacker.recv(100)
+        check(answer == b"refused", f"round {i}: the attacker's handler got {answer!r}")
+        refused += 1
+    fresh = udp_client(server)
+    fresh.send(b"still listening")
+    check(fresh.recv(100) == b"still listening", "a new UDP client got no echo")
+    for sock in (attacker, checker, fresh):
+        sock.close()
+    return [f"{PEER_SOCKET_ROUNDS} rounds of a read on (or a close of) peer.socket: {refused} "
+            f"refused, and the checker's datagram sent right behind each was answered"]
+
+
+DROPPED_LINE = re.compile(r"\[warn\] udp 127\.0\.0\.1:\d+: dropped (\d+) datagrams?: 1000 "
+                          r"datagram handlers are running \(max_datagram_tasks\)")
+
+
+def scenario_datagram_flood(server, good):
+    """i5-datagram-flood: 20,000 datagrams to a handler that waits."""
+    attacker = udp_client(server)
+    for i in range(0, FLOOD_DATAGRAMS, FLOOD_BURST):
+        for j in range(i, i + FLOOD_BURST):
+            attacker.send(b"flood %d" % j)
+        time.sleep(0.002)  # the attack's pace, so that the kernel does not drop them all first
+    attacker.close()
+    good.go_on(what="after the flood")
+    wait_for(lambda: DROPPED_LINE.search(server.log()), IO_TIMEOUT, "the 'dropped' line")
+    log = server.log()
+    dropped = sum(int(n) for n in DROPPED_LINE.findall(log))
+    check("not enough memory" not in log, "'not enough memory' in the log")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    return [f"{FLOOD_DATAGRAMS} datagrams: {dropped} dropped at max_datagram_tasks (logged), "
+            f"no 'not enough memory'; VmHWM {hwm} KiB"]
+
+
+def scenario_object_items(server, good):
+    """i7-object-items: a 1 MiB array32 of empty maps (72 MiB of Lua tables once decoded)."""
+    count = MiB - 5
+    hostile = b"\xdd" + struct.pack(">I", count) + b"\x80" * count
+    pattern = re.compile(r"\[info\] conn \d+: bad object from the peer: too many items "
+                         r"\(max_object_items\)")
+    for n in range(ITEMS_ATTACKS):
+        sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        try:
+            sock.sendall(objects_request(n, 1000) + hostile)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed from the header on: the answer owed was still sent?
+        try:
+            data, how = read_to_eof(sock, limit=MiB)
+        except socket.timeout:
+            raise Failed(f"attack {n}: the connection is still open {IO_TIMEOUT} s after the "
+                         f"value (decoded, not refused?)")
+        sock.close()
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(data)
+        answers = list(unpacker)
+        check(answers == [{"ok": True, "result": n + 1000}],
+              f"attack {n}: answers before the close were {answers!r} ({how})")
+    lines = wait_for(lambda: len(pattern.findall(server.log())) >= ITEMS_ATTACKS and
+                     pattern.findall(server.log()), IO_TIMEOUT,
+                     f"{ITEMS_ATTACKS} 'too many items (max_object_items)' lines")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    return [f"{ITEMS_ATTACKS} x 1 MiB of empty maps after a request: answered, then "
+            f"{len(lines)} 'too many items (max_object_items)' closes; VmHWM {hwm} KiB"]
+
+
+# ---------------------------------------------------------------------------------------------
 
 SCENARIOS = [
     ("a", "examples/prefix.lua", PrefixProtocol, scenario_huge_line, []),
@@ -904,6 +1067,9 @@ SCENARIOS = [
     ("g", "examples/echo.lua", EchoProtocol, scenario_reset, ["--log-level", "debug"]),
     ("h", "examples/objects.lua", ObjectsProtocol, scenario_malformed_objects, []),
     ("h-trickle", "examples/objects.lua", ObjectsProtocol, scenario_trickled_object, []),
+    ("i3-peer-socket", "PEER_SOCKET", EchoProtocol, scenario_peer_socket, UDP_ARGS),
+    ("i5-datagram-flood", "DATAGRAM_FLOOD", EchoProtocol, scenario_datagram_flood, UDP_ARGS),
+    ("i7-object-items", "examples/objects.lua", ObjectsProtocol, scenario_object_items, []),
 ]
 
 
@@ -939,20 +1105,30 @@ def main():
     sys.setswitchinterval(0.001)  # the good clients' threads take turns quickly
     fd_ok = raise_fd_limit(IDLE_CONNECTIONS + GOOD_CLIENTS + 200)
     tmp = tempfile.TemporaryDirectory(prefix="luasock-hostile-")
-    slow_script = os.path.join(tmp.name, "slow_prefix.lua")
-    with open(slow_script, "w") as f:
-        f.write(SLOW_SCRIPT % SLOW_IDLE_TIMEOUT)
+    scripts = {}
+    for name, source in [("SLOW", SLOW_SCRIPT % SLOW_IDLE_TIMEOUT),
+                         ("PEER_SOCKET", PEER_SOCKET_SCRIPT),
+                         ("DATAGRAM_FLOOD", DATAGRAM_FLOOD_SCRIPT)]:
+        scripts[name] = os.path.join(tmp.name, name.lower() + ".lua")
+        with open(scripts[name], "w") as f:
+            f.write(source)
     print(f"{BIN} ({'AddressSanitizer build' if ASAN else 'normal build'}); "
           f"MAX_LATENCY {MAX_LATENCY * 1000:.0f} ms, RSS_LIMIT {RSS_LIMIT_KIB} KiB")
     passed = failed = 0
     started = time.monotonic()
+    only = sys.argv[1:]
+    unknown = set(only) - {scenario[0] for scenario in SCENARIOS}
+    if unknown:
+        sys.exit(f"no such scenario: {', '.join(sorted(unknown))}")
     for name, script, protocol, attack, args in SCENARIOS:
+        if only and name not in only:
+            continue
         if name == "d" and not fd_ok:
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             print(f"SKIP {name}: RLIMIT_NOFILE hard limit {hard} is below the "
                   f"{IDLE_CONNECTIONS + GOOD_CLIENTS + 200} descriptors it needs")
             continue
-        script = slow_script if script == "SLOW" else script
+        script = scripts.get(script, script)
         t0 = time.monotonic()
         try:
             notes = run_scenario(name, script, protocol, attack, args)

@@ -35,7 +35,8 @@ import random
 LINES = ["", "a", "hello", "x y z", "\r", "line\n", "a\nb\n", "\0\1\2", "\xff\xfe",
          "first:", "ok"]
 DELIMS = ["\n", "\r\n", "--", "ab", "x", "\0", "END"]
-SETOPTIONS = ["max_line", "max_all", "high_water", "max_queue", "max_object", "bogus"]
+SETOPTIONS = ["max_line", "max_all", "high_water", "max_queue", "max_object", "max_object_items",
+              "bogus"]
 RESOLVE_HOSTS = ["localhost", "127.0.0.1", "::1", "nonexistent.invalid", "", "a..b"]
 MSGPACK_BYTES = ["\x92\x01\x02", "\x81\xa1a\x01", "\xdd\xff\xff\xff\xff", "\xc1", "\x91",
                  "\xc0", "\xa3ab", "\x93\x01\x02\x03\x04", ""]
@@ -394,6 +395,8 @@ class Gen:
             "first_byte_timeout": r.choice([0.1, 0.5, 1]),
             "send_timeout": r.choice([0.05, 0.2, 0.5, 1]),
             "cpu_budget": r.choice([0.5, 1, 2]),
+            "max_object_items": r.choice([1, 4, 100000]),
+            "max_datagram_tasks": r.choice([1, 4, 1000]),
         }
         # max_memory above the use at start-up (None: luasock's default, 0: no cap). 256 KiB
         # leaves room for the working set of the fuzz load itself (about 100-150 KiB at its

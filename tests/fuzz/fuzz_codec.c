@@ -1,10 +1,11 @@
 /* fuzz_codec.c -- libFuzzer target for codec.c: framing, decoding and re-encoding MessagePack.
  *
  * The input is a byte stream as a peer might send it. codec_frame runs on it with the server's
- * limits (1 MiB, depth 100) and with a deeper limit (depth 1000); the two must agree wherever
- * depth is not the question, and codec.h's promises must hold: a frame is within the data and the
- * size limit, "more" only below the size limit, a frame one byte short is "more", a size limit
- * one byte short is "too large". A value accepted by either is decoded into a fresh lua_State
+ * limits (1 MiB, depth 100, 100000 items), with a deeper limit (depth 1000) and with a budget of
+ * 16 items; each must agree with the server's wherever its own limit is not the question, and
+ * codec.h's promises must hold: a frame is within the data and the size limit, "more" only below
+ * the size limit, a frame one byte short is "more", a size limit one byte short is "too large".
+ * A value accepted with the deeper limit is decoded into a fresh lua_State
  * (only a nil or NaN map key may be refused), re-encoded with codec_encode (which must succeed),
  * and the re-encoding must frame as one whole value, decode to a deep-equal Lua value and
  * re-encode to the same length. Decoding with trailing bytes or a byte missing must fail and
@@ -19,11 +20,17 @@
 #include "fuzz.h"
 
 #define DEEP 1000
+#define FEW_ITEMS 16
 
-static const struct codec_limits server_limits = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH};
-static const struct codec_limits deep_limits = {CODEC_DEFAULT_MAX_SIZE, DEEP};
+static const struct codec_limits server_limits = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH,
+                                                   CODEC_DEFAULT_MAX_ITEMS};
+static const struct codec_limits deep_limits = {CODEC_DEFAULT_MAX_SIZE, DEEP,
+                                                CODEC_DEFAULT_MAX_ITEMS};
+/* The server's limits but for max_items: inputs are small, so a small item budget is met. */
+static const struct codec_limits few_items_limits = {CODEC_DEFAULT_MAX_SIZE,
+                                                     CODEC_DEFAULT_MAX_DEPTH, FEW_ITEMS};
 /* Re-encoding may grow a value (float32 becomes float64), so it gets room. */
-static const struct codec_limits encode_limits = {64 * 1024 * 1024, DEEP};
+static const struct codec_limits encode_limits = {64 * 1024 * 1024, DEEP, SIZE_MAX};
 
 static bool same_value(lua_State *L, int a, int b);
 
@@ -114,7 +121,7 @@ static void check_frame(const char *data, size_t len, const struct codec_limits 
         FUZZ_CHECK(codec_frame(data, frame_len, limits, &again, &err) == CODEC_OK
                    && again == frame_len);
         FUZZ_CHECK(codec_frame(data, frame_len - 1, limits, &again, &err) == CODEC_MORE);
-        struct codec_limits smaller = {frame_len - 1, limits->max_depth};
+        struct codec_limits smaller = {frame_len - 1, limits->max_depth, limits->max_items};
         err = NULL;
         FUZZ_CHECK(codec_frame(data, len, &smaller, &again, &err) == CODEC_ERROR);
         FUZZ_CHECK(err != NULL && strcmp(err, ERR_TOO_LARGE) == 0);
@@ -208,6 +215,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *input, size_t size)
             FUZZ_CHECK(len_deep == len_server);
         else if (server == CODEC_ERROR)
             FUZZ_CHECK(strcmp(err_deep, err_server) == 0);
+    }
+
+    /* Likewise with a budget of FEW_ITEMS, unless the items are what it refused. */
+    size_t len_few = 0;
+    const char *err_few = NULL;
+    enum codec_status few = codec_frame(data, size, &few_items_limits, &len_few, &err_few);
+    check_frame(data, size, &few_items_limits, few, len_few, err_few);
+    if (few != CODEC_ERROR || strcmp(err_few, CODEC_ERR_TOO_MANY_ITEMS) != 0) {
+        FUZZ_CHECK(few == server);
+        if (server == CODEC_OK)
+            FUZZ_CHECK(len_few == len_server);
+        else if (server == CODEC_ERROR)
+            FUZZ_CHECK(strcmp(err_few, err_server) == 0);
     }
 
     if (deep == CODEC_OK)

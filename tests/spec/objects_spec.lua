@@ -380,3 +380,129 @@ describe("luasock.decode, luasock.encode and send_object", function()
     server:stop()
   end)
 end)
+
+describe("max_object_items (issue 13 item 7)", function()
+  after_each(helper.cleanup)
+
+  -- Reports, for every value it receives, how many items it has (itself and every array
+  -- element, map key and map value in it, at any depth) and the Lua heap it took. "limit N"
+  -- first sets the connection's max_object_items; "decode N" reports what luasock.decode says
+  -- of an array32 of N empty maps.
+  local ITEMS_SERVER = [[
+    local function items(v)
+      if type(v) ~= "table" then return 1 end
+      local n, keys = 1, 0
+      for key, value in pairs(v) do n, keys = n + items(key) + items(value), keys + 1 end
+      if keys == #v then n = n - keys end -- an array: its indices are no items
+      return n
+    end
+    local function heap()
+      collectgarbage()
+      collectgarbage()
+      return collectgarbage("count") * 1024
+    end
+    local function maps(n) return "\xdd" .. string.pack(">I4", n) .. string.rep("\x80", n) end
+    return { handle = function(conn)
+      local command = conn:receive()
+      local limit = command:match("^limit (%d+)$")
+      local decode = command:match("^decode (%d+)$")
+      if limit then assert(conn:setoption("max_object_items", tonumber(limit))) end
+      if decode then
+        local value, err = luasock.decode(maps(tonumber(decode)))
+        return report(conn, value and items(value), err)
+      end
+      report(conn, "ready", conn:id())
+      while true do
+        local before = heap()
+        local value, err = conn:receive_object()
+        if err then
+          luasock.log("info", tostring(conn) .. " object error: " .. err)
+          return
+        end
+        report(conn, "value", items(value), heap() - before)
+      end
+    end }]]
+
+  local TOO_MANY = "too many items (max_object_items)"
+  local MiB = 1024 * 1024
+
+  -- An array32 of n empty maps: n + 1 items in 5 + n bytes.
+  local function maps(n)
+    return "\xdd" .. string.pack(">I4", n) .. string.rep("\x80", n)
+  end
+
+  local function open_items(server, command)
+    local client = server:connect()
+    assert(client:send((command or "objects") .. "\n"))
+    local ready = helper.read_report(client)
+    assert.equal("ready", ready[1])
+    return client, ready[2]
+  end
+
+  local function expect_value(client, items)
+    local got = helper.read_report(client)
+    assert.same({ "value", items }, { got[1], got[2] })
+    return got[3]
+  end
+
+  it("refuses a MiB of empty maps from its header; the values before it and others are served",
+    function()
+    local server = helper.start(helper.handler(ITEMS_SERVER))
+    local other = open_items(server)
+    assert(other:send("\x92\x01\x02"))
+    expect_value(other, 3)
+
+    local bad, id = open_items(server)
+    local hostile = maps(MiB - 5)
+    assert.equal(MiB, #hostile)
+    local started = socket.gettime()
+    bad:send("\x81\xa1k\x93\x01\x02\x03" .. hostile) -- may fail with a reset when closed early
+    expect_value(bad, 6)
+    bad:settimeout(3)
+    local data, err = helper.read_all(bad)
+    assert.equal("", data)
+    assert.is_truthy(err == "closed" or err:find("reset"), "read ended with " .. err)
+    assert.is_true(socket.gettime() - started < 2, "the connection closed after "
+      .. socket.gettime() - started .. " s")
+    assert.equal(TOO_MANY, server:wait_log("conn " .. id .. " object error: ([^\n]*)"))
+    server:wait_log("conn " .. id .. ": bad object from the peer: " .. helper.literal(TOO_MANY))
+    bad:close()
+
+    assert(other:send("\x91\xa2ok"))
+    expect_value(other, 2)
+    -- A value of exactly max_object_items (100000) is accepted: its cost is bounded.
+    assert(other:send(maps(99999)))
+    local heap = expect_value(other, 100000)
+    assert.is_true(heap < 8 * MiB, "100000 items took " .. heap .. " bytes of heap")
+    other:close()
+    server:stop()
+  end)
+
+  it("is a per-connection option, and luasock.decode keeps to it", function()
+    local server = helper.start(helper.handler(ITEMS_SERVER))
+    local client, id = open_items(server, "limit 10")
+    assert(client:send("\x99" .. string.rep("\x01", 9)))
+    expect_value(client, 10)
+    assert(client:send("\x9a" .. string.rep("\x01", 10)))
+    assert.equal(TOO_MANY, server:wait_log("conn " .. id .. " object error: ([^\n]*)"))
+    client:close()
+    for n, want in pairs { [99999] = { 100000 }, [100000] = { nil, TOO_MANY },
+                           [MiB - 5] = { nil, TOO_MANY } } do
+      local decoder = server:connect()
+      assert(decoder:send("decode " .. n .. "\n"))
+      local got = helper.read_report(decoder)
+      assert.same(want, { got[1], got[2] }, "decode of " .. n .. " empty maps")
+      decoder:close()
+    end
+    server:stop()
+  end)
+
+  it("must be an integer of at least 1", function()
+    for _, bad in ipairs { "0", "1.5", "'10'" } do
+      local code, _, err = helper.run { "check", helper.handler("return { max_object_items = "
+        .. bad .. ", handle = function() end }") }
+      assert.equal(1, code, "max_object_items = " .. bad .. " was accepted")
+      assert.matches("'max_object_items' must be an integer of at least 1", err)
+    end
+  end)
+end)

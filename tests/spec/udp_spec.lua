@@ -246,3 +246,155 @@ describe("luasock.udp()", function()
     echo:stop()
   end)
 end)
+
+describe("a udp: listener's socket, peer.socket (issue 13 item 3)", function()
+  after_each(helper.cleanup)
+
+  -- Each datagram naming a call makes the handler try it on peer.socket (with a short timeout)
+  -- and report what it got; a datagram sent right behind it must still get its own answer.
+  local SCRIPT = [[
+    local calls = {
+      receivefrom = function(s) return s:receivefrom() end,
+      receive = function(s) return s:receive() end,
+      close = function(s) return s:close() end,
+      ["<close>"] = function(s) local closing <close> = s end,
+      setpeername = function(s) return s:setpeername("127.0.0.1", 9) end,
+      setsockname = function(s) return s:setsockname("127.0.0.1", 0) end,
+    }
+    return { datagram = function(data, peer)
+      local to_peer = { send = function(_, ...) return peer:reply(table.concat { ... }) end }
+      peer.socket:settimeout(0.1)
+      if calls[data] then
+        report(to_peer, data, pcall(calls[data], peer.socket))
+      elseif data == "unprotected" then
+        peer.socket:receivefrom()
+        peer:reply("not reached")
+      elseif data == "sendto" then
+        report(to_peer, data, peer.socket:sendto("by sendto", peer.host, peer.port))
+      else
+        peer:reply("echo " .. data)
+      end
+    end }]]
+
+  local function refusal(call, port)
+    local method = call == "<close>" and "close" or call
+    local why = (call == "receivefrom" or call == "receive")
+      and "its datagrams go to the script's datagram function"
+      or "it serves every peer until the server stops"
+    return string.format("udp:%s: udp socket 127.0.0.1:%d is a listener: %s", method, port, why)
+  end
+
+  it("refuses reads, close and rebinding with a clear error; the datagram behind is answered",
+    function()
+    local server = helper.start(helper.handler(SCRIPT), { listen = "udp:127.0.0.1:0" })
+    local _, port = udp_address(server)
+    local client = udp_client(server)
+    for _, call in ipairs { "receivefrom", "receive", "close", "<close>", "setpeername",
+      "setsockname" } do
+      -- Back to back, so the second is queued when the first one's handler runs: the old code's
+      -- receivefrom took it from the listener (and its answer never came).
+      assert(client:send(call))
+      assert(client:send("behind " .. call))
+      local got = {}
+      for _ = 1, 2 do
+        local reply, err = client:receive()
+        assert(reply, "a reply is missing after " .. call .. ": " .. tostring(err))
+        got[#got + 1] = reply
+      end
+      table.sort(got) -- "behind ..." comes after the report line, whose first byte is a quote
+      local report = helper.decode_report(got[1])
+      assert.same({ call, false, 3 }, { report[1], report[2], report.n })
+      assert.matches("^[^ ]+:%d+: " .. helper.literal(refusal(call, port)) .. "$", report[3])
+      assert.equal("echo behind " .. call, got[2])
+    end
+    assert(client:send("sendto"))
+    assert.equal("by sendto", client:receive())
+    assert.same(table.pack("sendto", 9), helper.decode_report(assert(client:receive())))
+    server:stop()
+  end)
+
+  it("a handler that calls receivefrom with a timeout fails alone; the server answers after",
+    function()
+    local server = helper.start(helper.handler(SCRIPT), { listen = "udp:127.0.0.1:0" })
+    local _, port = udp_address(server)
+    local client = udp_client(server)
+    assert(client:send("unprotected"))
+    assert(client:send("ping"))
+    assert.equal("echo ping", client:receive())
+    server:wait_log(helper.literal(refusal("receivefrom", port)))
+    -- Another client, after the failed handler's timeout has long passed.
+    socket.sleep(0.3)
+    local other = udp_client(server)
+    assert(other:send("still there?"))
+    assert.equal("echo still there?", other:receive())
+    assert(client:send("pong"))
+    assert.equal("echo pong", client:receive())
+    client:settimeout(0.2)
+    assert.same({ nil, "timeout" }, { client:receive() }) -- and "not reached" never came
+    server:stop()
+  end)
+end)
+
+describe("max_datagram_tasks (issue 13 item 5)", function()
+  after_each(helper.cleanup)
+
+  -- TCP echo and a datagram handler that waits, in one process whose memory cap is 8 MiB above
+  -- what it holds at start: a datagram task costs about 1.3 KiB, so the default 1000 of them
+  -- fit easily, and the 20,000 of a flood would not.
+  local SCRIPT = [[
+    local M = {}
+    function M.start()
+      M.max_memory = math.floor(collectgarbage("count") * 1024) + 8 * 1024 * 1024
+    end
+    function M.handle(conn)
+      for line in function() return conn:receive() end do conn:send(line, "\n") end
+    end
+    function M.datagram(data, peer)
+      luasock.sleep(60)
+    end
+    return M]]
+
+  it("drops datagrams beyond 1000 waiting handlers, with a log line; TCP is served throughout",
+    function()
+    local server = helper.start(helper.handler(SCRIPT),
+      { listen = { "127.0.0.1:0", "udp:127.0.0.1:0" } })
+    local tcp = server:connect(1)
+    local udp = udp_client(server)
+    local sent = 0
+    for burst = 1, 200 do
+      for _ = 1, 100 do
+        sent = sent + 1
+        assert(udp:send("datagram " .. sent))
+      end
+      local started = socket.gettime()
+      assert(tcp:send("echo " .. burst .. "\n"))
+      local line, err = tcp:receive()
+      assert.equal("echo " .. burst, line, "the TCP echo failed after " .. sent
+        .. " datagrams: " .. tostring(err) .. "; log:\n" .. server:log())
+      assert.is_true(socket.gettime() - started < 1, "the TCP echo took over 1 s")
+    end
+    local dropped = tonumber(server:wait_log("udp 127%.0%.0%.1:" .. select(2, udp_address(server))
+      .. ": dropped (%d+) datagrams: 1000 datagram handlers are running %(max_datagram_tasks%)"))
+    assert.is_true(dropped > 0 and dropped <= sent - 1000, "dropped " .. dropped)
+    assert.equal(0, server:count_log("not enough memory"))
+    -- A fresh TCP connection is served as well.
+    local other = server:connect(1)
+    assert(other:send("fresh\n"))
+    assert.equal("fresh", other:receive())
+    other:close()
+    tcp:close()
+    server:stop()
+  end)
+
+  it("must be an integer of at least 1", function()
+    for _, bad in ipairs { "0", "1.5", "'10'" } do
+      local path = helper.handler("return { max_datagram_tasks = " .. bad
+        .. ", datagram = function() end }")
+      local code, _, err = helper.run { "check", path }
+      assert.equal(1, code, "max_datagram_tasks = " .. bad .. " was accepted")
+      assert.matches("'max_datagram_tasks' must be an integer of at least 1", err)
+    end
+    assert.equal(0, (helper.run { "check", helper.handler(
+      "return { max_datagram_tasks = 1, datagram = function() end }") }))
+  end)
+end)

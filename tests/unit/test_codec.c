@@ -2,6 +2,8 @@
  * arrive in pieces, back to back, truncated or hostile), the limits, and byte-for-byte agreement
  * with Python's msgpack (the expected bytes below come from msgpack.packb in python3-msgpack). */
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -13,7 +15,8 @@
 #define BYTES(s) (s), sizeof(s) - 1
 
 static lua_State *L;
-static const struct codec_limits defaults = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH};
+static const struct codec_limits defaults = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH,
+                                             CODEC_DEFAULT_MAX_ITEMS};
 
 /* Deep equality that also tells integers from floats and 0.0 from -0.0. */
 static const char same_lua[] =
@@ -380,7 +383,7 @@ static void test_frame_refusals(void)
 
     /* With max_size 10: a 10-byte value fits, 11 bytes do not, and neither does a header whose
      * entries (a byte each at least) would take the value past 10, counting its siblings. */
-    struct codec_limits small = {10, 100};
+    struct codec_limits small = {10, 100, CODEC_DEFAULT_MAX_ITEMS};
     CHECK(codec_frame(BYTES("\xa9" "123456789"), &small, &frame_len, &err) == CODEC_OK);
     CHECK(frame_len == 10);
     CHECK(codec_frame(BYTES("\xaa" "123456789"), &small, &frame_len, &err) == CODEC_ERROR);
@@ -393,7 +396,7 @@ static void test_frame_refusals(void)
     CHECK(codec_frame(BYTES("\x92\xcb\x00\x00\x00\x00\x00\x00\x00\x00"), &small, &frame_len, &err)
           == CODEC_ERROR);
     CHECK_STR(err, "too large");
-    struct codec_limits none = {0, 100};
+    struct codec_limits none = {0, 100, CODEC_DEFAULT_MAX_ITEMS};
     CHECK(codec_frame("", 0, &none, &frame_len, &err) == CODEC_ERROR);
 }
 
@@ -431,6 +434,108 @@ static void test_depth(void)
     CHECK(round_trips("local t = 1; for i = 1, 100 do t = {t} end; return t"));
 }
 
+/* Frames data byte by byte with one framer, as a value trickling in: the status once all of it
+ * is there. */
+static enum codec_status frame_trickled(const char *data, size_t len,
+                                        const struct codec_limits *limits, const char **err)
+{
+    struct codec_framer f;
+    codec_framer_init(&f);
+    size_t frame_len;
+    enum codec_status st = CODEC_MORE;
+    for (size_t n = 1; n <= len && st == CODEC_MORE; n++)
+        st = codec_framer_scan(&f, data, n, limits, &frame_len, err);
+    codec_framer_release(&f);
+    return st;
+}
+
+/* An array32 of count copies of the byte `element`, then `tail`: a value of one MiB at most. */
+static char *array32(uint32_t count, char element, const char *tail, size_t tail_len,
+                     size_t *len)
+{
+    *len = 5 + (size_t)count + tail_len;
+    char *bytes = malloc(*len);
+    uint32_t entries = count + (tail_len > 0);
+    bytes[0] = '\xdd';
+    for (int i = 0; i < 4; i++)
+        bytes[1 + i] = (char)(entries >> (24 - 8 * i));
+    memset(bytes + 5, element, count);
+    memcpy(bytes + 5 + count, tail, tail_len);
+    return bytes;
+}
+
+/* max_object_items: every value counts (the value itself, array elements, map keys and map
+ * values, at any depth), and a header promising more entries than fit is refused at once. */
+static void test_items(void)
+{
+    const char *err = NULL;
+    size_t frame_len, len;
+    struct codec_limits three = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH, 3};
+    struct codec_limits one = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH, 1};
+    CHECK(codec_frame(BYTES("\x01"), &one, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x90"), &one, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x80"), &one, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x91"), &one, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    CHECK(codec_frame(BYTES("\x92\x01\x02"), &three, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x81\x01\x02"), &three, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x91\x91\x01"), &three, &frame_len, &err) == CODEC_OK);
+    CHECK(codec_frame(BYTES("\x92\x90\x80"), &three, &frame_len, &err) == CODEC_OK);
+    err = NULL;
+    CHECK(codec_frame(BYTES("\x93"), &three, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    err = NULL;
+    CHECK(codec_frame(BYTES("\x82"), &three, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    err = NULL;
+    CHECK(codec_frame(BYTES("\x92\x91"), &three, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    err = NULL;
+    CHECK(codec_frame(BYTES("\x81\x91"), &three, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+
+    /* Trickled in, the count goes on where it stopped. */
+    const char seven_items[] = "\x82\x01\x02\x03\x92\x04\x05"; /* {1 = 2, 3 = {4, 5}} */
+    struct codec_limits seven = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH, 7};
+    struct codec_limits six = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH, 6};
+    CHECK(frame_trickled(BYTES(seven_items), &seven, &err) == CODEC_OK);
+    err = NULL;
+    CHECK(frame_trickled(BYTES(seven_items), &six, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+
+    /* The value: a MiB of empty maps in an array32 is refused from its 5-byte header. */
+    char *bytes = array32(CODEC_DEFAULT_MAX_SIZE - 5, '\x80', "", 0, &len);
+    err = NULL;
+    CHECK(codec_frame(bytes, 5, &defaults, &frame_len, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    free(bytes);
+    bytes = array32(CODEC_DEFAULT_MAX_ITEMS, '\xc0', "", 0, &len);
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
+    free(bytes);
+
+    /* The costliest value the defaults let through: as many empty maps as fit in the item
+     * budget (a 56-byte table and a 16-byte array slot each), and a bin value with the rest of
+     * the MiB. Decoded, it holds under 8 MiB of Lua heap, where the MiB of maps held 72. */
+    static char tail[CODEC_DEFAULT_MAX_SIZE];
+    uint32_t maps = CODEC_DEFAULT_MAX_ITEMS - 2;
+    size_t bin = CODEC_DEFAULT_MAX_SIZE - 5 - maps - 5;
+    tail[0] = '\xc6';
+    for (int i = 0; i < 4; i++)
+        tail[1 + i] = (char)(bin >> (24 - 8 * i));
+    bytes = array32(maps, '\x80', tail, 5 + bin, &len);
+    CHECK(len == CODEC_DEFAULT_MAX_SIZE);
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
+    lua_gc(L, LUA_GCCOLLECT);
+    size_t before = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    CHECK(codec_decode(L, bytes, len, &err) == CODEC_OK);
+    size_t after = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    printf("the costliest value at the default limits: %zu bytes of Lua heap\n", after - before);
+    CHECK(after - before < 8 * (size_t)CODEC_DEFAULT_MAX_SIZE);
+    CHECK(lua_rawlen(L, -1) == maps + 1);
+    lua_pop(L, 1);
+    free(bytes);
+}
+
 static void test_encode_refusals(void)
 {
     struct buf out = {0};
@@ -460,7 +565,7 @@ static void test_encode_refusals(void)
                      &err) == CODEC_ERROR);
     CHECK_STR(err, "nesting too deep");
 
-    struct codec_limits small = {10, 100};
+    struct codec_limits small = {.max_size = 10, .max_depth = 100};
     CHECK(encode_lua("'123456789'", &out, &small, &err) == CODEC_OK && buf_len(&out) == 10);
     buf_free(&out);
     CHECK(encode_lua("'1234567890'", &out, &small, &err) == CODEC_ERROR);
@@ -497,6 +602,7 @@ int main(void)
     test_frame_pieces();
     test_frame_refusals();
     test_depth();
+    test_items();
     test_encode_refusals();
     lua_close(L);
     buf_pool_drain();
