@@ -38,7 +38,7 @@
 #define LINGER_SECONDS 2.0
 
 struct conn_settings conn_defaults = {
-    .max_line = 65536,
+    .max_line = 8192, /* a quadratic pattern over a line stays under 0.5 s (docs/security.md) */
     .max_all = 1048576,
     .high_water = 65536,
     .max_queue = 262144,

@@ -33,15 +33,12 @@
 #include <time.h>
 
 #include "guard.h"
-#include "luasock.h"
 
 #define TICK_USEC 100000
 #define TICK_SECONDS (TICK_USEC / 1e6)
 /* CPU seconds a resume may still run after SIGTERM or SIGINT before it is stopped, so that a
  * handler busy with a legitimate computation gets to finish it. */
 #define SHUTDOWN_GRACE_SECONDS 1.0
-/* Without a budget, a resume that runs this long is reported once, with where it is. */
-#define REPORT_SECONDS 2.0
 
 enum stop_reason { NOT_STOPPED, OVER_BUDGET, SHUTTING_DOWN };
 
@@ -49,12 +46,12 @@ static lua_State *volatile running;   /* the task's coroutine of the current res
 static lua_State *volatile innermost; /* the coroutine that runs now: running or one it resumed */
 static volatile sig_atomic_t ticked;  /* the current resume has seen a tick */
 static volatile sig_atomic_t stop;    /* an enum stop_reason for the current resume */
-static volatile sig_atomic_t reporting; /* a report hook is set for the current resume */
 static volatile sig_atomic_t shutdown_signal; /* SIGTERM or SIGINT has arrived */
 static double first_tick_cpu;         /* the process's CPU seconds at that first tick */
-static double decided_cpu;            /* ... when the stop or the report was decided */
+static double decided_cpu;            /* ... when the stop was decided */
 static double shutdown_cpu;           /* ... when the shutdown signal arrived */
 static double late_seconds = -1;      /* how long the stop waited for a C function, once known */
+static char stop_message[400];        /* the stop's error, where it was first raised */
 static double budget_seconds;         /* 0: no budget */
 static size_t in_use;
 static size_t limit;
@@ -120,7 +117,7 @@ static double process_cpu_seconds(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Time between deciding to stop (or report) and the hook's first call: Lua code is hooked within
+/* Time between deciding to stop and the hook's first call: Lua code is hooked within
  * an instruction, so anything longer than a few ticks was one C function call. */
 static double seconds_in_c(void)
 {
@@ -129,15 +126,10 @@ static double seconds_in_c(void)
     return late_seconds > 2 * TICK_SECONDS ? late_seconds : 0;
 }
 
-/* Stays set, with a count of one, until the resume has unwound: a pcall that catches the error
- * gets it again at its caller's next instruction, so no loop can outlast it. */
-static void stop_runaway(lua_State *L, lua_Debug *ar)
+/* Words the stop's error once, with the place where it was first raised: a pcall that caught it
+ * may run on somewhere else, where the error is raised again. */
+static void describe_stop(lua_State *L)
 {
-    (void)ar;
-    if (running == NULL || stop == NOT_STOPPED) {
-        lua_sethook(L, NULL, 0, 0);
-        return;
-    }
     char why[200], in_c[100] = "";
     if (stop == OVER_BUDGET)
         snprintf(why, sizeof why, "used more than %.1f s of CPU without waiting (cpu_budget): "
@@ -149,23 +141,23 @@ static void stop_runaway(lua_State *L, lua_Debug *ar)
         snprintf(in_c, sizeof in_c, " (%.1f s of it inside one C function call, which cannot be "
                  "interrupted)", seconds_in_c());
     luaL_where(L, 0);
-    lua_pushfstring(L, "%s%s", why, in_c);
-    lua_concat(L, 2);
-    lua_error(L);
+    snprintf(stop_message, sizeof stop_message, "%s%s%s", lua_tostring(L, -1), why, in_c);
+    lua_pop(L, 1);
 }
 
-/* Without a budget nothing stops a long resume, but its author learns where it was. */
-static void report_long_run(lua_State *L, lua_Debug *ar)
+/* Stays set, with a count of one, until the resume has unwound: a pcall that catches the error
+ * gets it again at its caller's next instruction, so no loop can outlast it. */
+static void stop_runaway(lua_State *L, lua_Debug *ar)
 {
-    lua_sethook(L, NULL, 0, 0);
-    if (running == NULL || !reporting || stop != NOT_STOPPED)
+    (void)ar;
+    if (running == NULL || stop == NOT_STOPPED) {
+        lua_sethook(L, NULL, 0, 0);
         return;
-    double in_c = seconds_in_c();
-    lua_getinfo(L, "Sl", ar);
-    luasock_log(LUASOCK_LOG_WARN, "%s:%d: ran %.1f s of CPU without waiting, and every other "
-                "connection of this process waited (no cpu_budget)%s", ar->short_src,
-                ar->currentline, process_cpu_seconds() - first_tick_cpu + TICK_SECONDS,
-                in_c > 0 ? "; most of it inside one C function call" : "");
+    }
+    if (stop_message[0] == '\0')
+        describe_stop(L);
+    lua_pushstring(L, stop_message);
+    lua_error(L);
 }
 
 static void decide(enum stop_reason why, double now)
@@ -195,10 +187,6 @@ static void on_tick(int sig)
         decide(OVER_BUDGET, now);
     } else if (shutdown_signal && since_shutdown >= SHUTDOWN_GRACE_SECONDS) {
         decide(SHUTTING_DOWN, now);
-    } else if (budget_seconds == 0 && !reporting && used >= REPORT_SECONDS - TICK_SECONDS) {
-        reporting = 1;
-        decided_cpu = now;
-        lua_sethook(innermost, report_long_run, LUA_MASKCOUNT, 1);
     }
 }
 
@@ -232,7 +220,8 @@ void guard_watch_shutdown_signals(void)
 lua_State *guard_enter(lua_State *co)
 {
     lua_State *outer = running;
-    ticked = reporting = 0;
+    ticked = 0;
+    stop_message[0] = '\0';
     stop = NOT_STOPPED;
     late_seconds = -1;
     innermost = running = co;

@@ -49,6 +49,17 @@ static int luasock_spawn(lua_State *L)
     return 1;
 }
 
+/* luasock.core.spawn_service(fn, ...): luasock.spawn for the runtime's own modules (the pub/sub
+ * bus), whose tasks no reload of the script stops. */
+static int luasock_spawn_service(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    struct task *t = task_new(L, lua_gettop(L) - 1, 0, NULL);
+    task_start_service(t);
+    task_push(L, t);
+    return 1;
+}
+
 static int luasock_log_(lua_State *L)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
@@ -133,6 +144,7 @@ static const luaL_Reg functions[] = {
     {"shutting_down", luasock_shutting_down},
     {"now", luasock_now},
     {"spawn", luasock_spawn},
+    {"spawn_service", luasock_spawn_service},
     {"log", luasock_log_},
     {NULL, NULL},
 };

@@ -40,6 +40,7 @@ struct task {
     bool awaited; /* a graceful shutdown waits for it */
     bool held;    /* of the script's load, kept by the --workers parent for its workers */
     bool started;
+    bool service; /* the runtime's own (the pub/sub bus): no load of the script owns it */
     bool refused; /* failed before it started: memory was exhausted */
     struct task *next_of_load; /* in the list of the script's load that spawned it */
 };
@@ -615,6 +616,12 @@ void task_start(struct task *t)
         enqueue(t);
 }
 
+void task_start_service(struct task *t)
+{
+    t->service = true;
+    task_start(t);
+}
+
 /* Ends a task that is not running, wherever it waits: its pending __close handlers run (under
  * its limits), and nothing of it runs again. */
 static void unqueue(struct task *t)
@@ -645,15 +652,22 @@ static void cancel(struct task *t)
     finish(t);
 }
 
-static int cancel_all(struct task *list)
+/* Stops the script's tasks in *list; the runtime's own (task_start_service) move to *keep. */
+static int stop_script_tasks(struct task **list, struct task **keep)
 {
-    int n = 0;
-    for (; list != NULL; n++) {
-        struct task *next = list->next_of_load;
-        cancel(list);
-        list = next;
+    int stopped = 0;
+    while (*list != NULL) {
+        struct task *t = *list;
+        if (t->service) {
+            *list = t->next_of_load;
+            t->next_of_load = *keep;
+            *keep = t;
+        } else {
+            cancel(t); /* which takes it off *list */
+            stopped++;
+        }
     }
-    return n;
+    return stopped;
 }
 
 void task_begin_load(void)
@@ -664,9 +678,13 @@ void task_begin_load(void)
 void task_end_load(bool in_use)
 {
     loading = false;
-    int stopped = cancel_all(in_use ? load_tasks : loading_tasks);
-    if (in_use)
+    int stopped;
+    if (in_use) {
+        stopped = stop_script_tasks(&load_tasks, &loading_tasks);
         load_tasks = loading_tasks;
+    } else {
+        stopped = stop_script_tasks(&loading_tasks, &load_tasks);
+    }
     loading_tasks = NULL;
     if (stopped > 0)
         luasock_log(LUASOCK_LOG_INFO, "stopped %d tasks that the %s load of the script spawned",

@@ -149,6 +149,10 @@ int task_protected(lua_CFunction fn, void *ud, const char *what);
 void task_begin_load(void);
 void task_end_load(bool in_use);
 
+/* Starts a task of the runtime itself (the pub/sub bus's connection), which outlives the load of
+ * the script that happened to start it; the --workers parent holds it like the load's. */
+void task_start_service(struct task *t);
+
 /* The --workers parent holds the load's tasks instead of running them (also those of later
  * loads); a worker forked from it releases them, to run them itself. */
 void task_hold_load_tasks(void);

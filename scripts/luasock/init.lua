@@ -8,6 +8,7 @@ for name, value in pairs(core) do
   luasock[name] = value
 end
 luasock.connect_address = nil
+luasock.spawn_service = nil
 
 local DEFAULT_CONNECT_TIMEOUT = 30
 

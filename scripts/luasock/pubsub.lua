@@ -14,6 +14,9 @@
 -- A Redis that refuses (a wrong password, a user without the right to publish) is no outage:
 -- publish returns nil and the reason, and the refused messages are logged and counted.
 local luasock = require "luasock"
+-- The bus's tasks belong to the process, not to the load of the script that first used it: a
+-- reload must not stop them.
+local spawn_service = require("luasock.core").spawn_service
 local redis = require "luasock.redis"
 
 local M = {}
@@ -237,8 +240,8 @@ local function start_redis(url)
   local state = { url = shown, where = where, outbox = luasock.queue(),
     failure_logged_at = -math.huge, failures_unlogged = 0,
     stats = { published = 0, failed = 0, dropped = 0 } }
-  luasock.spawn(run_connection, state)
-  luasock.spawn(run_sender, state)
+  spawn_service(run_connection, state)
+  spawn_service(run_sender, state)
   return state
 end
 
@@ -291,7 +294,7 @@ function M.subscribe(channel, callback)
   callbacks[channel] = callback
   local state = get_backend()
   if fresh and state and state.subscriber then
-    luasock.spawn(function() state.subscriber:subscribe(channel, state.on_message) end)
+    spawn_service(function() state.subscriber:subscribe(channel, state.on_message) end)
   end
   return true
 end
@@ -300,7 +303,7 @@ function M.unsubscribe(channel)
   callbacks[channel] = nil
   local state = get_backend()
   if state and state.subscriber then
-    luasock.spawn(function() state.subscriber:unsubscribe(channel) end)
+    spawn_service(function() state.subscriber:unsubscribe(channel) end)
   end
   return true
 end

@@ -11,7 +11,7 @@ more round trips after it, and then checks:
   - the attacker got what it deserves (an error, a close, a timeout, or exact answers).
 
 Scenarios (docs/api.md has the limits involved):
-  a          a 100 MiB line without a newline to prefix.lua (max_line 64 KiB): the attacker is
+  a          a 100 MiB line without a newline to prefix.lua (max_line 8 KiB): the attacker is
              closed early and the server's peak RSS (VmHWM) stays under RSS_LIMIT
   b-prefix   random bytes to prefix.lua, half-closed: exactly the "OK..." line of every line
   b-echo     random bytes to echo.lua, half-closed: exactly the same bytes back
@@ -421,7 +421,7 @@ class GoodClients:
 # list of notes; the runner then lets the good clients go on, finishes them, and checks the log.
 
 def scenario_huge_line(server, good):
-    """a: 100 MiB with no newline to prefix.lua (max_line 64 KiB)."""
+    """a: 100 MiB with no newline to prefix.lua (max_line 8 KiB)."""
     attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
     check(LineReader(attacker, "attacker").line() == PREFIX_GREETING, "attacker greeting")
     chunk = b"x" * MiB

@@ -285,7 +285,7 @@ describe("hot reload", function()
     assert.equal("too long", ask(new, string.rep("x", 150)))
     assert.equal("too long", ask(old, x))
 
-    -- Without the setting, new connections are back to the default of 65536.
+    -- Without the setting, new connections are back to the default of 8192.
     edit(server, script, sized(""))
     local default = greet(server)
     assert.equal("ok 5000", ask(default, string.rep("x", 5000)))
