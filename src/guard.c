@@ -75,7 +75,7 @@ void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     }
     if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit) {
         if (ptr == refused_ptr && osize == refused_osize && nsize == refused_nsize &&
-            limit - in_use < ROOM_FOR_A_TASK)
+            in_use + ROOM_FOR_A_TASK > limit)
             exhausted = true;
         refused_ptr = ptr;
         refused_osize = osize;
@@ -244,7 +244,7 @@ lua_State *guard_switch(lua_State *co)
     return outer;
 }
 
-int guard_stopping(void)
+bool guard_stopping(void)
 {
     return running != NULL && stop != NOT_STOPPED;
 }

@@ -40,7 +40,7 @@ void guard_leave(lua_State *outer); /* what guard_enter returned */
  * (what guard_switch returned). A stop follows whichever runs. */
 lua_State *guard_switch(lua_State *co);
 /* Whether the current resume is being stopped (its error is on its way). */
-int guard_stopping(void);
+bool guard_stopping(void);
 void guard_switch_back(lua_State *outer);
 
 #endif
