@@ -48,6 +48,9 @@ Scenarios (docs/api.md has the limits involved):
   i2-nan-timeout     (issue 13 item 2) a MessagePack NaN as the seconds of luasock.sleep and of
              conn:settimeout, to a copy of objects.lua with those two ops: each closed with
              "timeout is NaN" in the log, and a 0.3 s sleep asked for meanwhile ends in time
+  i6-memory-cap      (issue 13 item 6) a line that makes a handler under max_memory 32 MiB spawn
+             tasks until spawn fails: the ~28,000 tasks fail at once ("tasks failed before they
+             started"), and the good clients, paused for the spawning, are served at once after
 
 Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
 the repo root with LUASOCK_BIN set; names given as arguments run only those scenarios.
@@ -1063,9 +1066,9 @@ def scenario_object_items(server, good):
 
 
 # ---------------------------------------------------------------------------------------------
-# Issue 13: what a peer can make a handler do with the CPU and the timers that every connection
-# of the process shares. The scripts are prefix.lua or objects.lua with one more thing a peer can
-# ask for; the good clients speak to the same handler.
+# Issue 13: what a peer can make a handler do with the CPU, the timers and the memory that every
+# connection of the process shares. The scripts are prefix.lua or objects.lua with one more
+# thing a peer can ask for; the good clients speak to the same handler.
 
 CPU_SCRIPT = """-- prefix.lua that also reads every line as a "NAME: VALUE" header,
 -- with cpu_budget = 0.2 and max_line = 3 KiB. The header pattern takes time quadratic in a run of
@@ -1149,6 +1152,38 @@ end
 return M
 """
 
+MEMORY_CAP_SCRIPT = """-- prefix.lua under max_memory = 32 MiB, where the line "spawn" makes
+-- the handler spawn tasks, each to wait 100 s, until spawn fails at the cap.
+local luasock = require "luasock"
+local M = { max_memory = 32 * 1024 * 1024 }
+
+local function wait()
+  local t = {}
+  luasock.sleep(100)
+  return t
+end
+
+function M.handle(conn)
+  conn:send("Welcome to the server. Type something and hit enter\\n")
+  while true do
+    local line = conn:receive("*l")
+    if not line then
+      return
+    end
+    if line == "spawn" then
+      local n = 0
+      while pcall(luasock.spawn, wait) do
+        n = n + 1
+      end
+      line = "spawned " .. n
+    end
+    conn:send("OK...", line, "\\n")
+  end
+end
+
+return M
+"""
+
 CPU_ATTACKS = 3            # scenario i1-cpu
 CPU_BUDGET = 0.2           # ... CPU_SCRIPT's cpu_budget
 # Near CPU_SCRIPT's max_line: the header pattern takes about 60 ms over it (4 KiB: 110 ms; the
@@ -1158,11 +1193,16 @@ SPACE_LINES = 16           # sent back to back: parsed in one resume until the b
 NAN_ROUNDS = 5             # scenario i2-nan-timeout
 NAP = 0.3                  # ... the sleep a good client asks for meanwhile
 NAP_BOUND = 1.0            # ... and when its answer must have come
+CAP_FLOODS = 3             # scenario i6-memory-cap
 
 CPU_STOPPED = re.compile(r"\[error\] handler error in conn \d+ .*: used more than 0\.2 s of CPU "
                          r"without waiting \(cpu_budget\): stopped")
 NAN_REFUSED = re.compile(r"\[error\] handler error in conn \d+ .*: "
                          r"(conn:settimeout|luasock\.sleep): timeout is NaN")
+TASKS_FAILED = re.compile(r"\[error\] not enough memory \(max_memory\): (\d+) tasks failed "
+                          r"before they started")
+OUT_OF_MEMORY = re.compile(r"\[error\] handler error in conn \d+ .*: not enough memory$",
+                           re.MULTILINE)
 
 
 def cpu_attack(server, payload, what):
@@ -1260,6 +1300,46 @@ def scenario_nan_timeout(server, good):
             f"{min(naps):.2f} to {max(naps):.2f} s"]
 
 
+def scenario_memory_cap(server, good):
+    """i6-memory-cap: a line that makes its handler spawn tasks until max_memory refuses one."""
+    notes = []
+    for n in range(CAP_FLOODS):
+        mark = len(server.log())
+        attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        reader = LineReader(attacker, "attacker")
+        check(reader.line() == PREFIX_GREETING, "attacker greeting")
+        # The spawned tasks fill the heap up to the cap until the loop's next step fails them
+        # (before the answer leaves): a handler of another connection that allocates in between
+        # fails with "not enough memory", as it would next to any handler that fills a
+        # process's max_memory. So the good clients wait for the answer; what they must not
+        # see is the loop frozen by the tasks that then fail.
+        good.pause()
+        started = time.monotonic()
+        try:
+            attacker.sendall(b"spawn\n")
+            answer = reader.line()
+        except socket.timeout:
+            raise Failed(f"flood {n}: no answer to 'spawn' within {IO_TIMEOUT} s")
+        finally:
+            good.resume()
+        took = time.monotonic() - started
+        spawned = re.fullmatch(rb"OK\.\.\.spawned (\d+)", answer)
+        check(spawned and int(spawned.group(1)) > 10000,
+              f"flood {n}: 'spawn' got {answer!r}, not more than 10000 tasks spawned")
+        failed = wait_for(lambda: TASKS_FAILED.findall(server.log(), mark), IO_TIMEOUT,
+                          f"flood {n}: the 'tasks failed before they started' line")
+        try:
+            good.go_on(what=f"after flood {n}")
+        except Failed as failure:
+            killed = OUT_OF_MEMORY.findall(server.log(), mark)
+            raise Failed(f"{failure} ({len(killed)} handlers failed with 'not enough memory' "
+                         f"after flood {n})")
+        attacker.close()
+        notes.append(f"flood {n}: {int(spawned.group(1))} tasks spawned, answered in "
+                     f"{took:.2f} s; {' + '.join(failed)} failed before they started")
+    return notes
+
+
 # ---------------------------------------------------------------------------------------------
 
 SCENARIOS = [
@@ -1281,12 +1361,14 @@ SCENARIOS = [
     ("i7-object-items", "examples/objects.lua", ObjectsProtocol, scenario_object_items, []),
     ("i1-cpu", "CPU", PrefixProtocol, scenario_cpu, []),
     ("i2-nan-timeout", "NAN_TIMEOUT", ObjectsProtocol, scenario_nan_timeout, []),
+    ("i6-memory-cap", "MEMORY_CAP", PrefixProtocol, scenario_memory_cap, []),
 ]
 
 # The [error] lines a scenario's attack is meant to cause; any other [error] line fails it.
 EXPECTED_ERRORS = {
     "i1-cpu": CPU_STOPPED,
     "i2-nan-timeout": NAN_REFUSED,
+    "i6-memory-cap": TASKS_FAILED,
 }
 
 
@@ -1329,7 +1411,8 @@ def main():
                          ("PEER_SOCKET", PEER_SOCKET_SCRIPT),
                          ("DATAGRAM_FLOOD", DATAGRAM_FLOOD_SCRIPT),
                          ("CPU", CPU_SCRIPT),
-                         ("NAN_TIMEOUT", NAN_TIMEOUT_SCRIPT)]:
+                         ("NAN_TIMEOUT", NAN_TIMEOUT_SCRIPT),
+                         ("MEMORY_CAP", MEMORY_CAP_SCRIPT)]:
         scripts[name] = os.path.join(tmp.name, name.lower() + ".lua")
         with open(scripts[name], "w") as f:
             f.write(source)
