@@ -5,9 +5,11 @@ run continuous request/response round trips in a thread of their own (checking e
 for byte and timing it), runs an attack at the same time, lets the good clients go on for some
 more round trips after it, and then checks:
   - the good clients saw no error, every reply was exact, and the slowest round trip stayed
-    under MAX_LATENCY (a larger bound for an AddressSanitizer build);
-  - the server is still running, logged no [error] line, logs the clear line the attack calls
-    for (where one applies), and exits with status 0 on SIGTERM (so ASan finds no leak);
+    under MAX_LATENCY (a larger bound for an AddressSanitizer build; i1-cpu allows the stall
+    its cpu_budget permits on top);
+  - the server is still running, logged no [error] line but those the attack is meant to cause
+    (EXPECTED_ERRORS), logs the clear line the attack calls for (where one applies), and exits
+    with status 0 on SIGTERM (so ASan finds no leak);
   - the attacker got what it deserves (an error, a close, a timeout, or exact answers).
 
 Scenarios (docs/api.md has the limits involved):
@@ -38,6 +40,17 @@ Scenarios (docs/api.md has the limits involved):
              enough memory` for the TCP echo clients
   i7-object-items    (issue 13 item 7) a 1 MiB array32 of empty maps after a valid request to
              objects.lua: answered, then refused from its header (too many items), VmHWM low
+  i1-cpu     (issue 13 item 1) to a copy of prefix.lua with cpu_budget 0.2 that parses every line
+             as a header with a pattern quadratic in a run of spaces (max_line 3 KiB), and counts
+             Collatz steps in a coroutine.wrap under pcall: lines of spaces back to back, and a
+             count from 0 that never ends; each connection closed, "used more than 0.2 s of CPU"
+             logged; a good round trip may take up to twice the budget longer
+  i2-nan-timeout     (issue 13 item 2) a MessagePack NaN as the seconds of luasock.sleep and of
+             conn:settimeout, to a copy of objects.lua with those two ops: each closed with
+             "timeout is NaN" in the log, and a 0.3 s sleep asked for meanwhile ends in time
+  i6-memory-cap      (issue 13 item 6) a line that makes a handler under max_memory 32 MiB spawn
+             tasks until spawn fails: the ~28,000 tasks fail at once ("tasks failed before they
+             started"), and the good clients, paused for the spawning, are served at once after
 
 Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
 the repo root with LUASOCK_BIN set; names given as arguments run only those scenarios.
@@ -356,6 +369,7 @@ class GoodClients:
         self.idle = [threading.Event() for _ in range(count)]
         self.rounds = [0] * count
         self.latencies = [[] for _ in range(count)]
+        self.max_latency = MAX_LATENCY  # the slowest round trip allowed
         self.errors = []
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(count)]
@@ -409,11 +423,11 @@ class GoodClients:
         check(min(self.rounds) > 0, f"a good client made no round trip: {self.rounds}")
         p99 = every[int(len(every) * 0.99)]
         worst = every[-1]
-        check(worst < MAX_LATENCY,
-              f"slowest good round trip {worst * 1000:.1f} ms >= MAX_LATENCY "
-              f"{MAX_LATENCY * 1000:.0f} ms (p99 {p99 * 1000:.1f} ms)")
+        check(worst < self.max_latency,
+              f"slowest good round trip {worst * 1000:.1f} ms >= "
+              f"{self.max_latency * 1000:.0f} ms (p99 {p99 * 1000:.1f} ms)")
         return (f"{len(every)} good round trips, all exact; p99 {p99 * 1000:.1f} ms, "
-                f"max {worst * 1000:.1f} ms (< {MAX_LATENCY * 1000:.0f})")
+                f"max {worst * 1000:.1f} ms (< {self.max_latency * 1000:.0f})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1052,6 +1066,281 @@ def scenario_object_items(server, good):
 
 
 # ---------------------------------------------------------------------------------------------
+# Issue 13: what a peer can make a handler do with the CPU, the timers and the memory that every
+# connection of the process shares. The scripts are prefix.lua or objects.lua with one more
+# thing a peer can ask for; the good clients speak to the same handler.
+
+CPU_SCRIPT = """-- prefix.lua that also reads every line as a "NAME: VALUE" header,
+-- with cpu_budget = 0.2 and max_line = 3 KiB. The header pattern takes time quadratic in a run of
+-- spaces with no colon, in one C call that no hook can interrupt (max_line bounds it). A
+-- "steps: N" header gets the number of Collatz steps from N to 1, counted in a coroutine of its
+-- own under pcall so that a bad N only gets "?"; from 0 the count never ends.
+local M = { cpu_budget = 0.2, max_line = 3 * 1024 }
+
+local function steps(n)
+  local count = 0
+  while n ~= 1 do
+    n = n % 2 == 0 and n // 2 or 3 * n + 1
+    count = count + 1
+  end
+  return count
+end
+
+function M.handle(conn)
+  conn:send("Welcome to the server. Type something and hit enter\\n")
+  while true do
+    local line = conn:receive("*l")
+    if not line then
+      return
+    end
+    local name, value = line:match("^(.-)%s*:%s*(.-)%s*$")
+    if name == "steps" then
+      local ok, count = pcall(coroutine.wrap(steps), tonumber(value))
+      line = line .. " = " .. (ok and count or "?")
+    end
+    conn:send("OK...", line, "\\n")
+  end
+end
+
+return M
+"""
+
+NAN_TIMEOUT_SCRIPT = """-- objects.lua's add, mul and echo, and two ops that take a number of
+-- seconds from the peer: sleep (luasock.sleep) and timeout (conn:settimeout, for the reads that
+-- follow).
+local luasock = require "luasock"
+local M = {}
+
+local ops = {
+  add = function(args)
+    local total = 0
+    for _, n in ipairs(args) do
+      total = total + n
+    end
+    return total
+  end,
+  mul = function(args)
+    local product = 1
+    for _, n in ipairs(args) do
+      product = product * n
+    end
+    return product
+  end,
+  echo = function(args)
+    return args
+  end,
+  sleep = function(args)
+    luasock.sleep(args[1])
+    return true
+  end,
+  timeout = function(args, conn)
+    conn:settimeout(args[1])
+    return true
+  end,
+}
+
+function M.handle(conn)
+  while true do
+    local request = conn:receive_object()
+    if not request then
+      return
+    end
+    conn:send_object({ ok = true, result = ops[request.op](request.args, conn) })
+  end
+end
+
+return M
+"""
+
+MEMORY_CAP_SCRIPT = """-- prefix.lua under max_memory = 32 MiB, where the line "spawn" makes
+-- the handler spawn tasks, each to wait 100 s, until spawn fails at the cap.
+local luasock = require "luasock"
+local M = { max_memory = 32 * 1024 * 1024 }
+
+local function wait()
+  local t = {}
+  luasock.sleep(100)
+  return t
+end
+
+function M.handle(conn)
+  conn:send("Welcome to the server. Type something and hit enter\\n")
+  while true do
+    local line = conn:receive("*l")
+    if not line then
+      return
+    end
+    if line == "spawn" then
+      local n = 0
+      while pcall(luasock.spawn, wait) do
+        n = n + 1
+      end
+      line = "spawned " .. n
+    end
+    conn:send("OK...", line, "\\n")
+  end
+end
+
+return M
+"""
+
+CPU_ATTACKS = 3            # scenario i1-cpu
+CPU_BUDGET = 0.2           # ... CPU_SCRIPT's cpu_budget
+# Near CPU_SCRIPT's max_line: the header pattern takes about 60 ms over it (4 KiB: 110 ms; the
+# default max_line of 64 KiB: about 25 s), so one C call stays well under MAX_LATENCY.
+SPACE_LINE = b" " * 3000
+SPACE_LINES = 16           # sent back to back: parsed in one resume until the budget stops it
+NAN_ROUNDS = 5             # scenario i2-nan-timeout
+NAP = 0.3                  # ... the sleep a good client asks for meanwhile
+NAP_BOUND = 1.0            # ... and when its answer must have come
+CAP_FLOODS = 3             # scenario i6-memory-cap
+
+CPU_STOPPED = re.compile(r"\[error\] handler error in conn \d+ .*: used more than 0\.2 s of CPU "
+                         r"without waiting \(cpu_budget\): stopped")
+NAN_REFUSED = re.compile(r"\[error\] handler error in conn \d+ .*: "
+                         r"(conn:settimeout|luasock\.sleep): timeout is NaN")
+TASKS_FAILED = re.compile(r"\[error\] not enough memory \(max_memory\): (\d+) tasks failed "
+                          r"before they started")
+OUT_OF_MEMORY = re.compile(r"\[error\] handler error in conn \d+ .*: not enough memory$",
+                           re.MULTILINE)
+
+
+def cpu_attack(server, payload, what):
+    """Sends payload on a connection of its own after the greeting; returns what came back
+    before the server closed it."""
+    sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    try:
+        check(LineReader(sock, what).line() == PREFIX_GREETING, f"{what}: greeting")
+        try:
+            sock.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # already stopped: what came back says how far it got
+        data, how = read_to_eof(sock, limit=MiB)
+    except socket.timeout:
+        raise Failed(f"{what}: the connection is still open {IO_TIMEOUT} s later (the handler's "
+                     f"loop was not stopped?)")
+    finally:
+        sock.close()
+    return data, how
+
+
+def scenario_cpu(server, good):
+    """i1-cpu: lines of spaces for a quadratic pattern, and a loop in coroutine.wrap in pcall."""
+    # Every other connection waits while a handler uses its budget, and a little more: the stop
+    # is decided at a 0.1 s tick of CPU time and waits for the C call that runs (measured: 0.24
+    # to 0.4 s of CPU for a budget of 0.2 s). That much is allowed on top of MAX_LATENCY.
+    good.max_latency = MAX_LATENCY + 2 * CPU_BUDGET
+    notes = []
+    for n in range(CPU_ATTACKS):
+        mark = len(server.log())
+        data, how = cpu_attack(server, (SPACE_LINE + b"\n") * SPACE_LINES, "lines of spaces")
+        answered = data.count(b"\n")
+        check(data == (b"OK..." + SPACE_LINE + b"\n") * answered,
+              f"attack {n}: the lines of spaces got {data[:80]!r}...")
+        check(answered < SPACE_LINES, f"attack {n}: all {SPACE_LINES} lines of spaces were "
+                                      f"answered: no budget stopped them")
+        data, how_steps = cpu_attack(server, b"steps: 27\nsteps: 0\n", "steps")
+        check(data == b"OK...steps: 27 = 111\n",
+              f"attack {n}: 'steps: 27' then 'steps: 0' got {data!r}, not the first answer and "
+              f"then a close")
+        wait_for(lambda: len(CPU_STOPPED.findall(server.log(), mark)) >= 2, IO_TIMEOUT,
+                 f"attack {n}: two 'used more than 0.2 s of CPU' lines")
+        notes.append(f"attack {n}: {answered} of {SPACE_LINES} lines of spaces answered, then "
+                     f"{how}; 'steps: 0' then {how_steps}; both logged as over cpu_budget")
+    return notes
+
+
+def read_object(sock, what):
+    """The next MessagePack value from sock (one per read here: the server answers one request
+    at a time)."""
+    unpacker = msgpack.Unpacker(raw=False)
+    while True:
+        for value in unpacker:
+            return value
+        try:
+            data = sock.recv(64 * KiB)
+        except socket.timeout:
+            raise Failed(f"{what}: no answer within {IO_TIMEOUT} s")
+        check(data, f"{what}: EOF instead of an answer")
+        unpacker.feed(data)
+
+
+def scenario_nan_timeout(server, good):
+    """i2-nan-timeout: a MessagePack NaN as the seconds of luasock.sleep and conn:settimeout."""
+    naps = []
+    for n in range(NAN_ROUNDS):
+        for op, where in (("timeout", "conn:settimeout"), ("sleep", "luasock.sleep")):
+            mark = len(server.log())
+            # A good client's sleep first: a NaN in libev's timer heap stopped the timers armed
+            # before it.
+            sleeper = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            sleeper.sendall(msgpack.packb({"op": "sleep", "args": [NAP]}))
+            started = time.monotonic()
+            attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            attacker.sendall(msgpack.packb({"op": op, "args": [float("nan")]}))  # 0xcb 7ff8...
+            answer = read_object(sleeper, f"round {n}: a good client's {NAP} s sleep while "
+                                          f"another sent {op} NaN")
+            naps.append(time.monotonic() - started)
+            sleeper.close()
+            check(answer == {"ok": True, "result": True}, f"round {n}: the sleep got {answer!r}")
+            check(naps[-1] < NAP_BOUND, f"round {n}: a {NAP} s sleep took {naps[-1]:.2f} s while "
+                                        f"another connection sent {op} NaN")
+            try:
+                data, how = read_to_eof(attacker, limit=MiB)
+            except socket.timeout:
+                raise Failed(f"round {n}: the connection that sent {op} NaN is still open "
+                             f"{IO_TIMEOUT} s later")
+            attacker.close()
+            check(data == b"", f"round {n}: {op} NaN was answered {data!r}")
+            wait_for(lambda: any(m.group(1) == where
+                                 for m in NAN_REFUSED.finditer(server.log(), mark)),
+                     IO_TIMEOUT, f"round {n}: '{where}: timeout is NaN' in the log")
+    return [f"{NAN_ROUNDS} rounds of timeout NaN and sleep NaN: each connection closed with "
+            f"'timeout is NaN' in the log; the good {NAP} s sleeps meanwhile took "
+            f"{min(naps):.2f} to {max(naps):.2f} s"]
+
+
+def scenario_memory_cap(server, good):
+    """i6-memory-cap: a line that makes its handler spawn tasks until max_memory refuses one."""
+    notes = []
+    for n in range(CAP_FLOODS):
+        mark = len(server.log())
+        attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        reader = LineReader(attacker, "attacker")
+        check(reader.line() == PREFIX_GREETING, "attacker greeting")
+        # The spawned tasks fill the heap up to the cap until the loop's next step fails them
+        # (before the answer leaves): a handler of another connection that allocates in between
+        # fails with "not enough memory", as it would next to any handler that fills a
+        # process's max_memory. So the good clients wait for the answer; what they must not
+        # see is the loop frozen by the tasks that then fail.
+        good.pause()
+        started = time.monotonic()
+        try:
+            attacker.sendall(b"spawn\n")
+            answer = reader.line()
+        except socket.timeout:
+            raise Failed(f"flood {n}: no answer to 'spawn' within {IO_TIMEOUT} s")
+        finally:
+            good.resume()
+        took = time.monotonic() - started
+        spawned = re.fullmatch(rb"OK\.\.\.spawned (\d+)", answer)
+        check(spawned and int(spawned.group(1)) > 10000,
+              f"flood {n}: 'spawn' got {answer!r}, not more than 10000 tasks spawned")
+        failed = wait_for(lambda: TASKS_FAILED.findall(server.log(), mark), IO_TIMEOUT,
+                          f"flood {n}: the 'tasks failed before they started' line")
+        try:
+            good.go_on(what=f"after flood {n}")
+        except Failed as failure:
+            killed = OUT_OF_MEMORY.findall(server.log(), mark)
+            raise Failed(f"{failure} ({len(killed)} handlers failed with 'not enough memory' "
+                         f"after flood {n})")
+        attacker.close()
+        notes.append(f"flood {n}: {int(spawned.group(1))} tasks spawned, answered in "
+                     f"{took:.2f} s; {' + '.join(failed)} failed before they started")
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
 
 SCENARIOS = [
     ("a", "examples/prefix.lua", PrefixProtocol, scenario_huge_line, []),
@@ -1070,7 +1359,17 @@ SCENARIOS = [
     ("i3-peer-socket", "PEER_SOCKET", EchoProtocol, scenario_peer_socket, UDP_ARGS),
     ("i5-datagram-flood", "DATAGRAM_FLOOD", EchoProtocol, scenario_datagram_flood, UDP_ARGS),
     ("i7-object-items", "examples/objects.lua", ObjectsProtocol, scenario_object_items, []),
+    ("i1-cpu", "CPU", PrefixProtocol, scenario_cpu, []),
+    ("i2-nan-timeout", "NAN_TIMEOUT", ObjectsProtocol, scenario_nan_timeout, []),
+    ("i6-memory-cap", "MEMORY_CAP", PrefixProtocol, scenario_memory_cap, []),
 ]
+
+# The [error] lines a scenario's attack is meant to cause; any other [error] line fails it.
+EXPECTED_ERRORS = {
+    "i1-cpu": CPU_STOPPED,
+    "i2-nan-timeout": NAN_REFUSED,
+    "i6-memory-cap": TASKS_FAILED,
+}
 
 
 def run_scenario(name, script, protocol, attack, args):
@@ -1086,7 +1385,9 @@ def run_scenario(name, script, protocol, attack, args):
         good = None
         check(server.proc.poll() is None, "the server died")
         log = server.log()
-        errors = [line for line in log.splitlines() if "[error]" in line]
+        expected = EXPECTED_ERRORS.get(name)
+        errors = [line for line in log.splitlines()
+                  if "[error]" in line and not (expected and expected.search(line))]
         check(not errors, "the server logged errors:\n" + "\n".join(errors))
         server.stop()
         return notes + [summary, "server stopped with exit status 0"]
@@ -1108,7 +1409,10 @@ def main():
     scripts = {}
     for name, source in [("SLOW", SLOW_SCRIPT % SLOW_IDLE_TIMEOUT),
                          ("PEER_SOCKET", PEER_SOCKET_SCRIPT),
-                         ("DATAGRAM_FLOOD", DATAGRAM_FLOOD_SCRIPT)]:
+                         ("DATAGRAM_FLOOD", DATAGRAM_FLOOD_SCRIPT),
+                         ("CPU", CPU_SCRIPT),
+                         ("NAN_TIMEOUT", NAN_TIMEOUT_SCRIPT),
+                         ("MEMORY_CAP", MEMORY_CAP_SCRIPT)]:
         scripts[name] = os.path.join(tmp.name, name.lower() + ".lua")
         with open(scripts[name], "w") as f:
             f.write(source)
