@@ -18,10 +18,7 @@
  *
  * The memory cap refuses allocations only while a handler runs. Lua then collects garbage and
  * tries again before it raises "not enough memory" in that handler; the core's own use of the
- * main state (accepting a connection, logging an error) must never fail that way. A full
- * collection of a heap of many coroutines takes tens of milliseconds: once one has failed to make
- * room, task.c lets no new task start until the loop's next iteration, rather than pay one
- * collection per failing task. */
+ * main state (accepting a connection, logging an error) must never fail that way. */
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
@@ -55,15 +52,6 @@ static char stop_message[400];        /* the stop's error, where it was first ra
 static double budget_seconds;         /* 0: no budget */
 static size_t in_use;
 static size_t limit;
-/* Less than this left under the cap after a full collection: a new task could not even start. (A
- * big request refused says nothing about small ones.) */
-#define ROOM_FOR_A_TASK (64 * 1024)
-/* The request refused last, while no allocation has succeeded since: Lua asks again with the same
- * block right after a full collection, so a repeat means that even that could not make room. */
-static void *refused_ptr;
-static size_t refused_osize, refused_nsize;
-static bool exhausted; /* ... which happened in this loop iteration */
-
 void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     (void)ud;
@@ -73,31 +61,12 @@ void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         in_use -= old;
         return NULL;
     }
-    if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit) {
-        if (ptr == refused_ptr && osize == refused_osize && nsize == refused_nsize &&
-            in_use + ROOM_FOR_A_TASK > limit)
-            exhausted = true;
-        refused_ptr = ptr;
-        refused_osize = osize;
-        refused_nsize = nsize;
+    if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit)
         return NULL;
-    }
     void *block = realloc(ptr, nsize);
-    if (block != NULL) {
+    if (block != NULL)
         in_use += nsize - old;
-        refused_nsize = 0;
-    }
     return block;
-}
-
-bool guard_memory_exhausted(void)
-{
-    return exhausted;
-}
-
-void guard_next_iteration(void)
-{
-    exhausted = false;
 }
 
 void guard_set_memory_limit(size_t bytes)

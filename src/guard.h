@@ -17,12 +17,6 @@ void guard_set_cpu_budget(double seconds);
 /* bytes == 0: no limit. */
 void guard_set_memory_limit(size_t bytes);
 
-/* Whether, in this iteration of the loop, an allocation was refused even after the full
- * collection Lua runs before giving up: new tasks would only fail the same way, each after a
- * collection of its own. guard_next_iteration forgets it. */
-bool guard_memory_exhausted(void);
-void guard_next_iteration(void);
-
 /* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
  * inherited). */
 void guard_start(void);

@@ -61,6 +61,11 @@ static bool stopping_when_idle;
 static struct task *load_tasks, *loading_tasks;
 static bool loading;
 static bool holding; /* the --workers parent: load tasks run only in workers */
+/* A task that fails for memory at its start has cost a full collection (Lua runs one before it
+ * gives up), tens of milliseconds with many coroutines alive. After two in one iteration of the
+ * loop, the others that have not started fail without running, until the next. */
+#define START_FAILURES_BEFORE_REFUSING 2
+static int start_failures; /* in this iteration */
 static int refused_starts; /* since the last step */
 
 /* ---- Waiters, the ready queue, resuming ---- */
@@ -241,7 +246,8 @@ static void refuse_start(struct task *t)
 
 static void resume(struct task *t)
 {
-    if (!t->started && guard_memory_exhausted()) {
+    bool starting = !t->started;
+    if (starting && start_failures >= START_FAILURES_BEFORE_REFUSING) {
         refuse_start(t);
         return;
     }
@@ -251,6 +257,8 @@ static void resume(struct task *t)
     lua_State *outer = guard_enter(t->co);
     int status = lua_resume(t->co, NULL, nargs, &nresults);
     guard_leave(outer);
+    if (starting && status == LUA_ERRMEM)
+        start_failures++;
     if (status == LUA_YIELD) {
         lua_pop(t->co, nresults);
         /* A bare coroutine.yield() in a handler just lets the others run. */
@@ -486,7 +494,7 @@ static void step(struct ev_loop *l, ev_prepare *w, int revents)
                     "they started", refused_starts);
         refused_starts = 0;
     }
-    guard_next_iteration();
+    start_failures = 0;
     bool pending = ready_head != NULL || jobs_head != NULL;
     if (stopping_when_idle && handler_count == 0 && !pending) {
         ev_break(l, EVBREAK_ALL);
@@ -535,13 +543,6 @@ static int task_tostring(lua_State *L)
     return 1;
 }
 
-static int task_gc(lua_State *L)
-{
-    struct task *t = luaL_checkudata(L, 1, TASK_MT);
-    ev_timer_stop(loop, &t->timer);
-    return 0;
-}
-
 void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
 {
     loop = l;
@@ -550,8 +551,10 @@ void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
     /* New threads copy the main thread's extra space, and Lua leaves it uninitialised: plain
      * coroutines must read as "not a task". */
     *(struct task **)lua_getextraspace(L) = NULL;
+    /* No __gc: an object with a finalizer, and the thread it holds, outlive the emergency
+     * collections Lua runs at the memory cap. None is needed: a task's timer stops when it ends,
+     * and it is collected only after that, or when the state closes (after every finalizer). */
     static const luaL_Reg metamethods[] = {
-        {"__gc", task_gc},
         {"__tostring", task_tostring},
         {NULL, NULL},
     };
