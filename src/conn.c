@@ -40,6 +40,7 @@
 struct conn_settings conn_defaults = {
     .max_line = 65536,
     .max_all = 1048576,
+    .max_receive = 16777216,
     .high_water = 65536,
     .max_queue = 262144,
     .max_object = CODEC_DEFAULT_MAX_SIZE,
@@ -264,13 +265,26 @@ static void fail(struct conn *c, const char *op, int err)
     conn_abort(c, errors_string(err));
 }
 
+/* fill: the input buffer may not grow (buf.h, max_buffers). */
+#define OVER_BUDGET (-1)
+
+/* How much room to make before reading: enough for a good gulp, but no more than a count read
+ * still lacks, so that a buffer filling up to N bytes does not double past N for its last few. */
+static size_t read_room(const struct conn *c)
+{
+    size_t room = BUF_CHUNK / 4, len = buf_len(&c->in);
+    if (c->req.kind == READ_COUNT && c->req.count > len && c->req.count - len < room)
+        room = c->req.count - len;
+    return room;
+}
+
 /* Reads once into the input buffer. Returns 0 when bytes or end of stream arrived, EAGAIN when
- * there was nothing, or the errno of a failure. */
+ * there was nothing, OVER_BUDGET, or the errno of a failure. */
 static int fill(struct conn *c)
 {
-    char *room = buf_reserve(&c->in, BUF_CHUNK / 4);
+    char *room = buf_reserve(&c->in, read_room(c));
     if (room == NULL)
-        return ENOMEM;
+        return errno == ENOBUFS ? OVER_BUDGET : ENOMEM;
     size_t space = c->in.cap - c->in.end;
     ssize_t n;
     do
@@ -363,6 +377,18 @@ static bool answer_ready(struct conn *c)
     return scan_pattern(c) != READ_MORE;
 }
 
+/* The read needs more buffer than the process has left (max_buffers): this connection is closed,
+ * the others keep theirs. Its input is dropped, not handed to the reader as its partial result:
+ * that would only move the memory into Lua. */
+static void over_budget(struct conn *c)
+{
+    luasock_log(LUASOCK_LOG_WARN, "conn %llu: closed: its input (%zu bytes) cannot grow: the "
+                "buffers of all connections hold %zu bytes (max_buffers %zu)",
+                (unsigned long long)c->id, buf_len(&c->in), buf_in_use(), buf_budget());
+    drop_input(c);
+    close_gracefully(c, ERR_NO_BUFFERS);
+}
+
 /* Reads the socket into the buffer until the current read can return, or the socket has
  * nothing more. Pure C: event callbacks use it to decide whether to resume the reader. */
 static bool read_more(struct conn *c)
@@ -371,6 +397,10 @@ static bool read_more(struct conn *c)
         int err = fill(c);
         if (err == EAGAIN)
             return false;
+        if (err == OVER_BUDGET) {
+            over_budget(c);
+            return true;
+        }
         if (err != 0) {
             fail(c, "read", err);
             return true;
@@ -496,6 +526,14 @@ int conn_read(struct conn *c, lua_State *L, const char *what)
 {
     if (c->state != CONN_OPEN)
         return push_failure(c, L, ERR_CLOSED);
+    /* The count may come from the peer (a length prefix): refused before a byte is buffered.
+     * Nothing is consumed, so the stream stays in step. */
+    if (c->req.kind == READ_COUNT && c->req.count > c->set.max_receive) {
+        lua_pushnil(L);
+        lua_pushstring(L, ERR_TOO_LARGE);
+        lua_pushliteral(L, "");
+        return 3;
+    }
     c->searched = 0;
     c->answer_found = false;
     if (c->req.kind != READ_LINE && c->req.kind != READ_UNTIL)

@@ -27,6 +27,7 @@
 struct conn_settings {
     size_t max_line;
     size_t max_all;
+    size_t max_receive; /* receive(N): largest N; a larger one is refused before any read */
     size_t high_water;
     size_t max_queue; /* post: close a peer that lets more than this pile up */
     size_t max_object; /* receive_object: largest MessagePack value accepted */

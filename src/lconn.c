@@ -283,13 +283,14 @@ static int conn_id(lua_State *L)
 static int conn_setoption(lua_State *L)
 {
     static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue",
-                                        "max_object", NULL};
+                                        "max_object", "max_receive", NULL};
+    static const lua_Integer least[] = {1, 1, 0, 1, 1, 1};
     struct conn *c = toconn(L);
     int option = luaL_checkoption(L, 2, NULL, names);
     lua_Integer value = luaL_checkinteger(L, 3);
-    luaL_argcheck(L, value >= (option == 2 ? 0 : 1), 3, "out of range");
+    luaL_argcheck(L, value >= least[option], 3, "out of range");
     size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,
-                        &c->set.max_queue, &c->set.max_object};
+                        &c->set.max_queue, &c->set.max_object, &c->set.max_receive};
     *fields[option] = (size_t)value;
     lua_pushboolean(L, 1);
     return 1;
