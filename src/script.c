@@ -114,6 +114,8 @@ static void apply_settings(void)
     d->max_receive = size_setting("max_receive", d->max_receive);
     d->high_water = size_setting("high_water", d->high_water);
     d->max_queue = size_setting("max_queue", d->max_queue);
+    d->soft_queue = size_setting("soft_queue", d->soft_queue);
+    d->soft_queue_seconds = time_setting("soft_queue_seconds", d->soft_queue_seconds);
     d->max_object = size_setting("max_object", d->max_object);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
