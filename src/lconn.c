@@ -159,8 +159,9 @@ static int queue_args(lua_State *L, struct conn *c, size_t before)
         }
     }
     if (rc < 0) {
+        const char *err = errno == ENOBUFS ? ERR_NO_BUFFERS : ERR_NO_MEMORY;
         buf_truncate(&c->out, before);
-        push_error(L, ERR_NO_MEMORY);
+        push_error(L, err);
         return -1;
     }
     return 0;
