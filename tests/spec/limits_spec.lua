@@ -349,8 +349,9 @@ describe("max_buffers", function()
 
   -- Issue 13 item 4: the buffers of all connections together had no bound. Here every attacker
   -- announces max_receive (1 MiB) and sends all but the last byte; max_buffers (4.5 MiB) has
-  -- room for four such buffers at most, so the others are closed when theirs would grow past
-  -- it, and their bytes dropped. Answering one of the four fits in what the others leave.
+  -- room for four such buffers at a time, so most are closed when theirs would grow past it,
+  -- and their bytes dropped. (An attacker whose bytes the server reads only after others have
+  -- been answered may fit then: how many are served depends on the timing.)
   it("closes the connections whose input would take all buffers past it; the others are served",
     function()
       local server = length_echo { max_receive = MiB, max_buffers = 4 * MiB + MiB // 2 }
@@ -377,12 +378,18 @@ describe("max_buffers", function()
         end
         attacker:close()
       end
-      assert.is_true(served >= 1 and served <= 4, served .. " attackers served")
-      assert.equal(ATTACKERS - served, closed)
+      assert.is_true(served >= 1 and closed >= ATTACKERS // 2, served .. " attackers served, "
+        .. closed .. " closed")
       assert.equal(closed, server:count_log("receive%(1048576%): out of buffer memory " ..
         "%(max_buffers%), 0 bytes partial"))
-      assert.equal(closed, server:count_log("%[warn%] conn %d+: closed: its input %(%d+ bytes%) " ..
-        "cannot grow: the buffers of all connections hold %d+ bytes %(max_buffers 4718592%)"))
+      -- The buffers never held more than the budget, but for the first chunk (16 KiB) of each.
+      local lines, held = 0, 0
+      for bytes in server:log():gmatch("%[warn%] conn %d+: closed: its input %(%d+ bytes%) " ..
+        "cannot grow: the buffers of all connections hold (%d+) bytes %(max_buffers 4718592%)") do
+        lines, held = lines + 1, math.max(held, tonumber(bytes))
+      end
+      assert.equal(closed, lines)
+      assert.is_true(held <= 4718592 + (ATTACKERS + 1) * 2 * 16384, held .. " bytes held")
       echo_round_trip(bystander, "after")
       bystander:close()
       server:stop()
