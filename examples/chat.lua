@@ -7,6 +7,9 @@
 -- Joins and leaves are announced. A member whose connection dies for any reason (reset,
 -- timeout, or not reading while others talk) is removed by on_close. The room lives in
 -- luasock.state, so editing this file under `luasock serve --watch` keeps everyone in it.
+-- Flood control: a member who talks faster than the others read is paused (its lines are not
+-- read) until they have caught up; a member who stays behind is dropped by the core's output
+-- limits (soft_queue for soft_queue_seconds, or max_queue at once), which ends the pause.
 -- Lines travel through luasock.pubsub: with `--pubsub redis://HOST:PORT`, one room spans every
 -- worker and every luasock process using that Redis, which also keeps the names and /who.
 local luasock = require "luasock"
@@ -22,6 +25,11 @@ local M = {
   idle_timeout = false, -- people sit in a chat room quietly for hours
   first_byte_timeout = false, -- and may only read
   max_line = 1024,
+  -- A member whose queue stays above soft_queue for soft_queue_seconds is dropped (and one
+  -- whose queue passes max_queue, 256 KiB, at once); the flood control below pauses a talker
+  -- whose lines leave someone above soft_queue, until that one is back at the mark or gone.
+  soft_queue = 65536,
+  soft_queue_seconds = 10,
 }
 
 local room = luasock.state.chat or { nick_of = {}, conn_of = {}, guests = 0 }
@@ -141,12 +149,19 @@ local function speaker(conn)
   return (pubsub.node() or "") .. "/" .. conn:id()
 end
 
+-- While a member's own line is being handed out here (pubsub delivers to this node's members at
+-- once): the members it leaves more than soft_queue bytes behind, a list. Otherwise nil.
+local behind
+
 -- Every node, this one included, hands each line to its own members.
 pubsub.subscribe("chat", function(message)
   local from, line = message:match("^([^\n]*)\n(.*)$")
   for conn in pairs(nick_of) do
     if speaker(conn) ~= from then
-      conn:post(line)
+      local sent, queued = conn:post(line)
+      if behind and sent and queued > M.soft_queue then
+        behind[#behind + 1] = conn
+      end
     end
   end
 end)
@@ -154,6 +169,20 @@ directory.keep_fresh()
 
 local function broadcast(from, line)
   pubsub.publish("chat", speaker(from) .. "\n" .. line)
+end
+
+-- A member's line, with flood control: its handler reads its next line only once everyone this
+-- line left behind is back at soft_queue, or has been dropped for staying above it. The wait
+-- ends either way: the core drops a member that stays above the mark for soft_queue_seconds.
+-- So a flood throttles the flooder, and members who keep reading are not dropped.
+local function say(conn, line)
+  behind = {}
+  broadcast(conn, line)
+  local late = behind
+  behind = nil
+  for _, member in ipairs(late) do
+    member:drain(M.soft_queue)
+  end
 end
 
 local function join(conn)
@@ -192,7 +221,7 @@ local function command(conn, line)
   elseif name == "who" then
     who(conn)
   elseif name == "me" then
-    broadcast(conn, "* " .. nick_of[conn] .. " " .. rest .. "\n")
+    say(conn, "* " .. nick_of[conn] .. " " .. rest .. "\n")
   elseif name == "quit" then
     conn:post("* bye\n")
     return false
@@ -217,7 +246,7 @@ function M.handle(conn)
           return
         end
       elseif line ~= "" then
-        broadcast(conn, "<" .. nick_of[conn] .. "> " .. line .. "\n")
+        say(conn, "<" .. nick_of[conn] .. "> " .. line .. "\n")
       end
     end
   end

@@ -1,4 +1,6 @@
-/* buf.c -- byte buffers with a chunk pool; see buf.h for why. */
+/* buf.c -- byte buffers with a chunk pool and a budget; see buf.h for why. */
+#include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,14 +11,34 @@
 
 static char *pool[POOL_MAX];
 static size_t pool_size;
+static size_t in_use; /* storage held by buffers */
+static size_t budget; /* 0: none */
 
-static char *chunk_take(void)
+/* Whether a buffer holding old_cap bytes of storage may hold cap instead (see buf.h: the first
+ * chunk is always granted). */
+static bool within_budget(size_t old_cap, size_t cap)
 {
-    return pool_size > 0 ? pool[--pool_size] : malloc(BUF_CHUNK);
+    if (budget == 0 || cap <= BUF_CHUNK || in_use - old_cap + cap <= budget)
+        return true;
+    errno = ENOBUFS;
+    return false;
+}
+
+/* Storage of cap bytes, counted; NULL with errno ENOMEM. */
+static char *storage_take(size_t cap)
+{
+    char *data = cap == BUF_CHUNK && pool_size > 0 ? pool[--pool_size] : malloc(cap);
+    if (data == NULL) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    in_use += cap;
+    return data;
 }
 
 static void storage_release(struct buf *b)
 {
+    in_use -= b->cap;
     if (b->cap == BUF_CHUNK && pool_size < POOL_MAX)
         pool[pool_size++] = b->data;
     else
@@ -29,8 +51,7 @@ char *buf_reserve(struct buf *b, size_t want)
 {
     if (b->data == NULL) {
         size_t cap = want <= BUF_CHUNK ? BUF_CHUNK : want;
-        b->data = cap == BUF_CHUNK ? chunk_take() : malloc(cap);
-        if (b->data == NULL)
+        if (!within_budget(0, cap) || (b->data = storage_take(cap)) == NULL)
             return NULL;
         b->cap = cap;
         b->start = b->end = 0;
@@ -39,16 +60,20 @@ char *buf_reserve(struct buf *b, size_t want)
         return b->data + b->end;
 
     size_t len = buf_len(b);
-    if (want > SIZE_MAX / 2 - len)
-        return NULL; /* no doubling could make that much room */
+    if (want > SIZE_MAX / 2 - len) {
+        errno = ENOMEM; /* no doubling could make that much room */
+        return NULL;
+    }
     if (b->cap - len >= want && len <= b->cap / 2) {
         memmove(b->data, b->data + b->start, len);
     } else {
+        /* Doubling keeps appends cheap; one large append gets what it needs, not twice that,
+         * since all storage counts against the budget. */
         size_t cap = b->cap * 2;
-        while (cap - len < want)
-            cap *= 2;
-        char *data = malloc(cap);
-        if (data == NULL)
+        if (cap - len < want)
+            cap = (len + want + BUF_CHUNK - 1) / BUF_CHUNK * BUF_CHUNK;
+        char *data;
+        if (!within_budget(b->cap, cap) || (data = storage_take(cap)) == NULL)
             return NULL;
         memcpy(data, b->data + b->start, len);
         storage_release(b);
@@ -95,6 +120,21 @@ void buf_free(struct buf *b)
 {
     if (b->data != NULL)
         storage_release(b);
+}
+
+void buf_set_budget(size_t bytes)
+{
+    budget = bytes;
+}
+
+size_t buf_budget(void)
+{
+    return budget;
+}
+
+size_t buf_in_use(void)
+{
+    return in_use;
 }
 
 void buf_pool_drain(void)

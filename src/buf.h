@@ -2,7 +2,12 @@
  *
  * A connection has one input and one output buffer. Idle connections are the common case on a
  * busy server, so an empty buffer owns no storage; storage comes from a small pool of chunks so
- * that taking and giving back a chunk per message costs no malloc. */
+ * that taking and giving back a chunk per message costs no malloc.
+ *
+ * The storage of all buffers together is counted against one budget per process (the script's
+ * max_buffers), so that many peers each sending a large message cannot add up to more memory
+ * than that. A buffer's first chunk is always granted: however full the budget, every
+ * connection can still take in and answer a message of up to BUF_CHUNK bytes. */
 #ifndef BUF_H
 #define BUF_H
 
@@ -27,12 +32,13 @@ static inline const char *buf_head(const struct buf *b)
     return b->data != NULL ? b->data + b->start : "";
 }
 
-/* Makes room for at least want more bytes and returns where they go, or NULL when out of memory.
- * The caller writes there and then calls buf_commit with what it wrote. */
+/* Makes room for at least want more bytes and returns where they go, or NULL with errno ENOMEM
+ * (out of memory) or ENOBUFS (the storage would pass the budget). The caller writes there and
+ * then calls buf_commit with what it wrote. */
 char *buf_reserve(struct buf *b, size_t want);
 void buf_commit(struct buf *b, size_t n);
 
-/* Returns 0, or -1 when out of memory (the buffer is unchanged). */
+/* Returns 0, or -1 with errno as for buf_reserve (the buffer is unchanged). */
 int buf_append(struct buf *b, const void *data, size_t n);
 
 /* Drops n bytes from the front; gives the storage back once the buffer is empty. */
@@ -42,6 +48,14 @@ void buf_consume(struct buf *b, size_t n);
 void buf_truncate(struct buf *b, size_t len);
 
 void buf_free(struct buf *b);
+
+/* The most storage all buffers may hold together, in bytes (0: no limit). Storage already held
+ * is kept; only growth is refused. */
+void buf_set_budget(size_t bytes);
+size_t buf_budget(void);
+
+/* The storage all buffers hold now, in bytes (pooled free chunks not counted). */
+size_t buf_in_use(void);
 
 /* Frees the pooled chunks (at exit, so leak checkers see a clean heap). */
 void buf_pool_drain(void);

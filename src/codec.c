@@ -1,4 +1,5 @@
 /* codec.c -- MessagePack through msgpack-c, with framing of our own; see codec.h. */
+#include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -533,7 +534,7 @@ static int enc_write(void *data, const char *bytes, size_t n)
     if (n > e->max_size - (buf_len(e->out) - e->start))
         return enc_fail(e, ERR_TOO_LARGE);
     if (buf_append(e->out, bytes, n) != 0)
-        return enc_fail(e, ERR_NO_MEMORY);
+        return enc_fail(e, errno == ENOBUFS ? ERR_NO_BUFFERS : ERR_NO_MEMORY);
     return 0;
 }
 

@@ -14,6 +14,12 @@
  * conn_flush_all runs when the loop is about to wait, so all writes of one iteration leave in one
  * send(2). What the socket does not take is written by the write watcher.
  *
+ * Posted output has two limits, shaped like Redis's client-output-buffer-limit: a peer whose
+ * queue passes max_queue is dropped at once, and one whose queue stays above soft_queue for
+ * soft_queue_seconds is dropped then. The connections above their soft mark are on one list,
+ * checked by one timer, so the rest pay nothing for it. conn:drain lets a handler wait for a
+ * queue to go down instead (flood control).
+ *
  * Callbacks resume a task as their very last step: the task may close the connection, after
  * which the garbage collector may free it. */
 #include <errno.h>
@@ -40,10 +46,13 @@
 struct conn_settings conn_defaults = {
     .max_line = 8192, /* a quadratic pattern over a line stays under 0.5 s (docs/security.md) */
     .max_all = 1048576,
+    .max_receive = 16777216,
     .high_water = 65536,
     .max_queue = 262144,
+    .soft_queue = 65536,
     .max_object = CODEC_DEFAULT_MAX_SIZE,
     .max_object_items = CODEC_DEFAULT_MAX_ITEMS,
+    .soft_queue_seconds = 10,
     .read_timeout = 60,
     .send_timeout = 60,
 };
@@ -56,6 +65,8 @@ static struct ev_loop *loop;
 static lua_State *main_L;
 static struct conn *open_head;
 static struct conn *flush_head;
+static struct conn *soft_head; /* above soft_queue: see soft_list_add */
+static ev_timer soft_timer;
 /* Closed connections whose on_close hook has not started, oldest first: one job starts them. */
 static struct conn *hooks_head, *hooks_tail;
 static struct task_job hooks_job;
@@ -83,6 +94,39 @@ static void flush_list_remove(struct conn *c)
         flush_head = c->flush_next;
     if (c->flush_next != NULL)
         c->flush_next->flush_prev = c->flush_prev;
+}
+
+/* The queue went above soft_queue: the clock starts. The timer is moved earlier when this
+ * connection's time runs out before the time it is set for. */
+static void soft_list_add(struct conn *c)
+{
+    double seconds = c->set.soft_queue_seconds;
+    c->soft_since = ev_now(loop);
+    c->soft_prev = NULL;
+    c->soft_next = soft_head;
+    if (soft_head != NULL)
+        soft_head->soft_prev = c;
+    soft_head = c;
+    if (ev_is_active(&soft_timer) && ev_timer_remaining(loop, &soft_timer) <= seconds)
+        return;
+    ev_timer_stop(loop, &soft_timer);
+    ev_timer_set(&soft_timer, seconds, 0);
+    ev_timer_start(loop, &soft_timer);
+}
+
+/* The queue is at or below soft_queue again, or the connection closes. The timer is left to
+ * find out that it has less to do. */
+static void soft_list_remove(struct conn *c)
+{
+    if (c->soft_since == 0)
+        return;
+    c->soft_since = 0;
+    if (c->soft_prev != NULL)
+        c->soft_prev->soft_next = c->soft_next;
+    else
+        soft_head = c->soft_next;
+    if (c->soft_next != NULL)
+        c->soft_next->soft_prev = c->soft_prev;
 }
 
 static void open_list_remove(struct conn *c)
@@ -232,8 +276,10 @@ static void leave_open_state(struct conn *c, const char *reason)
     c->state = CONN_CLOSING;
     c->shut_wr = true;
     c->close_reason = reason;
+    soft_list_remove(c);
     task_wake_all(&c->reader, reason);
     task_wake_all(&c->writer, reason);
+    task_wake_all(&c->drainers, reason);
     if (conn_on_close == NULL)
         return;
     c->hook_pending = true;
@@ -265,13 +311,26 @@ static void fail(struct conn *c, const char *op, int err)
     conn_abort(c, errors_string(err));
 }
 
+/* fill: the input buffer may not grow (buf.h, max_buffers). */
+#define OVER_BUDGET (-1)
+
+/* How much room to make before reading: enough for a good gulp, but no more than a count read
+ * still lacks, so that a buffer filling up to N bytes does not double past N for its last few. */
+static size_t read_room(const struct conn *c)
+{
+    size_t room = BUF_CHUNK / 4, len = buf_len(&c->in);
+    if (c->req.kind == READ_COUNT && c->req.count > len && c->req.count - len < room)
+        room = c->req.count - len;
+    return room;
+}
+
 /* Reads once into the input buffer. Returns 0 when bytes or end of stream arrived, EAGAIN when
- * there was nothing, or the errno of a failure. */
+ * there was nothing, OVER_BUDGET, or the errno of a failure. */
 static int fill(struct conn *c)
 {
-    char *room = buf_reserve(&c->in, BUF_CHUNK / 4);
+    char *room = buf_reserve(&c->in, read_room(c));
     if (room == NULL)
-        return ENOMEM;
+        return errno == ENOBUFS ? OVER_BUDGET : ENOMEM;
     size_t space = c->in.cap - c->in.end;
     ssize_t n;
     do
@@ -365,6 +424,18 @@ static bool answer_ready(struct conn *c)
     return scan_pattern(c) != READ_MORE;
 }
 
+/* The read needs more buffer than the process has left (max_buffers): this connection is closed,
+ * the others keep theirs. Its input is dropped, not handed to the reader as its partial result:
+ * that would only move the memory into Lua. */
+static void over_budget(struct conn *c)
+{
+    luasock_log(LUASOCK_LOG_WARN, "conn %llu: closed: its input (%zu bytes) cannot grow: the "
+                "buffers of all connections hold %zu bytes (max_buffers %zu)",
+                (unsigned long long)c->id, buf_len(&c->in), buf_in_use(), buf_budget());
+    drop_input(c);
+    close_gracefully(c, ERR_NO_BUFFERS);
+}
+
 /* Reads the socket into the buffer until the current read can return, or the socket has
  * nothing more. Pure C: event callbacks use it to decide whether to resume the reader. */
 static bool read_more(struct conn *c)
@@ -373,6 +444,10 @@ static bool read_more(struct conn *c)
         int err = fill(c);
         if (err == EAGAIN)
             return false;
+        if (err == OVER_BUDGET) {
+            over_budget(c);
+            return true;
+        }
         if (err != 0) {
             fail(c, "read", err);
             return true;
@@ -498,6 +573,14 @@ int conn_read(struct conn *c, lua_State *L, const char *what)
 {
     if (c->state != CONN_OPEN)
         return push_failure(c, L, ERR_CLOSED);
+    /* The count may come from the peer (a length prefix): refused before a byte is buffered.
+     * Nothing is consumed, so the stream stays in step. */
+    if (c->req.kind == READ_COUNT && c->req.count > c->set.max_receive) {
+        lua_pushnil(L);
+        lua_pushstring(L, ERR_TOO_LARGE);
+        lua_pushliteral(L, "");
+        return 3;
+    }
     c->searched = 0;
     c->answer_found = false;
     if (c->req.kind != READ_LINE && c->req.kind != READ_UNTIL)
@@ -598,17 +681,43 @@ static int write_out(struct conn *c)
     return 0;
 }
 
-/* Writes, lets the waiting senders go on once the queue is below its mark, and settles a close
- * or shutdown that waited for the output. Never runs Lua code. */
+/* After a write of written bytes: keeps what tells how much the peer took since its queue began
+ * to back up (see peer_reads), and stops the soft_queue clock once the queue is back at or below
+ * the mark. */
+static void note_written(struct conn *c, size_t written)
+{
+    size_t left = buf_len(&c->out);
+    if (left == 0) {
+        c->backlogged = false;
+    } else if (!c->backlogged) {
+        c->backlogged = true;
+        c->backlog_sent = 0;
+        c->backlog_unacked = net_unacked(c->fd);
+    } else {
+        c->backlog_sent += written;
+    }
+    if (left <= c->set.soft_queue)
+        soft_list_remove(c);
+}
+
+/* Writes, lets the waiting senders and drainers go on once the queue is below their marks, and
+ * settles a close or shutdown that waited for the output. Never runs Lua code. */
 static void write_and_settle(struct conn *c)
 {
+    size_t before = buf_len(&c->out);
     int err = write_out(c);
     if (err != 0) {
         fail(c, "write", err);
         return;
     }
+    note_written(c, before - buf_len(&c->out));
     if (!task_waiters_empty(&c->writer) && buf_len(&c->out) <= c->set.high_water)
         task_wake_all(&c->writer, NULL);
+    /* Drainers whose own mark is lower wait again (drain_mark is the highest of them). */
+    if (!task_waiters_empty(&c->drainers) && buf_len(&c->out) <= c->drain_mark) {
+        c->drain_mark = 0;
+        task_wake_all(&c->drainers, NULL);
+    }
     if (buf_len(&c->out) == 0)
         drained(c);
     else
@@ -787,15 +896,72 @@ void conn_shutdown(struct conn *c, int how)
     }
 }
 
+/* A peer is "not reading" when it took next to nothing since its queue began to back up: at most
+ * what its kernel may still take in on its own (a chunk's worth, as seen on loopback). What it
+ * took is asked of the kernel: the socket is written to only once a good part of its send
+ * buffer is free, which a slow reader may take seconds to free, so counting the bytes written
+ * alone would call it a non-reader. */
+static bool peer_reads(const struct conn *c)
+{
+    return c->backlogged && c->backlog_unacked + c->backlog_sent > net_unacked(c->fd) + BUF_CHUNK;
+}
+
 int conn_check_queue(struct conn *c)
 {
-    if (buf_len(&c->out) <= c->set.max_queue)
+    size_t queued = buf_len(&c->out);
+    if (queued > c->set.soft_queue && c->soft_since == 0 && c->set.soft_queue_seconds >= 0)
+        soft_list_add(c);
+    if (queued <= c->set.max_queue)
         return 0;
-    luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: the peer is not reading and %zu bytes "
-                "are queued (max_queue %zu)", (unsigned long long)c->id, buf_len(&c->out),
-                c->set.max_queue);
+    unsigned long long id = c->id;
+    if (!c->backlogged) /* the last write took everything: this is one burst */
+        luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: %zu bytes queued at once, over "
+                    "max_queue %zu, before the peer could take them", id, queued,
+                    c->set.max_queue);
+    else if (peer_reads(c))
+        luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: the peer is reading too slowly: "
+                    "%zu bytes queued, over max_queue %zu", id, queued, c->set.max_queue);
+    else
+        luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: the peer is not reading and %zu "
+                    "bytes are queued (max_queue %zu)", id, queued, c->set.max_queue);
     conn_abort(c, ERR_OVERFLOW);
     return -1;
+}
+
+/* Drops the connections whose queue has stayed above soft_queue for soft_queue_seconds, and
+ * sets the timer for the next one whose time will run out. */
+static void on_soft_timer(struct ev_loop *l, ev_timer *w, int revents)
+{
+    (void)l;
+    (void)revents;
+    ev_tstamp now = ev_now(loop), next = 0;
+    struct conn *c, *following;
+    for (c = soft_head; c != NULL; c = following) {
+        following = c->soft_next;
+        ev_tstamp deadline = c->soft_since + c->set.soft_queue_seconds;
+        if (buf_len(&c->out) <= c->set.soft_queue) {
+            soft_list_remove(c); /* the mark was raised with setoption */
+        } else if (deadline <= now) {
+            luasock_log(LUASOCK_LOG_WARN, "conn %llu: disconnected: the peer is %s: %zu bytes "
+                        "queued for more than %g s (soft_queue %zu)", (unsigned long long)c->id,
+                        peer_reads(c) ? "reading too slowly" : "not reading", buf_len(&c->out),
+                        c->set.soft_queue_seconds, c->set.soft_queue);
+            conn_abort(c, ERR_OVERFLOW);
+        } else if (next == 0 || deadline < next) {
+            next = deadline;
+        }
+    }
+    if (next != 0) {
+        ev_timer_set(w, next - now, 0);
+        ev_timer_start(loop, w);
+    }
+}
+
+int conn_wait_drain(struct conn *c, lua_State *L, size_t mark, double timeout, lua_KFunction k)
+{
+    if (mark > c->drain_mark || task_waiters_empty(&c->drainers))
+        c->drain_mark = mark;
+    return task_wait(L, &c->drainers, timeout, k, (lua_KContext)c);
 }
 
 void conn_push(lua_State *L, struct conn *c)
@@ -817,6 +983,7 @@ void conn_close_all(void)
     conn_on_close = NULL; /* shutting down: nothing would run the hooks */
     while (open_head != NULL)
         conn_abort(open_head, ERR_CLOSED);
+    ev_timer_stop(loop, &soft_timer);
 }
 
 size_t conn_count(void)
@@ -908,4 +1075,5 @@ void conn_init(struct ev_loop *l, lua_State *L)
     loop = l;
     main_L = L;
     hooks_job = (struct task_job){.run = run_close_hooks, .what = "on_close"};
+    ev_init(&soft_timer, on_soft_timer);
 }

@@ -27,10 +27,13 @@
 struct conn_settings {
     size_t max_line;
     size_t max_all;
+    size_t max_receive; /* receive(N): largest N; a larger one is refused before any read */
     size_t high_water;
     size_t max_queue; /* post: close a peer that lets more than this pile up */
+    size_t soft_queue; /* post: close a peer whose queue stays above this for soft_queue_seconds */
     size_t max_object; /* receive_object: largest MessagePack value accepted */
     size_t max_object_items; /* ... and most values in it (codec_limits.max_items) */
+    double soft_queue_seconds; /* below 0: no soft limit */
     double read_timeout;
     double send_timeout;
 };
@@ -62,12 +65,17 @@ struct conn {
     ev_timer rtimer, wtimer;
     struct buf in, out;
     struct task_waiters reader, writer; /* the writer waits for a connect, or for the queue to drain */
+    struct task_waiters drainers; /* conn:drain callers, from any task */
+    size_t drain_mark;         /* wake the drainers once the queue is at or below this */
     struct read_req req;       /* what the current read asks for */
     const char *prefix;        /* receive's prefix argument, alive on the reader's stack */
     size_t prefix_len;
     size_t searched;           /* see read_scan; progress of the current read */
     struct read_span answer;   /* where the current read's answer is, once answer_found */
     ev_tstamp rdeadline, wdeadline; /* 0: none */
+    ev_tstamp soft_since;      /* when the queue went above soft_queue (0: it is not) */
+    size_t backlog_sent;       /* bytes written since the queue began to back up */
+    size_t backlog_unacked;    /* what the peer had not taken of the socket's bytes then */
     struct conn_settings set;
     /* Kept from accept or connect: getpeername fails once both directions are shut down, and
      * the log line of a late handler error still has to say who it was. */
@@ -95,7 +103,9 @@ struct conn {
     bool hook_pending; /* its on_close hook has not started yet (conn.c's hooks list) */
     bool outgoing;     /* made by luasock.connect */
     bool flush_listed;
+    bool backlogged;   /* the last write left bytes queued */
     struct conn *flush_prev, *flush_next;
+    struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */
     struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
@@ -145,8 +155,14 @@ int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err);
 int conn_after_send(struct conn *c, lua_State *L, size_t before, const char *what);
 
 /* post: after queueing, closes the connection if its peer has let more than max_queue bytes pile
- * up. Returns 0, or -1 when it closed it. */
+ * up, and starts the soft_queue clock if it has let more than soft_queue. Returns 0, or -1 when
+ * it closed it. */
 int conn_check_queue(struct conn *c);
+
+/* conn:drain: suspends the calling task (checked with task_check_wait) until c's queue is at or
+ * below mark, c closes (resumed with the reason), or timeout seconds pass (below 0: no limit).
+ * k then runs as for task_wait; it checks the queue again, and may wait again. */
+int conn_wait_drain(struct conn *c, lua_State *L, size_t mark, double timeout, lua_KFunction k);
 
 /* Pushes the connection's userdata (it must not be closed yet). */
 void conn_push(lua_State *L, struct conn *c);

@@ -13,6 +13,7 @@
 #define ERR_LINE_TOO_LONG "line too long"
 #define ERR_TOO_LARGE "too large"
 #define ERR_NO_MEMORY "out of memory"
+#define ERR_NO_BUFFERS "out of buffer memory (max_buffers)"
 #define ERR_OVERFLOW "overflow"
 #define ERR_SHUTTING_DOWN "shutting down"
 

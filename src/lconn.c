@@ -159,8 +159,9 @@ static int queue_args(lua_State *L, struct conn *c, size_t before)
         }
     }
     if (rc < 0) {
+        const char *err = errno == ENOBUFS ? ERR_NO_BUFFERS : ERR_NO_MEMORY;
         buf_truncate(&c->out, before);
-        push_error(L, ERR_NO_MEMORY);
+        push_error(L, err);
         return -1;
     }
     return 0;
@@ -188,7 +189,8 @@ static int conn_send_object(lua_State *L)
     return conn_after_send(c, L, before, "conn:send_object");
 }
 
-/* Like send, but never suspends: for broadcasting to connections other than one's own. */
+/* Like send, but never suspends: for broadcasting to connections other than one's own. Returns
+ * the bytes it queued and the bytes now queued in all, so that a broadcaster sees who is behind. */
 static int conn_post(lua_State *L)
 {
     struct conn *c = toconn(L);
@@ -199,7 +201,55 @@ static int conn_post(lua_State *L)
     if (conn_check_queue(c) < 0)
         return push_error(L, ERR_OVERFLOW);
     lua_pushinteger(L, (lua_Integer)queued);
-    return 1;
+    lua_pushinteger(L, (lua_Integer)buf_len(&c->out));
+    return 2;
+}
+
+/* conn:drain's stack, from the first call on: 1 the connection, 2 the mark, 3 the deadline (below
+ * 0: none), so that a drainer woken for a lower mark than its own can wait again for what is left
+ * of its time. */
+static int drain_resumed(lua_State *L, int status, lua_KContext ctx);
+
+static int drain_check(lua_State *L, struct conn *c)
+{
+    if (c->state != CONN_OPEN)
+        return push_error(L, ERR_CLOSED);
+    size_t mark = (size_t)lua_tointeger(L, 2);
+    size_t queued = buf_len(&c->out);
+    if (queued <= mark) {
+        lua_pushinteger(L, (lua_Integer)queued);
+        return 1;
+    }
+    double deadline = lua_tonumber(L, 3);
+    double left = deadline < 0 ? -1 : deadline - task_now();
+    if (deadline >= 0 && left <= 0)
+        return push_error(L, ERR_TIMEOUT);
+    return conn_wait_drain(c, L, mark, left, drain_resumed);
+}
+
+static int drain_resumed(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    const char *failure = task_failure(L);
+    if (failure != NULL)
+        return push_error(L, failure);
+    return drain_check(L, (struct conn *)ctx);
+}
+
+/* conn:drain([mark [, timeout]]): waits until at most mark bytes (default 0) are queued for the
+ * peer; returns how many are. Any task may wait on any connection, several at once. */
+static int conn_drain(lua_State *L)
+{
+    struct conn *c = toconn(L);
+    lua_Integer mark = luaL_optinteger(L, 2, 0);
+    luaL_argcheck(L, mark >= 0, 2, "must not be negative");
+    double timeout = task_opttimeout(L, 3, "conn:drain");
+    lua_settop(L, 1);
+    lua_pushinteger(L, mark);
+    lua_pushnumber(L, timeout < 0 ? -1 : task_now() + timeout);
+    if (c->state == CONN_OPEN && buf_len(&c->out) > (size_t)mark && timeout != 0)
+        task_check_wait(L, "conn:drain");
+    return drain_check(L, c);
 }
 
 static int conn_settimeout(lua_State *L)
@@ -274,13 +324,16 @@ static int conn_id(lua_State *L)
 static int conn_setoption(lua_State *L)
 {
     static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue",
-                                        "max_object", "max_object_items", NULL};
+                                        "max_object", "max_object_items", "max_receive",
+                                        "soft_queue", NULL};
+    static const lua_Integer least[] = {1, 1, 0, 1, 1, 1, 1, 0};
     struct conn *c = toconn(L);
     int option = luaL_checkoption(L, 2, NULL, names);
     lua_Integer value = luaL_checkinteger(L, 3);
-    luaL_argcheck(L, value >= (option == 2 ? 0 : 1), 3, "out of range");
+    luaL_argcheck(L, value >= least[option], 3, "out of range");
     size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,
-                        &c->set.max_queue, &c->set.max_object, &c->set.max_object_items};
+                        &c->set.max_queue, &c->set.max_object, &c->set.max_object_items,
+                        &c->set.max_receive, &c->set.soft_queue};
     *fields[option] = (size_t)value;
     lua_pushboolean(L, 1);
     return 1;
@@ -304,6 +357,7 @@ static const luaL_Reg methods[] = {
     {"receiveuntil", conn_receiveuntil},
     {"send", conn_send},
     {"post", conn_post},
+    {"drain", conn_drain},
     {"send_object", conn_send_object},
     {"receive_object", conn_receive_object},
     {"settimeout", conn_settimeout},

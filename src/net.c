@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -243,4 +245,12 @@ void net_set_nodelay(int fd)
 {
     int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
+size_t net_unacked(int fd)
+{
+    int queued = 0;
+    if (ioctl(fd, SIOCOUTQ, &queued) < 0 || queued < 0)
+        return 0;
+    return (size_t)queued;
 }

@@ -44,4 +44,8 @@ void net_local_address(int fd, char *out, size_t size);
 
 void net_set_nodelay(int fd);
 
+/* Bytes written to a stream socket that its peer has not taken yet (still in our send queue:
+ * unsent, or for TCP unacknowledged). Returns 0 when it cannot tell. */
+size_t net_unacked(int fd);
+
 #endif

@@ -7,6 +7,7 @@
 #include <lauxlib.h>
 #include <stdio.h>
 
+#include "buf.h"
 #include "conn.h"
 #include "guard.h"
 #include "ludp.h"
@@ -16,6 +17,7 @@
 
 #define DEFAULT_CPU_BUDGET 2.0
 #define DEFAULT_MAX_MEMORY ((size_t)1 << 30)
+#define DEFAULT_MAX_BUFFERS ((size_t)256 << 20)
 #define DEFAULT_FIRST_BYTE_TIMEOUT 10.0
 #define MAX_WATCHED_FILES 64
 
@@ -108,14 +110,18 @@ static void apply_settings(void)
 {
     guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
     guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
+    buf_set_budget(size_setting("max_buffers", DEFAULT_MAX_BUFFERS));
     conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);
     ludp_set_max_tasks(size_setting("max_datagram_tasks", LUDP_DEFAULT_MAX_TASKS));
     struct conn_settings *d = &conn_defaults;
     *d = builtin_settings;
     d->max_line = size_setting("max_line", d->max_line);
     d->max_all = size_setting("max_all", d->max_all);
+    d->max_receive = size_setting("max_receive", d->max_receive);
     d->high_water = size_setting("high_water", d->high_water);
     d->max_queue = size_setting("max_queue", d->max_queue);
+    d->soft_queue = size_setting("soft_queue", d->soft_queue);
+    d->soft_queue_seconds = time_setting("soft_queue_seconds", d->soft_queue_seconds);
     d->max_object = size_setting("max_object", d->max_object);
     d->max_object_items = size_setting("max_object_items", d->max_object_items);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);

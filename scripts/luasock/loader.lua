@@ -6,9 +6,11 @@ local M = {}
 -- Settings a script may set, with the smallest value each accepts.
 local SIZE_SETTINGS = {
   max_line = 1, max_all = 1, high_water = 0, max_queue = 1, max_object = 1, max_memory = 0,
-  max_datagram_tasks = 1, max_object_items = 1,
+  max_datagram_tasks = 1, max_object_items = 1, max_receive = 1, soft_queue = 0,
+  max_buffers = 0,
 }
-local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "cpu_budget" }
+local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "cpu_budget",
+  "soft_queue_seconds" }
 
 -- The longest timeout the core accepts (TASK_MAX_TIMEOUT): NaN, -math.huge and absurd values are
 -- mistakes, and would break libev's timers.

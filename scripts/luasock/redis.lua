@@ -23,7 +23,8 @@ M.null = setmetatable({}, { __tostring = function() return "redis.null" end })
 
 local NULL = M.null
 local DEFAULT_TIMEOUT = 5
--- Redis accepts values up to 512 MB: outgoing commands are posted, never refused for size.
+-- Redis accepts values up to 512 MB: outgoing commands are posted, never refused for size, and
+-- a large one may take Redis long to read (each command has its own timeout).
 local MAX_QUEUED = 1024 * 1024 * 1024
 
 -- An error reply inside an array (a pipeline or EXEC result): { err = "ERR ..." }.
@@ -381,10 +382,14 @@ local function send_commands(self, commands)
     end
   end
   local link = self.link
+  -- Refused with nothing queued (a value larger than max_buffers leaves, say): no reply comes.
+  local posted, post_err = link.conn:post(parts)
+  if not posted then
+    return nil, self.name .. ": " .. post_err
+  end
   local waiter = { queue = luasock.queue(), count = #commands, replies = {}, pubsub = pubsub }
   link.last = link.last + 1
   link.pending[link.last] = waiter
-  link.conn:post(parts)
   local replies, err = waiter.queue:pop(self.timeout)
   if not replies then
     -- The reply may still come, and a blocking command may hold the connection for long:
@@ -567,6 +572,7 @@ function open(self)
     end
     conn:settimeouts(nil, self.timeout, false)
     conn:setoption("max_queue", MAX_QUEUED)
+    conn:setoption("soft_queue", MAX_QUEUED)
     -- channels, patterns, shards: the subscriptions Redis holds for this connection, as its
     -- confirmations read so far say (subscriptions: how many in all).
     local link = { conn = conn, pending = {}, first = 1, last = 0,

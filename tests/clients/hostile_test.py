@@ -51,6 +51,13 @@ Scenarios (docs/api.md has the limits involved):
   i6-memory-cap      (issue 13 item 6) a line that makes a handler under max_memory 32 MiB spawn
              tasks until spawn fails: the ~28,000 tasks fail at once ("tasks failed before they
              started"), and the good clients, paused for the spawning, are served at once after
+  i4-length  (issue 13 item 4) a length prefix announcing 100 GB to a length-prefixed echo,
+             then 128 MiB of body: receive(N) is refused at once ("too large", max_receive
+             16 MiB) and the server's peak RSS stays under RSS_LIMIT
+  i4-budget  (issue 13 item 4) BUDGET_ATTACKERS peers each announce max_receive (2 MiB) and
+             send all but its last byte, to a copy with max_buffers = 7 MiB: the ones past the
+             budget are closed (most of them), the server's peak RSS stays under RSS_LIMIT, and
+             the others get their echo whole
 
 Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
 the repo root with LUASOCK_BIN set; names given as arguments run only those scenarios.
@@ -112,6 +119,12 @@ TRICKLE_SEGMENT = 250     # bytes per segment
 # Server CPU seconds a trickled 500 KB array may cost beyond the same bytes trickled as one bin
 # value (whose frame is known from its header): parsing 500 KB once takes a few milliseconds.
 TRICKLE_CPU_MARGIN = 0.6 if ASAN else 0.2
+HUGE_LENGTH = 100 * 1000 ** 3   # scenario i4-length: the announced length, 100 GB
+LENGTH_STREAM = 128 * MiB       # scenario i4-length: body bytes sent after the announcement
+REFUSED_WITHIN = 2.0 if ASAN else 1.0  # scenario i4-length: seconds for the refusal
+BUDGET_MAX_RECEIVE = 2 * MiB    # scenario i4-budget
+BUDGET_MAX_BUFFERS = 7 * MiB
+BUDGET_ATTACKERS = 48
 
 if ASAN:
     # Freed memory in ASan's quarantine (256 MiB by default) would count in VmRSS.
@@ -236,6 +249,37 @@ class LineReader:
             self.pending += data
         line, self.pending = self.pending.split(b"\n", 1)
         return line
+
+
+class LengthProtocol:
+    """The length-prefixed echo (LENGTH_SCRIPT): an 8-byte big-endian length and 1..4000 bytes
+    come back exactly."""
+
+    def __init__(self, sock, index):
+        self.sock, self.index = sock, index
+        self.rng = random.Random(index)
+
+    def greet(self):
+        pass
+
+    def round_trip(self, n):
+        payload = f"{self.index}:{n}:".encode() + self.rng.randbytes(self.rng.randint(0, 4000))
+        message = struct.pack(">Q", len(payload)) + payload
+        self.sock.sendall(message)
+        got = recv_exactly(self.sock, len(message), f"length client {self.index}")
+        if got != message:
+            raise Failed(f"length client {self.index}: round {n} came back different")
+
+
+def recv_exactly(sock, n, what):
+    chunks, got = [], 0
+    while got < n:
+        data = sock.recv(min(n - got, 256 * KiB))
+        if not data:
+            raise Failed(f"{what}: EOF after {got} of {n} bytes")
+        chunks.append(data)
+        got += len(data)
+    return b"".join(chunks)
 
 
 PREFIX_GREETING = b"Welcome to the server. Type something and hit enter"
@@ -633,6 +677,117 @@ def scenario_echo_non_reader(server, good):
     attacker.close()
     return [f"the peer sent {sent / MiB:.1f} MiB and was then held by backpressure; the "
             f"others went on; VmHWM {hwm} KiB; its echo was exact when it read"]
+
+
+LENGTH_SCRIPT = """-- A length-prefixed echo: an 8-byte big-endian length, then that many bytes, answered the
+-- same way. A failed read is answered with 8 bytes 0xff and the error, and logged.
+local luasock = require "luasock"
+local M = { max_receive = MAX_RECEIVE, max_buffers = MAX_BUFFERS }
+
+function M.handle(conn)
+  while true do
+    local head = conn:receive(8)
+    if not head then
+      return
+    end
+    local len = string.unpack(">I8", head)
+    local body, err = conn:receive(len)
+    if not body then
+      luasock.log("info", ("%s: receive(%d): %s"):format(conn, len, err))
+      conn:send(string.rep("\\255", 8), err, "\\n")
+      return
+    end
+    local sent, send_err = conn:send(head, body)
+    if not sent then
+      luasock.log("info", ("%s: send: %s"):format(conn, send_err))
+      return
+    end
+  end
+end
+
+return M
+"""
+REFUSAL = b"\xff" * 8
+
+
+def scenario_huge_length(server, good):
+    """i4-length: a length prefix announcing 100 GB, then as much body as the server takes."""
+    attacker = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+    started = time.monotonic()
+    attacker.sendall(struct.pack(">Q", HUGE_LENGTH))
+    chunk = b"y" * MiB
+    sent, reply, refused_at, outcome = 0, b"", None, "all sent"
+    try:
+        while sent < LENGTH_STREAM:
+            if refused_at is None and ready([attacker], select.POLLIN, 0):
+                reply = LineReader(attacker, "attacker").line()
+                refused_at = (sent, time.monotonic() - started)
+            sent += attacker.send(chunk)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        outcome = type(e).__name__
+    except socket.timeout:
+        outcome = "timeout"
+    if refused_at is None:
+        try:
+            reply = LineReader(attacker, "attacker").line()
+        except (OSError, Failed) as e:
+            reply = repr(e).encode()
+        refused_at = (sent, time.monotonic() - started)
+    attacker.close()
+    check(reply == REFUSAL + b"too large", f"the 100 GB announcement got {reply[:80]!r}, not "
+                                           f"the refusal (after {sent} bytes, {outcome})")
+    check(refused_at[1] < REFUSED_WITHIN and refused_at[0] <= 32 * MiB,
+          f"refused only after {refused_at[1]:.2f} s and {refused_at[0]} bytes of body")
+    hwm = proc_status(server.pid, "VmHWM")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    return [f"100 GB announced: 'too large' after {refused_at[1] * 1000:.0f} ms and "
+            f"{refused_at[0] / MiB:.0f} MiB of body; then {sent / MiB:.0f} MiB in all "
+            f"({outcome}); server VmHWM {hwm} KiB < {RSS_LIMIT_KIB}"]
+
+
+def scenario_buffer_budget(server, good):
+    """i4-budget: many peers each buffering just under max_receive; max_buffers bounds the sum."""
+    body = b"z" * BUDGET_MAX_RECEIVE
+    message = struct.pack(">Q", len(body)) + body
+    attackers = []
+    try:
+        for _ in range(BUDGET_ATTACKERS):
+            sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            attackers.append(sock)
+            try:
+                sock.sendall(message[:-1])
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # closed over the budget while it was still sending
+        good.go_on(what="with the buffers full")
+        hwm = proc_status(server.pid, "VmHWM")
+        served = closed = 0
+        for sock in attackers:
+            try:
+                sock.sendall(message[-1:])
+                echo = recv_exactly(sock, len(message), "attacker")
+            except (Failed, OSError):
+                echo = None
+            if echo is None:
+                closed += 1
+            else:
+                check(echo == message, "an attacker within the budget got a different echo")
+                served += 1
+    finally:
+        for sock in attackers:
+            sock.close()
+    # At most max_buffers / max_receive are buffered at a time; one whose bytes the server reads
+    # only after others were answered may fit then.
+    check(served >= 1 and closed >= BUDGET_ATTACKERS // 2,
+          f"{served} of {BUDGET_ATTACKERS} peers buffered {len(body)} bytes each and were "
+          f"answered, {closed} closed, with max_buffers {BUDGET_MAX_BUFFERS}")
+    lines = len(re.findall(r"\[warn\] conn \d+: closed: its input \(\d+ bytes\) cannot grow: "
+                           r"the buffers of all connections hold \d+ bytes \(max_buffers "
+                           + str(BUDGET_MAX_BUFFERS) + r"\)", server.log()))
+    check(lines == closed, f"{lines} 'cannot grow' lines for {closed} peers closed")
+    check(hwm < RSS_LIMIT_KIB, f"server peak RSS {hwm} KiB >= {RSS_LIMIT_KIB} KiB")
+    return [f"{BUDGET_ATTACKERS} peers of {len(body) / MiB:.0f} MiB each: {served} buffered and "
+            f"echoed whole, {closed} closed over max_buffers ({BUDGET_MAX_BUFFERS / MiB:.0f} MiB); "
+            f"server VmHWM {hwm} KiB < {RSS_LIMIT_KIB}"]
 
 
 def raise_fd_limit(need):
@@ -1363,6 +1518,8 @@ SCENARIOS = [
     ("g", "examples/echo.lua", EchoProtocol, scenario_reset, ["--log-level", "debug"]),
     ("h", "examples/objects.lua", ObjectsProtocol, scenario_malformed_objects, []),
     ("h-trickle", "examples/objects.lua", ObjectsProtocol, scenario_trickled_object, []),
+    ("i4-length", "LENGTH", LengthProtocol, scenario_huge_length, []),
+    ("i4-budget", "LENGTH_BUDGET", LengthProtocol, scenario_buffer_budget, []),
     ("i3-peer-socket", "PEER_SOCKET", EchoProtocol, scenario_peer_socket, UDP_ARGS),
     ("i5-datagram-flood", "DATAGRAM_FLOOD", EchoProtocol, scenario_datagram_flood, UDP_ARGS),
     ("i7-object-items", "examples/objects.lua", ObjectsProtocol, scenario_object_items, []),
@@ -1415,6 +1572,10 @@ def main():
     tmp = tempfile.TemporaryDirectory(prefix="luasock-hostile-")
     scripts = {}
     for name, source in [("SLOW", SLOW_SCRIPT % SLOW_IDLE_TIMEOUT),
+                         ("LENGTH", LENGTH_SCRIPT.replace("MAX_RECEIVE", "nil")
+                          .replace("MAX_BUFFERS", "nil")),
+                         ("LENGTH_BUDGET", LENGTH_SCRIPT.replace("MAX_RECEIVE", str(BUDGET_MAX_RECEIVE))
+                          .replace("MAX_BUFFERS", str(BUDGET_MAX_BUFFERS))),
                          ("PEER_SOCKET", PEER_SOCKET_SCRIPT),
                          ("DATAGRAM_FLOOD", DATAGRAM_FLOOD_SCRIPT),
                          ("CPU", CPU_SCRIPT),

@@ -1,8 +1,9 @@
 -- limits_spec.lua -- the handler limits of docs/api.md: cpu_budget stops a coroutine that
 -- computes too long without waiting (also the top level of a reloaded script), max_memory fails
--- the handler that allocates beyond it, first_byte_timeout closes silent connections, and
--- --max-connections-per-ip refuses connections beyond N from one address. In every case the
--- other clients go on being served.
+-- the handler that allocates beyond it, max_receive refuses a count read that is too large,
+-- max_buffers bounds the buffers of all connections together, first_byte_timeout closes silent
+-- connections, and --max-connections-per-ip refuses connections beyond N from one address. In
+-- every case the other clients go on being served.
 local socket = require "socket"
 local helper = require "helper"
 
@@ -261,6 +262,157 @@ describe("max_memory", function()
       assert.equal(1, server:count_log("not enough memory"))
       server:stop()
     end)
+end)
+
+-- A length-prefixed echo: an 8-byte big-endian length, then that many bytes, sent back the same
+-- way. A failed read is reported as one line; after "too large" (nothing was read) it goes on.
+local LENGTH_ECHO = [[
+return { max_receive = ${MAX_RECEIVE}, max_buffers = ${MAX_BUFFERS}, handle = function(conn)
+  while true do
+    local head = conn:receive(8)
+    if not head then return end
+    local len = string.unpack(">I8", head)
+    local body, err, partial = conn:receive(len)
+    if body then
+      local sent, send_err = conn:send(head, body)
+      if not sent then
+        luasock.log("info", ("%s: send: %s"):format(conn, send_err))
+        return
+      end
+    else
+      luasock.log("info", ("%s: receive(%d): %s, %d bytes partial"):format(conn, len, err, #partial))
+      report(conn, body, err, partial)
+      if err ~= "too large" then return end
+    end
+  end
+end }]]
+
+local function length_echo(vars)
+  return serve(helper.fill(LENGTH_ECHO, { MAX_RECEIVE = vars.max_receive or "nil",
+    MAX_BUFFERS = vars.max_buffers or "nil" }))
+end
+
+local function header(len)
+  return string.pack(">I8", len)
+end
+
+local function echo_round_trip(client, payload)
+  assert(client:send(header(#payload) .. payload))
+  assert.equal(header(#payload) .. payload, client:receive(8 + #payload))
+end
+
+describe("max_receive", function()
+  after_each(helper.cleanup)
+
+  -- Issue 13 item 4: receive(N) buffered N bytes with no limit, so a peer announcing 100 GB in a
+  -- length-prefixed protocol made the server buffer whatever it sent (400 MiB: 412 MB of RSS).
+  it("refuses receive(N) over it at once, before a byte is buffered; the stream stays usable",
+    function()
+      local server = length_echo {}  -- the default max_receive, 16 MiB
+      local client = server:connect()
+      client:settimeout(2)
+      local started = socket.gettime()
+      assert(client:send(header(100 * 1000 ^ 3)))
+      local report = helper.read_report(client)
+      assert.same({ n = 3, nil, "too large", "" }, report)
+      assert.is_true(socket.gettime() - started < 1, "the refusal took too long")
+      -- Nothing was consumed: the next message is read as usual, up to the limit itself.
+      echo_round_trip(client, "after the refusal")
+      echo_round_trip(client, string.rep("z", 16 * 1024 * 1024))
+      assert(client:send(header(16 * 1024 * 1024 + 1)))
+      assert.same({ n = 3, nil, "too large", "" }, helper.read_report(client))
+      client:close()
+      server:stop()
+    end)
+
+  it("is a per-connection option too", function()
+    local server = serve([[
+return { max_receive = 1000, handle = function(conn)
+  local refused = { conn:receive(1001) }
+  conn:setoption("max_receive", 2000)
+  local data = conn:receive(1001)
+  report(conn, refused[1], refused[2], refused[3], #data)
+end }]])
+    local client = server:connect()
+    assert(client:send(string.rep("a", 1001)))
+    assert.same({ n = 4, nil, "too large", "", 1001 }, helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+end)
+
+describe("max_buffers", function()
+  after_each(helper.cleanup)
+
+  local MiB = 1024 * 1024
+  local ATTACKERS = 24
+
+  -- Issue 13 item 4: the buffers of all connections together had no bound. Here every attacker
+  -- announces max_receive (1 MiB) and sends all but the last byte; max_buffers (4.5 MiB) has
+  -- room for four such buffers at a time, so most are closed when theirs would grow past it,
+  -- and their bytes dropped. (An attacker whose bytes the server reads only after others have
+  -- been answered may fit then: how many are served depends on the timing.)
+  it("closes the connections whose input would take all buffers past it; the others are served",
+    function()
+      local server = length_echo { max_receive = MiB, max_buffers = 4 * MiB + MiB // 2 }
+      local bystander = server:connect()
+      echo_round_trip(bystander, "before")
+      local body = string.rep("b", MiB)
+      local attackers = {}
+      for i = 1, ATTACKERS do
+        attackers[i] = server:connect()
+        attackers[i]:send(header(MiB) .. body:sub(1, -2))  -- refused ones are closed meanwhile
+        echo_round_trip(bystander, "during " .. i)
+      end
+      -- Each finishes its message: the ones within the budget get it back whole.
+      local served, closed = 0, 0
+      for _, attacker in ipairs(attackers) do
+        attacker:send("b")
+        local echo, err = attacker:receive(8 + MiB)
+        if echo then
+          assert.equal(header(MiB) .. body, echo)
+          served = served + 1
+        else
+          assert.is_truthy(err == "closed" or err:find("reset"), err)
+          closed = closed + 1
+        end
+        attacker:close()
+      end
+      assert.is_true(served >= 1 and closed >= ATTACKERS // 2, served .. " attackers served, "
+        .. closed .. " closed")
+      assert.equal(closed, server:count_log("receive%(1048576%): out of buffer memory " ..
+        "%(max_buffers%), 0 bytes partial"))
+      -- The buffers never held more than the budget, but for the first chunk (16 KiB) of each.
+      local lines, held = 0, 0
+      for bytes in server:log():gmatch("%[warn%] conn %d+: closed: its input %(%d+ bytes%) " ..
+        "cannot grow: the buffers of all connections hold (%d+) bytes %(max_buffers 4718592%)") do
+        lines, held = lines + 1, math.max(held, tonumber(bytes))
+      end
+      assert.equal(closed, lines)
+      assert.is_true(held <= 4718592 + (ATTACKERS + 1) * 2 * 16384, held .. " bytes held")
+      echo_round_trip(bystander, "after")
+      bystander:close()
+      server:stop()
+    end)
+
+  it("refuses a send that would take all buffers past it, with nothing queued", function()
+    local server = serve([[
+return { max_buffers = 4 * 1024 * 1024, handle = function(conn)
+  conn:receive()
+  local big = string.rep("x", 6 * 1024 * 1024)
+  report(conn, conn:send("head", big))
+  report(conn, conn:post(big))
+  report(conn, conn:send(string.rep("y", 1024 * 1024)))
+end }]])
+    local client = server:connect()
+    assert(client:send("go\n"))
+    assert.same({ n = 2, nil, "out of buffer memory (max_buffers)" }, helper.read_report(client))
+    assert.same({ n = 2, nil, "out of buffer memory (max_buffers)" }, helper.read_report(client))
+    assert.equal(string.rep("y", 1024 * 1024), client:receive(1024 * 1024))
+    assert.same({ n = 1, 1024 * 1024 }, helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
 end)
 
 describe("first_byte_timeout", function()

@@ -308,3 +308,154 @@ describe("conn:post", function()
     server:stop()
   end)
 end)
+
+describe("conn:drain and the output limits of post", function()
+  after_each(helper.cleanup)
+
+  -- A slack for the timing bounds below, generous enough for an AddressSanitizer build.
+  local SLACK = 1.5
+
+  -- "listen" makes the connection the target (it then waits until the client closes); any
+  -- other first line runs `work(conn, target)` from the script, which reports its results.
+  local function target_server(settings, work)
+    return serve(CHUNK_SOURCE .. [[
+    local target
+    local function work(conn, target) ]] .. work .. "\n" .. [[ end
+    return { ]] .. settings .. [[, handle = function(conn)
+      if conn:receive() == "listen" then
+        target = conn
+        conn:send("listening\n")
+        conn:receive()
+        return
+      end
+      work(conn, target)
+    end }]])
+  end
+
+  local function listener(server, before)
+    local client = server:connect(1, before or small_rcvbuf)
+    assert(client:send("listen\n"))
+    assert.equal("listening", client:receive())
+    return client
+  end
+
+  local function command(server)
+    local client = server:connect()
+    assert(client:send("go\n"))
+    return client
+  end
+
+  it("post returns the bytes queued and the queue level; drain waits for the mark", function()
+    local server = target_server("max_queue = 64 * 1024 * 1024, soft_queue_seconds = false", [[
+      report(conn, target:post(string.rep("d", 8 * 1024 * 1024)))
+      report(conn, target:post("e"))
+      report(conn, target:drain(65536, 10))
+      local ok, err = pcall(string.gsub, "x", ".", function() target:drain(1e9) end)
+      report(conn, ok, err)  -- needs no wait: works even where it could not wait]])
+    local target = listener(server)
+    local client = command(server)
+    assert.same(table.pack(8 * MiB, 8 * MiB), helper.read_report(client))
+    assert.same(table.pack(1, 8 * MiB + 1), helper.read_report(client))
+    assert_bytes(string.rep("d", 8 * MiB) .. "e", target:receive(8 * MiB + 1))
+    local drained = helper.read_report(client)
+    assert.equal(1, drained.n)
+    assert.is_true(math.type(drained[1]) == "integer" and drained[1] <= 65536, drained[1])
+    assert.same(table.pack(true, "x"), helper.read_report(client))
+    target:close()
+    client:close()
+    server:stop()
+  end)
+
+  it("drain times out, raises where it cannot wait, and is woken by the close", function()
+    local server = target_server("max_queue = 64 * 1024 * 1024, soft_queue_seconds = false", [[
+      target:post(string.rep("d", 8 * 1024 * 1024))
+      local t0 = luasock.now()
+      local n, err = target:drain(0, 0.3)
+      report(conn, n, err, luasock.now() - t0)
+      report(conn, pcall(string.gsub, "x", ".", function() target:drain(0) end))
+      local waiters = {}
+      for i, mark in ipairs({ 0, 4 * 1024 * 1024 }) do
+        waiters[i] = luasock.spawn(function() return target:drain(mark) end)
+      end
+      conn:send("waiting\n")
+      for i = 1, 2 do report(conn, waiters[i]:join()) end]])
+    local target = listener(server)
+    local client = command(server)
+    local timed_out = helper.read_report(client)
+    assert.same({ nil, "timeout" }, { timed_out[1], timed_out[2] })
+    assert.is_true(timed_out[3] >= 0.25 and timed_out[3] < 0.3 + SLACK, timed_out[3])
+    local refused = helper.read_report(client)
+    assert.equal(false, refused[1])
+    assert.matches("conn:drain cannot wait inside a C function", refused[2])
+    assert.equal("waiting", client:receive())
+    target:close()  -- the target's handler reads "closed" and ends: its connection closes
+    for _ = 1, 2 do
+      local woken = helper.read_report(client)
+      assert.same({ true, nil }, { woken[1], woken[2] })
+      assert.is_truthy(woken[3] == "closed" or woken[3] == "reset", woken[3])
+    end
+    client:close()
+    server:stop()
+  end)
+
+  -- Issue 13 item 10: only max_queue existed, so a reader a little behind was dropped as soon
+  -- as a burst passed it, like one that never reads.
+  it("drops a peer that stays above soft_queue for soft_queue_seconds, not before", function()
+    local server = target_server("max_queue = 64 * 1024 * 1024, soft_queue = 131072, " ..
+      "soft_queue_seconds = 0.5", [[
+      local first_above, first_stayed
+      while true do
+        local n, level = target:post(chunk(1))
+        local now = luasock.now()
+        if not n then
+          report(conn, level, now - first_above, now - first_stayed)
+          return
+        end
+        if level > 131072 then first_above = first_above or now end
+        if level - n > 131072 then first_stayed = first_stayed or now end
+        luasock.sleep(0.02)
+      end]])
+    local target = listener(server)
+    local client = command(server)
+    client:settimeout(30)
+    local result = helper.read_report(client)
+    -- Dropped in the timer: the next post finds it closed.
+    assert.equal("closed", result[1])
+    assert.is_true(result[2] >= 0.5, "dropped " .. result[2] .. " s after first going above")
+    assert.is_true(result[3] <= 0.5 + SLACK, "dropped only " .. result[3] .. " s after it "
+      .. "stayed above")
+    server:wait_log("%[warn%] conn %d+: disconnected: the peer is not reading: %d+ bytes " ..
+      "queued for more than 0%.5 s %(soft_queue 131072%)")
+    target:close()
+    client:close()
+    server:stop()
+  end)
+
+  -- A client that reads 16 KiB every 20 ms while 256 KiB are posted every 20 ms.
+  local function slow_reader_log(settings, pattern)
+    local server = target_server(settings, [[
+      while target:post(chunk(1), chunk(2), chunk(3), chunk(4)) do luasock.sleep(0.02) end
+      conn:send("dropped\n")]])
+    local target = listener(server)
+    local client = command(server)
+    client:settimeout(30)
+    while target:receive(16384) do socket.sleep(0.02) end  -- the reader's pace, not a wait
+    assert.equal("dropped", client:receive())
+    server:wait_log(pattern)
+    target:close()
+    client:close()
+    server:stop()
+  end
+
+  it("logs a peer that reads, but too slowly, as such: soft_queue", function()
+    slow_reader_log("max_queue = 64 * 1024 * 1024, soft_queue = 131072, soft_queue_seconds = 0.5",
+      "%[warn%] conn %d+: disconnected: the peer is reading too slowly: %d+ bytes queued for " ..
+      "more than 0%.5 s %(soft_queue 131072%)")
+  end)
+
+  it("logs a peer that reads, but too slowly, as such: max_queue", function()
+    slow_reader_log("max_queue = 1024 * 1024, soft_queue_seconds = false",
+      "%[warn%] conn %d+: disconnected: the peer is reading too slowly: %d+ bytes queued, " ..
+      "over max_queue 1048576")
+  end)
+end)

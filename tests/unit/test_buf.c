@@ -1,5 +1,7 @@
 /* Unit tests for buf.c: growth, consumption, compaction, and that an empty buffer owns no
- * storage (idle connections must cost nothing); a size no buffer can reach is refused. */
+ * storage (idle connections must cost nothing); a size no buffer can reach is refused; the
+ * budget (max_buffers) refuses growth past it but never a buffer's first chunk. */
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -77,6 +79,47 @@ static void test_truncate(void)
     CHECK(b.data == NULL && buf_len(&b) == 0);
 }
 
+/* One large append takes what it needs (rounded to a chunk), not the next power of two. */
+static void test_large_append_exact(void)
+{
+    static char big[1048576];
+    struct buf b = {0};
+    CHECK(buf_append(&b, "head", 4) == 0);
+    CHECK(buf_append(&b, big, sizeof big) == 0);
+    CHECK(buf_len(&b) == 4 + sizeof big && b.cap == sizeof big + BUF_CHUNK);
+    CHECK(buf_in_use() == b.cap);
+    buf_free(&b);
+    CHECK(buf_in_use() == 0);
+}
+
+/* Issue 13 item 4: the storage of all buffers is counted against one budget. */
+static void test_budget(void)
+{
+    static char block[4 * BUF_CHUNK];
+    struct buf a = {0}, b = {0}, c = {0};
+    buf_set_budget(5 * BUF_CHUNK + BUF_CHUNK / 2);
+    CHECK(buf_append(&a, block, 4 * BUF_CHUNK) == 0);
+    CHECK(buf_append(&b, block, BUF_CHUNK) == 0);
+    CHECK(buf_in_use() == 5 * BUF_CHUNK);
+    /* b may not double to 2 chunks: that would make 6 in all... */
+    errno = 0;
+    CHECK(buf_append(&b, "x", 1) == -1 && errno == ENOBUFS);
+    CHECK(buf_len(&b) == BUF_CHUNK && b.cap == BUF_CHUNK && buf_in_use() == 5 * BUF_CHUNK);
+    CHECK(buf_reserve(&c, 2 * BUF_CHUNK) == NULL && errno == ENOBUFS && c.data == NULL);
+    /* ...but a first chunk is granted even past the budget. */
+    CHECK(buf_append(&c, "y", 1) == 0 && buf_in_use() == 6 * BUF_CHUNK);
+    CHECK(buf_append(&c, block, BUF_CHUNK) == -1 && errno == ENOBUFS && buf_len(&c) == 1);
+    /* Freed storage can be had again. */
+    buf_free(&a);
+    CHECK(buf_append(&b, "x", 1) == 0 && b.cap == 2 * BUF_CHUNK);
+    CHECK(buf_in_use() == 3 * BUF_CHUNK);
+    buf_set_budget(0);
+    CHECK(buf_append(&c, block, sizeof block) == 0);
+    buf_free(&b);
+    buf_free(&c);
+    CHECK(buf_in_use() == 0);
+}
+
 struct holder {
     int before;
     struct buf inner;
@@ -136,6 +179,8 @@ int main(void)
     test_truncate();
     test_container_of();
     test_huge_reserve_fails();
+    test_large_append_exact();
+    test_budget();
     buf_pool_drain();
     return check_report();
 }
