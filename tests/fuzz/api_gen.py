@@ -36,7 +36,7 @@ LINES = ["", "a", "hello", "x y z", "\r", "line\n", "a\nb\n", "\0\1\2", "\xff\xf
          "first:", "ok"]
 DELIMS = ["\n", "\r\n", "--", "ab", "x", "\0", "END"]
 SETOPTIONS = ["max_line", "max_all", "high_water", "max_queue", "max_object", "max_object_items",
-              "bogus"]
+              "max_receive", "soft_queue", "bogus"]
 RESOLVE_HOSTS = ["localhost", "127.0.0.1", "::1", "nonexistent.invalid", "", "a..b"]
 MSGPACK_BYTES = ["\x92\x01\x02", "\x81\xa1a\x01", "\xdd\xff\xff\xff\xff", "\xc1", "\x91",
                  "\xc0", "\xa3ab", "\x93\x01\x02\x03\x04", ""]
@@ -207,6 +207,8 @@ class Gen:
             (2, "%s:shutdown(%s)" % (c, r.choice(["", "\"send\"", "\"receive\"", "\"both\"",
                                                    "\"bogus\""]))),
             (3, "%s:settimeout(%s)" % (c, self.timeout())),
+            (1, "%s:settimeout(%s)" % (c, r.choice(["0/0", "-math.huge", "1e300"]))),
+            (2, "%s:drain(%s, %s)" % (c, r.choice(["nil", "0", "16", "4096"]), self.timeout())),
             (2, "%s:settimeouts(%s, %s, %s)" % (c, r.choice(["nil", "-1", "false", "0.1"]),
                                                 r.choice(["nil", self.timeout()]),
                                                 r.choice(["nil", self.timeout()]))),
@@ -397,6 +399,10 @@ class Gen:
             "cpu_budget": r.choice([0.5, 1, 2]),
             "max_object_items": r.choice([1, 4, 100000]),
             "max_datagram_tasks": r.choice([1, 4, 1000]),
+            "max_receive": r.choice([1, 16, 16 * 1024 * 1024]),
+            "soft_queue": r.choice([0, 64, 65536]),
+            "soft_queue_seconds": r.choice([0.05, 0.5, 10]),
+            "max_buffers": r.choice([0, 65536, 256 * 1024 * 1024]),
         }
         # max_memory above the use at start-up (None: luasock's default, 0: no cap). 256 KiB
         # leaves room for the working set of the fuzz load itself (about 100-150 KiB at its
