@@ -126,7 +126,8 @@ static int co_close(lua_State *L)
     lua_State *co = check_coroutine(L, 1, "close");
     enum state state = state_of(L, co);
     if (state != SUSPENDED && state != DEAD)
-        return luaL_error(L, "cannot close a %s coroutine", state == RUNNING ? "running" : "normal");
+        return luaL_error(L, "cannot close a %s coroutine",
+                          state == RUNNING ? "running" : "normal");
     lua_State *outer = guard_switch(co);
     int status = lua_resetthread(co);
     guard_switch_back(outer);

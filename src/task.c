@@ -320,7 +320,8 @@ double task_opttimeout(lua_State *L, int idx, const char *what)
     if (lua_isnoneornil(L, idx) || (lua_isboolean(L, idx) && !lua_toboolean(L, idx)))
         return -1;
     if (!lua_isnumber(L, idx))
-        luaL_error(L, "%s: timeout must be a number of seconds, not %s", what, luaL_typename(L, idx));
+        luaL_error(L, "%s: timeout must be a number of seconds, not %s", what,
+                   luaL_typename(L, idx));
     double seconds = lua_tonumber(L, idx);
     if (seconds != seconds)
         luaL_error(L, "%s: timeout is NaN; expected seconds, or nil or math.huge for none", what);

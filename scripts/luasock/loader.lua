@@ -74,7 +74,8 @@ local function check_settings(path, script)
       return nil, ("%s: '%s' must be a number of seconds up to %d, or false or math.huge for none")
         :format(path, name, MAX_TIMEOUT)
     end
-    settings[name] = (value == false or (value and (value < 0 or value == math.huge))) and -1 or value
+    local none = value == false or (value and (value < 0 or value == math.huge))
+    settings[name] = none and -1 or value
   end
   return settings
 end
