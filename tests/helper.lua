@@ -193,6 +193,14 @@ function Server:exited()
   return has_exited(self.pid)
 end
 
+-- How many file descriptors the server has open (to see that it closed what it should).
+function Server:fd_count()
+  local pipe = assert(io.popen("ls /proc/" .. self.pid .. "/fd | wc -l"))
+  local count = tonumber(pipe:read("a"))
+  pipe:close()
+  return count
+end
+
 -- Length of the log so far, to look only at lines written after it with wait_log.
 function Server:mark()
   return #self:log()

@@ -58,6 +58,10 @@ Scenarios (docs/api.md has the limits involved):
              send all but its last byte, to a copy with max_buffers = 7 MiB: the ones past the
              budget are closed (most of them), the server's peak RSS stays under RSS_LIMIT, and
              the others get their echo whole
+  keep-trickle  (issue 13, kept) TRICKLERS connections to echo.lua each trickling a byte every
+             TRICKLE_ROUND s, spread evenly: every byte is echoed, and a probe's echo round
+             trips meanwhile have a median under PROBE_MEDIAN (the attack that found this solid
+             held 15,000 such connections at 3 to 7 ms; 2000 keep the suite short on 2 cores)
 
 Prints one line per scenario and a final "N passed, N failed"; exits 1 on any failure. Run from
 the repo root with LUASOCK_BIN set; names given as arguments run only those scenarios.
@@ -125,6 +129,12 @@ REFUSED_WITHIN = 2.0 if ASAN else 1.0  # scenario i4-length: seconds for the ref
 BUDGET_MAX_RECEIVE = 2 * MiB    # scenario i4-budget
 BUDGET_MAX_BUFFERS = 7 * MiB
 BUDGET_ATTACKERS = 48
+TRICKLERS = 2000          # scenario keep-trickle (fewer if RLIMIT_NOFILE is lower)
+MIN_TRICKLERS = 500       # scenario keep-trickle: skipped below
+TRICKLE_BYTES = 8         # scenario keep-trickle: bytes each trickler sends, one a round
+TRICKLE_ROUND = 0.5       # scenario keep-trickle: seconds between a trickler's bytes
+TRICKLE_SLICES = 25       # scenario keep-trickle: the tricklers send in turns within a round
+PROBE_MEDIAN = 0.03 if ASAN else 0.01  # scenario keep-trickle: seconds
 
 if ASAN:
     # Freed memory in ASan's quarantine (256 MiB by default) would count in VmRSS.
@@ -824,6 +834,78 @@ def scenario_idle_flood(server, good):
              "the server to close the idle connections")
     return [f"{IDLE_CONNECTIONS} idle connections opened in {opened:.2f} s and all accepted; "
             f"server VmRSS with them open: {rss} KiB; all closed afterwards"]
+
+
+def trickler_count():
+    """TRICKLERS, or as many as RLIMIT_NOFILE leaves room for (client and server each hold one
+    descriptor per trickler)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return TRICKLERS
+    return max(0, min(TRICKLERS, soft - GOOD_CLIENTS - 200))
+
+
+def trickle_payload(i):
+    return bytes(97 + (i + k) % 26 for k in range(TRICKLE_BYTES))
+
+
+def scenario_trickling(server, good):
+    """keep-trickle: thousands of connections trickling a byte at a time to echo.lua."""
+    count = trickler_count()
+    socks, latencies = [], []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            socks.append(sock)
+        probe = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
+        socks.append(probe)  # closed with the others
+        probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        payloads = [trickle_payload(i) for i in range(count)]
+        echoed = [bytearray() for _ in range(count)]
+        index = {sock.fileno(): i for i, sock in enumerate(socks[:count])}
+        poller = select.poll()
+        for sock in socks[:count]:
+            poller.register(sock, select.POLLIN)
+
+        def collect():
+            for fd, _ in poller.poll(0):
+                i = index[fd]
+                data = socks[i].recv(64)
+                check(data, f"trickler {i}: EOF after {len(echoed[i])} bytes echoed")
+                echoed[i] += data
+
+        slice_size = -(-count // TRICKLE_SLICES)
+        started = time.monotonic()
+        for k in range(TRICKLE_BYTES):
+            for turn in range(TRICKLE_SLICES):
+                due = started + (k * TRICKLE_SLICES + turn) * TRICKLE_ROUND / TRICKLE_SLICES
+                time.sleep(max(0.0, due - time.monotonic()))  # the attack's pace
+                for i in range(turn * slice_size, min(count, (turn + 1) * slice_size)):
+                    socks[i].send(payloads[i][k:k + 1])
+                line = b"probe %d %d\n" % (k, turn)
+                sent_at = time.monotonic()
+                probe.sendall(line)
+                check(recv_exactly(probe, len(line), "probe") == line, "the probe's echo differs")
+                latencies.append(time.monotonic() - sent_at)
+                collect()
+        wait_for(lambda: collect() or all(len(e) >= TRICKLE_BYTES for e in echoed),
+                 IO_TIMEOUT, "every trickled byte to be echoed")
+        wrong = [i for i in range(count) if bytes(echoed[i]) != payloads[i]]
+        check(not wrong, f"{len(wrong)} tricklers got back other bytes, e.g. {wrong[:3]}")
+    finally:
+        for sock in socks:
+            sock.close()
+    latencies.sort()
+    median = latencies[len(latencies) // 2]
+    p99 = latencies[int(len(latencies) * 0.99)]
+    check(median < PROBE_MEDIAN, f"the probe's median echo took {median * 1000:.1f} ms "
+                                 f">= {PROBE_MEDIAN * 1000:.0f} ms (p99 {p99 * 1000:.1f} ms)")
+    return [f"{count} connections trickled {TRICKLE_BYTES} bytes each, one every "
+            f"{TRICKLE_ROUND} s: all echoed; probe echo over {len(latencies)} round trips: "
+            f"median {median * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms, "
+            f"max {latencies[-1] * 1000:.2f} ms"]
 
 
 SLOW_SCRIPT = """-- prefix.lua with idle_timeout = 2, logging why a read ended.
@@ -1526,6 +1608,7 @@ SCENARIOS = [
     ("i1-cpu", "CPU", PrefixProtocol, scenario_cpu, []),
     ("i2-nan-timeout", "NAN_TIMEOUT", ObjectsProtocol, scenario_nan_timeout, []),
     ("i6-memory-cap", "MEMORY_CAP", PrefixProtocol, scenario_memory_cap, []),
+    ("keep-trickle", "examples/echo.lua", EchoProtocol, scenario_trickling, []),
 ]
 
 # The [error] lines a scenario's attack is meant to cause; any other [error] line fails it.
@@ -1599,6 +1682,10 @@ def main():
             soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             print(f"SKIP {name}: RLIMIT_NOFILE hard limit {hard} is below the "
                   f"{IDLE_CONNECTIONS + GOOD_CLIENTS + 200} descriptors it needs")
+            continue
+        if name == "keep-trickle" and trickler_count() < MIN_TRICKLERS:
+            print(f"SKIP {name}: RLIMIT_NOFILE leaves room for only {trickler_count()} "
+                  f"tricklers, not {MIN_TRICKLERS}")
             continue
         script = scripts.get(script, script)
         t0 = time.monotonic()

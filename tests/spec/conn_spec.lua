@@ -80,6 +80,87 @@ describe("conn:close", function()
   end)
 end)
 
+describe("conn:close of other connections in the middle of their reads", function()
+  after_each(helper.cleanup)
+
+  -- Each victim's first line names a read; the bytes after it (in the same packet) are a part
+  -- of what that read needs. The victim's handler reads on, registered in `reading` while its
+  -- read waits, and logs what the read returned once another handler has closed it. A "close"
+  -- connection waits until every victim waits, closes them all (twice), and reports how many.
+  local SOURCE = [[
+    local reading = {}
+    local reads = {
+      line = function(conn) return conn:receive("*l") end,
+      count = function(conn) return conn:receive(10) end,
+      ["until"] = function(conn) return conn:receiveuntil("--") end,
+      all = function(conn) return conn:receive("*a") end,
+      any = function(conn) return conn:receiveany() end,
+      object = function(conn) return conn:receive_object() end,
+    }
+    return { handle = function(conn)
+      local first = conn:receive()
+      if first == "close" then
+        local want = tonumber(conn:receive())
+        local n
+        repeat
+          luasock.sleep(0.01)
+          n = 0
+          for _ in pairs(reading) do n = n + 1 end
+        until n == want
+        local closed = 0
+        for victim in pairs(reading) do
+          if victim:close() and victim:close() then closed = closed + 1 end
+        end
+        report(conn, closed)
+        return
+      end
+      reading[conn] = first
+      local data, err, partial = reads[first](conn)
+      reading[conn] = nil
+      luasock.log("info", "victim " .. first .. ":", q(data), q(err), q(partial))
+      -- the closed connection stays closed: a second read cannot wait
+      local again, again_err = conn:receive()
+      luasock.log("info", "victim " .. first .. " again:", q(again), q(again_err))
+    end }]]
+
+  it("ends each read with nil, 'closed'; the peers see EOF; the server serves on", function()
+    local server = serve(SOURCE)
+    -- what each victim sends after its first line; the read returns it as its partial (but an
+    -- object read, which returns no partial), as it would on the peer's close
+    local partial = {
+      line = "abc", count = "abc", ["until"] = "ab-", all = "abc", any = "",
+      object = "\x92\x01",
+    }
+    local victims = {}
+    for kind, bytes in pairs(partial) do
+      local client = server:connect()
+      assert(client:send(kind .. "\n" .. bytes))
+      victims[kind] = client
+    end
+    local closer = server:connect()
+    assert(closer:send("close\n6\n"))
+    assert.same(table.pack(6), helper.read_report(closer))
+    for kind, client in pairs(victims) do
+      local data, err, got = server:wait_log("victim " .. kind .. ": (%S+) (%S+) ([^\n]*)\n")
+      assert.equal("nil", data, kind)
+      assert.equal('"closed"', err, kind)
+      assert.equal(kind == "object" and "nil" or '"' .. partial[kind] .. '"', got, kind)
+      assert.equal('nil "closed"', server:wait_log("victim " .. kind .. " again: ([^\n]*)\n"))
+      local rest, how = helper.read_all(client)
+      assert.equal("", rest, kind)
+      assert.equal("closed", how, kind)
+      client:close()
+    end
+    closer:close()
+    local fresh = server:connect()
+    assert(fresh:send("line\nafter\n"))
+    server:wait_log('victim line: "after" nil nil')
+    fresh:close()
+    assert.is_nil(server:log():find("[error]", 1, true), server:log())
+    server:stop()
+  end)
+end)
+
 describe("conn:shutdown", function()
   after_each(helper.cleanup)
 

@@ -283,4 +283,60 @@ describe("a peer that resets", function()
     other:close()
     server:stop()
   end)
+
+  it("at once for 20 handlers suspended in send ends every send; nothing is left behind",
+    function()
+    local FLOODS = 20
+    local server = serve([[
+      local waiting = {} -- the floods suspended in send right now
+      return { high_water = 16384, handle = function(conn)
+        local line = conn:receive()
+        if line == "waiting" then
+          local n = 0
+          for _ in pairs(waiting) do n = n + 1 end
+          report(conn, n)
+          return
+        end
+        if line ~= "flood" then report(conn, "served") return end
+        local chunk = string.rep("f", 65536)
+        for _ = 1, 1024 do
+          -- set and cleared in one resume unless the send suspends
+          waiting[conn] = true
+          local n, err = conn:send(chunk)
+          waiting[conn] = nil
+          if not n then luasock.log("info", "flood ended:", err) return end
+        end
+        luasock.log("info", "flood ended: never")
+      end }]])
+    local function waiting()
+      local client = server:connect()
+      local n = tonumber(helper.ask(client, "waiting"))
+      client:close()
+      return n
+    end
+    local fds_before = server:fd_count()
+    local floods = {}
+    for i = 1, FLOODS do
+      floods[i] = server:connect(1, function(c) c:setoption("recv-buffer-size", 4096) end)
+      assert(floods[i]:send("flood\n"))
+      assert(floods[i]:receive(1000)) -- its flood has started
+    end
+    helper.eventually(function() return waiting() == FLOODS end, 10,
+      "all " .. FLOODS .. " floods to be suspended in send")
+    for _, client in ipairs(floods) do reset(client) end
+    helper.eventually(function() return server:count_log("flood ended: ") == FLOODS end, 10,
+      FLOODS .. " 'flood ended' lines")
+    for err in server:log():gmatch("flood ended: (%S+)") do
+      assert.is_truthy(err == "reset" or err == "closed", "a flood ended with " .. err)
+    end
+    assert.equal(0, waiting())
+    local other = server:connect()
+    assert(other:send("hello\n"))
+    assert.same(table.pack("served"), helper.read_report(other))
+    other:close()
+    helper.eventually(function() return server:fd_count() <= fds_before end, 5,
+      "the server to close the floods' sockets")
+    assert.is_nil(server:log():find("[error]", 1, true), server:log())
+    server:stop()
+  end)
 end)

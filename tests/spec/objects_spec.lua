@@ -223,6 +223,28 @@ describe("objects round trip", function()
     local deep = string.rep("\x91", 100) .. "\x2a"
     local want = string.rep("{int:1=", 100) .. "int:42" .. string.rep("}", 100)
     assert.equal(want, echo_bytes(echo, deep))
+    local deep_maps = string.rep("\x81\xa1k", 100) .. "\x2a"
+    local want_maps = string.rep('{str:"k"=', 100) .. "int:42" .. string.rep("}", 100)
+    assert.equal(want_maps, echo_bytes(echo, deep_maps))
+    echo:close()
+    server:stop()
+  end)
+
+  it("passes str values and keys that are not UTF-8 through as their bytes", function()
+    local server = serve()
+    local echo = open(server, "echo")
+    -- a lone continuation byte, an overlong "/", a surrogate, a code point above U+10FFFF, a
+    -- truncated sequence, and 0xff
+    local bad = { "\x80", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\xe2\x82", "\xff" }
+    for _, bytes in ipairs(bad) do
+      local str = string.char(0xa0 + #bytes) .. bytes
+      assert.equal(dump(bytes), echo_bytes(echo, str))
+      assert.equal(dump({ [bytes] = bytes }), echo_bytes(echo, "\x81" .. str .. str))
+    end
+    -- and they go back out as bin, which a strict UTF-8 decoder would otherwise refuse
+    local maker = open(server, "make")
+    assert.equal("\xc4\x03\xed\xa0\x80", make_bytes(maker, '"\\237\\160\\128"'))
+    maker:close()
     echo:close()
     server:stop()
   end)
@@ -295,6 +317,16 @@ describe("bad input to receive_object", function()
     { "a str32 header of 4 GiB", "\xdb\xff\xff\xff\xff", "too large" },
     { "a bin32 header of 4 GiB", "\xc6\xff\xff\xff\xff", "too large" },
     { "nesting of 101 arrays", string.rep("\x91", 101) .. "\xc0", "nesting too deep" },
+    { "nesting of 101 maps", string.rep("\x81\x01", 101) .. "\xc0", "nesting too deep" },
+    { "a map32 header of 2^32-1 pairs inside 99 arrays",
+      string.rep("\x91", 99) .. "\xdf\xff\xff\xff\xff", "too large" },
+    { "a nil map key", "\x81\xc0\x01", "bad map key" },
+    { "a float64 NaN map key", "\x81\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01", "bad map key" },
+    { "a float32 NaN map key", "\x81\xca\x7f\xc0\x00\x00\x01", "bad map key" },
+    { "a negative NaN map key after a good pair",
+      "\x82\xa1k\x01\xcb\xff\xf8\x00\x00\x00\x00\x00\x01\x02", "bad map key" },
+    { "a nil map key 50 levels down", string.rep("\x81\xa1k", 50) .. "\x81\xc0\x01",
+      "bad map key" },
     { "a 2000-byte bin above max_object", "\xc5\x07\xd0" .. string.rep("x", 2000), "too large" },
     { "truncated input, then the client closes", "\x92\x01\xa5ab", "closed", true },
   }

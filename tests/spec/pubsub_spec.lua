@@ -530,6 +530,117 @@ describe("luasock.pubsub with --pubsub redis://", function()
     node:stop()
     other:stop()
   end)
+
+  -- TICKER: a connection whose first line is "listen" gets every message of channel "ticks";
+  -- one whose first line is "tick" publishes "tick 1", "tick 2", ... every 5 ms, answers "now"
+  -- with "now N" (the last published) and "stop" with "ticked N", and then ends.
+  local TICKER = [[
+    local pubsub = require "luasock.pubsub"
+    local listeners = {}
+    pubsub.subscribe("ticks", function(message)
+      for conn in pairs(listeners) do conn:post(message, "\n") end
+    end)
+    return {
+      idle_timeout = false,
+      handle = function(conn)
+        local line = conn:receive("*l")
+        if line == "listen" then
+          listeners[conn] = true
+          conn:post("ready\n")
+          conn:receive("*l")
+          listeners[conn] = nil
+          return
+        end
+        conn:settimeout(0.005)
+        local n = 0
+        while true do
+          n = n + 1
+          pubsub.publish("ticks", "tick " .. n)
+          local command, err = conn:receive("*l")
+          if command == "now" then
+            conn:send("now ", n, "\n")
+          elseif command or err ~= "timeout" then
+            conn:send("ticked ", n, "\n")
+            return
+          end
+        end
+      end,
+    }]]
+
+  it("keeps publishing through Redis killed and restarted 8 times: local delivery loses "
+    .. "nothing, the other node gets the ticks in order and resumes after each restart",
+    function()
+    local script = helper.script(TICKER)
+    local a_node = helper.start(script, { args = { "--pubsub", url } })
+    local b_node = helper.start(script, { args = { "--pubsub", url } })
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local function ticks_of(node)
+      local client = node:connect()
+      assert(client:send("listen\n"))
+      assert.equal("ready", next_line(client))
+      return client
+    end
+    local a, b = ticks_of(a_node), ticks_of(b_node)
+    local fds = { a = a_node:fd_count(), b = b_node:fd_count() }
+    local ticker = a_node:connect()
+    assert(ticker:send("tick\n"))
+    local seen = { a = 0, b = 0 }
+    -- A's listener gets every tick in order; B's, through Redis, in order and none twice.
+    local function next_tick(name, client)
+      local line = next_line(client)
+      local n = tonumber(line:match("^tick (%d+)$"))
+      assert(n, "unexpected line on " .. name .. ": " .. line)
+      if name == "a" then
+        assert.equal(seen.a + 1, n, "A's listener missed a tick")
+      else
+        assert.is_true(n > seen.b, "B got tick " .. n .. " after tick " .. seen.b)
+      end
+      seen[name] = n
+    end
+    next_tick("b", b)
+    local port, dir = redis.port, redis.dir
+    local outage = "%[warn%] pubsub: " .. literal(url) .. ": [^\n]*; messages to other nodes "
+      .. "are dropped until it is back"
+    local back = "%[info%] pubsub: connected to " .. literal(url) .. " after [%d.]+ s away"
+    for cycle = 1, 8 do
+      local a_mark, b_mark = a_node:mark(), b_node:mark()
+      redis:kill()
+      a_node:wait_log(outage, 10, a_mark)
+      b_node:wait_log(outage, 10, b_mark)
+      -- local delivery goes on while Redis is away
+      local until_tick = seen.a + 5
+      while seen.a < until_tick do next_tick("a", a) end
+      redis = start_redis { port = port, dir = dir }
+      a_node:wait_log(back, 15, a_mark)
+      b_node:wait_log(back, 15, b_mark)
+      -- a tick published after both nodes are back reaches B
+      assert(ticker:send("now\n"))
+      local line
+      repeat line = next_line(ticker) until line:find("^now ")
+      local now = tonumber(line:match("^now (%d+)$"))
+      while seen.b < now do next_tick("b", b) end
+      assert.equal(cycle, a_node:count_log(back), "reconnections of node A")
+    end
+    assert(ticker:send("stop\n"))
+    local last
+    repeat last = next_line(ticker):match("^ticked (%d+)$") until last
+    last = tonumber(last)
+    while seen.a < last do next_tick("a", a) end
+    while seen.b < last do next_tick("b", b) end
+    -- one subscription per node in Redis, and no socket left over from the 8 outages
+    assert.equal(2, redis:numsub("ticks"))
+    assert.equal(fds.a + 1, a_node:fd_count()) -- the ticker connection, still open
+    assert.equal(fds.b, b_node:fd_count())
+    for _, node in ipairs { a_node, b_node } do
+      assert.is_nil(node:log():find("[error]", 1, true), node:log())
+    end
+    ticker:close()
+    a:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
 end)
 
 describe("issue 13 item 9: --pubsub against a Redis with requirepass", function()

@@ -131,6 +131,29 @@ describe("conn:receive('*a')", function()
     server:stop()
   end)
 
+  it("accepts max_all bytes arriving in pieces and refuses max_all + 1, the extra byte alone",
+    function()
+    local server = serve([[
+      return { max_all = 1024, handle = function(conn)
+        local data, err = conn:receive("*a")
+        luasock.log("info", "result", q(data and #data), q(err))
+      end }]])
+    local exact = server:connect()
+    send_pieces(exact, { string.rep("a", 1000), string.rep("b", 24) })
+    assert(exact:shutdown("send"))
+    server:wait_log("result 1024 nil")
+    local over = server:connect()
+    send_pieces(over, { string.rep("a", 1000), string.rep("b", 24), "c" })
+    server:wait_log('result nil "too large"')
+    local data, err = helper.read_all(over)
+    assert.equal("", data)
+    assert.is_truthy(err == "closed" or err:find("reset"), "unexpected error " .. err)
+    assert.equal(1, server:count_log("result 1024 nil"))
+    exact:close()
+    over:close()
+    server:stop()
+  end)
+
   it("accepts exactly max_all bytes", function()
     local server = serve([[
       return { max_all = 1024, handle = function(conn)
@@ -240,6 +263,46 @@ describe("conn:receiveuntil", function()
     client:close()
     server:stop()
   end)
+end)
+
+describe("conn:receiveuntil with overlapping delimiters split across packets", function()
+  after_each(helper.cleanup)
+
+  -- Streams in which a partial match of the delimiter fails and the real match begins inside
+  -- it (so the search must resume before the end of what it already scanned), with the record
+  -- each must give.
+  local CASES = {
+    { "aab", "aaaab", "aa" },
+    { "abcabd", "abcabcabd", "abc" },
+    { "\r\n\r\n", "x\r\n\r\r\n\r\n", "x\r\n\r" },
+    { "||", "a|b||", "a|b" },
+    { "aXaXb", "aXaXaXb", "aX" },
+  }
+
+  for _, case in ipairs(CASES) do
+    local delimiter, stream, record = case[1], case[2], case[3]
+    it(string.format("finds %q in %q split in two at every byte, and one byte at a time",
+      delimiter, stream), function()
+      local server = serve(string.format([[
+        return { handle = function(conn)
+          while report(conn, conn:receiveuntil(%q)) do end
+        end }]], delimiter))
+      local client = server:connect()
+      for at = 1, #stream - 1 do
+        send_pieces(client, { stream:sub(1, at), stream:sub(at + 1) })
+        expect(client, record)
+      end
+      local bytes = {}
+      for byte in stream:gmatch(".") do bytes[#bytes + 1] = byte end
+      send_pieces(client, bytes, 0.003)
+      expect(client, record)
+      -- Nothing of the stream was left behind: the next record starts clean.
+      assert(client:send("next" .. delimiter))
+      expect(client, "next")
+      client:close()
+      server:stop()
+    end)
+  end
 end)
 
 describe("mixed read patterns on one connection", function()
@@ -386,6 +449,34 @@ describe("max_line", function()
     expect(client, exact)
     expect(client, exact)
     expect(client, nil, "line too long", exact)
+    expect(client, "ok")
+    client:close()
+    server:stop()
+  end)
+
+  it("decides max_line - 1, max_line and max_line + 1 alike when \\r\\n is split across packets",
+    function()
+    local server = serve(lines)
+    local client = server:connect()
+    for _, size in ipairs { 15, 16, 17 } do
+      local body = string.rep(string.char(96 + size - 14), size)
+      -- "\r" and "\n" apart, then the body and "\r\n" apart
+      for _, pieces in ipairs { { body .. "\r", "\n" }, { body, "\r\n" } } do
+        send_pieces(client, pieces)
+        if size <= 16 then
+          expect(client, body)
+        else
+          expect(client, nil, "line too long", body:sub(1, 16))
+        end
+        -- the next line starts clean: the rest of a long one was skipped, "\n" included
+        assert(client:send("ok\n"))
+        expect(client, "ok")
+      end
+    end
+    -- A "\r" as the 17th byte that is not followed by "\n" is data: the line is too long.
+    send_pieces(client, { string.rep("r", 16) .. "\r", "x\n" })
+    expect(client, nil, "line too long", string.rep("r", 16))
+    assert(client:send("ok\n"))
     expect(client, "ok")
     client:close()
     server:stop()

@@ -2,7 +2,9 @@
 -- connections the new code and settings while open connections finish with the old; a broken
 -- script or module keeps the old code serving until it is fixed; modules next to the script are
 -- watched; luasock.state keeps a chat room through an edit; clients under load see nothing of
--- 20 reloads in a row; and open connections outlive 40 reloads while others come and go.
+-- 20 reloads in a row, nor of 300 SIGHUPs in about 4 s while peers flood and reset; open
+-- connections outlive 40 reloads while others come and go; and a script deleted, replaced by a
+-- directory or by a symlink loop keeps the old code serving until a real script is back.
 --
 -- Scripts are rewritten the way editors save them: the new text goes to a temp file in the same
 -- directory, which is renamed over the old one. Every wait is on a "reloaded ..." or
@@ -215,6 +217,51 @@ describe("hot reload", function()
     end)
   end)
 
+  it("keeps the old code serving while the script is deleted, a directory or a symlink loop",
+    function()
+    local dir = helper.dir()
+    local script = helper.script(versioned("v1"), "main.lua")
+    local server = helper.start(script, { args = { "--watch" } })
+    local old = greet(server)
+    local function still_v1(step)
+      assert.equal("v1 hello", greeting_of_new_client(server), step)
+      assert.equal("v1:" .. step, ask(old, step))
+    end
+    local function sh(command)
+      assert(os.execute("cd " .. helper.shell_quote(dir) .. " && " .. command),
+        "failed: " .. command)
+    end
+
+    assert(os.remove(script))
+    still_v1("deleted")
+
+    local mark = server:mark()
+    sh("mkdir main.lua")
+    assert.equal("cannot read " .. script .. ": Is a directory", wait_failed(server, mark))
+    still_v1("directory")
+
+    mark = server:mark()
+    sh("rmdir main.lua && ln -s main.lua main.lua")
+    assert.equal("cannot open " .. script .. ": Too many levels of symbolic links",
+      wait_failed(server, mark))
+    still_v1("self-loop")
+
+    mark = server:mark()
+    sh("rm main.lua && ln -s other.lua main.lua && ln -s main.lua other.lua")
+    assert.equal("cannot open " .. script .. ": Too many levels of symbolic links",
+      wait_failed(server, mark))
+    still_v1("two-link-loop")
+
+    sh("rm main.lua other.lua")
+    assert.equal("changed: " .. script, edit(server, script, versioned("v2")))
+    assert.equal("v2 hello", greeting_of_new_client(server))
+    assert.equal("changed: " .. script, edit(server, script, versioned("v3")))
+    assert.equal("v3 hello", greeting_of_new_client(server))
+    assert.equal("v1:last", ask(old, "last"))
+    old:close()
+    server:stop()
+  end)
+
   it("notices a same-size save in place within a second of the previous one", function()
     local script = helper.script(versioned("v1"))
     local server = helper.start(script, { args = { "--watch" } })
@@ -383,6 +430,64 @@ describe("hot reload", function()
         assert.equal(client.sent, client.echoed, "client " .. i)
         client.socket:close()
       end
+      server:stop()
+    end)
+
+    -- The attack that found it solid sent 343 SIGHUPs in 4 s; 300 at 12 ms intervals is the
+    -- same rate.
+    local SIGHUPS = 300
+
+    it("serves floods and survives resets through " .. SIGHUPS .. " SIGHUPs in about 4 s",
+      function()
+      local script = helper.script(echo_source(1))
+      local server = helper.start(script)
+      local fds_before = server:fd_count()
+      local clients = {}
+      for i = 1, CLIENTS do
+        local client, hello = greet(server)
+        assert.equal("v1", hello)
+        clients[i] = { socket = client, sent = 0, echoed = 0 }
+      end
+      local done = helper.dir() .. "/sighups.done"
+      local sender = string.format("for i in $(seq %d); do kill -HUP %d || exit; sleep 0.012; "
+        .. "done; touch %s", SIGHUPS, server.pid, helper.shell_quote(done))
+      assert(os.execute("(" .. sender .. ") >/dev/null 2>&1 &"))
+      local function sent_all()
+        local file = io.open(done)
+        if file then file:close() end
+        return file ~= nil
+      end
+      local started, rounds, slowest = socket.gettime(), 0, 0
+      while not sent_all() do
+        assert(socket.gettime() - started < 30, "the SIGHUPs took more than 30 s")
+        local round_began = socket.gettime()
+        for _ = 1, 10 do pump(clients) end -- 10 times 100 lines in flight, 5 per client
+        slowest = math.max(slowest, socket.gettime() - round_began)
+        rounds = rounds + 1
+        -- peers that reset: before the greeting, after it, and in the middle of a line
+        for way = 1, 3 do
+          local client = server:connect()
+          if way > 1 then assert(client:receive("*l")) end
+          if way == 3 then assert(client:send("half a li")) end
+          assert(client:setoption("linger", { on = true, timeout = 0 }))
+          client:close()
+        end
+      end
+      pump(clients)
+      local reloads = server:count_log("reloaded " .. literal(script) .. " in [%d.]+ ms %(SIGHUP%)")
+      assert.is_true(reloads >= 1 and reloads <= SIGHUPS, reloads .. " reloads")
+      assert.is_true(rounds >= 5, "only " .. rounds .. " rounds of floods and resets")
+      assert.is_true(slowest < 2, "a flood round took " .. slowest .. " s")
+      check_new_client(server, 1)
+      for i, client in ipairs(clients) do
+        assert.equal(client.sent, client.echoed, "client " .. i)
+        client.socket:close()
+      end
+      helper.eventually(function() return server:fd_count() <= fds_before end, 5,
+        "the server to close every connection")
+      local log = server:log()
+      assert.is_nil(log:find("reload failed", 1, true), log)
+      assert.is_nil(log:find("[error]", 1, true), log)
       server:stop()
     end)
   end)
