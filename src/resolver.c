@@ -9,6 +9,9 @@
 #define MAX_SOCKETS 16
 #define QUERY_TIMEOUT_MS 2000
 #define QUERY_TRIES 2
+/* The answers to a burst of lookups arrive together: the kernel's default buffer (about 200 KiB)
+ * dropped some of a thousand, which then waited for a retry or timed out. */
+#define RECEIVE_BUFFER_BYTES (4 * 1024 * 1024)
 
 struct watched {
     ev_io io;
@@ -86,11 +89,13 @@ int resolver_init(struct ev_loop *l)
         .sock_state_cb = on_socket_state,
         .timeout = QUERY_TIMEOUT_MS,
         .tries = QUERY_TRIES,
+        .socket_receive_buffer_size = RECEIVE_BUFFER_BYTES,
     };
     int status = ares_library_init(ARES_LIB_INIT_ALL);
     if (status == ARES_SUCCESS)
         status = ares_init_options(&channel, &options,
-                                   ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+                                   ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES |
+                                       ARES_OPT_SOCK_RCVBUF);
     if (status != ARES_SUCCESS) {
         luasock_log(LUASOCK_LOG_ERROR, "resolver: %s", ares_strerror(status));
         return -1;
@@ -137,5 +142,8 @@ void resolver_lookup(const char *host, int family, resolver_cb cb, void *ud)
     *lookup = (struct lookup){.cb = cb, .ud = ud};
     struct ares_addrinfo_hints hints = {.ai_family = family, .ai_socktype = SOCK_STREAM};
     ares_getaddrinfo(channel, host, NULL, &hints, on_result, lookup);
-    arm_timeouts();
+    /* ares_timeout looks at every pending query: once per burst is enough, since a timer that
+     * fires before this query's first timeout re-arms for it. */
+    if (!ev_is_active(&timeouts) || ev_timer_remaining(loop, &timeouts) > QUERY_TIMEOUT_MS / 1e3)
+        arm_timeouts();
 }

@@ -307,7 +307,7 @@ end)
 describe("10,000 lookups at once", function()
   after_each(cleanup)
 
-  it("each end, with their own answer or a timeout, and the loop keeps turning", function()
+  it("each end with their own answer, and the loop keeps turning", function()
     -- One question each (family inet) to keep the test short: the attack that found this
     -- solid asked both A and AAAA, which takes twice as long here.
     local reports = run([[
@@ -346,17 +346,15 @@ describe("10,000 lookups at once", function()
     local total = 0
     for i = 2, #reports do
       local key, n = reports[i][1], reports[i][2]
-      -- A lookup whose reply was lost ends in "timeout" after c-ares's retries: replies to
-      -- thousands of questions asked at once overflow the receive buffer of c-ares's socket
-      -- (docs/security.md, "What held up, and stays tested"). Any other result is wrong.
+      -- A reply lost in a full socket buffer would end in "timeout" (issue 13: c-ares's socket
+      -- now has 4 MiB).
       assert.is_truthy(key == "two.test: 127.0.0.1 127.0.0.2"
-        or key == "missing.test: host not found" or key:find(": timeout$"),
-        key .. " (" .. n .. " times)")
+        or key == "missing.test: host not found", key .. " (" .. n .. " times)")
       total = total + n
     end
     assert.equal(10000, total)
     assert.is_true(took < 20, "the lookups took " .. took .. " s")
-    assert.is_true(slowest < 3, "the loop stood still for " .. slowest .. " s")
+    assert.is_true(slowest < 1, "the loop stood still for " .. slowest .. " s")
   end)
 end)
 
