@@ -204,8 +204,6 @@ static int report_error(lua_State *L)
     return 0;
 }
 
-/* Takes an ended task out of everything, closes what it owns and lets go of it. Allocates
- * nothing. */
 static void forget_load_task(struct task **list, struct task *t)
 {
     for (struct task **p = list; *p != NULL; p = &(*p)->next_of_load)
@@ -215,6 +213,8 @@ static void forget_load_task(struct task **list, struct task *t)
         }
 }
 
+/* Takes an ended task out of everything, closes what it owns and lets go of it. Allocates
+ * nothing. */
 static void finish(struct task *t)
 {
     t->done = true;
@@ -626,8 +626,6 @@ void task_start_service(struct task *t)
     task_start(t);
 }
 
-/* Ends a task that is not running, wherever it waits: its pending __close handlers run (under
- * its limits), and nothing of it runs again. */
 static void unqueue(struct task *t)
 {
     struct task *before = NULL;
@@ -644,6 +642,8 @@ static void unqueue(struct task *t)
         }
 }
 
+/* Ends a task that is not running, wherever it waits: its pending __close handlers run (under
+ * its limits), and nothing of it runs again. */
 static void cancel(struct task *t)
 {
     unqueue(t);
