@@ -969,13 +969,16 @@ void conn_push(lua_State *L, struct conn *c)
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->ref);
 }
 
-void conn_interrupt_reads(const char *err)
+void conn_interrupt_waits(const char *err)
 {
-    /* Clients' connections only: the outgoing ones (to Redis, to an upstream) are what the
-     * handlers may need to finish their work and say goodbye. */
-    for (struct conn *c = open_head; c != NULL; c = c->next)
+    /* Reads from clients only: the outgoing connections (to Redis, to an upstream) are what the
+     * handlers may need to finish their work and say goodbye. A drain would wait for a peer's
+     * pace, maybe past the grace period. */
+    for (struct conn *c = open_head; c != NULL; c = c->next) {
         if (!c->outgoing)
             task_wake_first(&c->reader, err);
+        task_wake_all(&c->drainers, err);
+    }
 }
 
 void conn_close_all(void)

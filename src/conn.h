@@ -176,9 +176,10 @@ void conn_shutdown(struct conn *c, int how);
 /* Writes out everything queued in this loop iteration: one system call per connection. */
 void conn_flush_all(void);
 
-/* Wakes every coroutine waiting to read from an accepted connection with nil, err (at the start
- * of a graceful shutdown); the connections stay open, so handlers can still say goodbye. */
-void conn_interrupt_reads(const char *err);
+/* Wakes every coroutine waiting to read from an accepted connection, or to see any connection
+ * drain, with nil, err (at the start of a graceful shutdown); the connections stay open, so
+ * handlers can still say goodbye. */
+void conn_interrupt_waits(const char *err);
 
 /* Closes every connection at once (at exit). */
 void conn_close_all(void);

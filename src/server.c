@@ -115,7 +115,7 @@ static void begin_shutdown(const char *signal_name)
     task_stop_when_idle();
     lluasock_begin_shutdown();
     close_listeners();
-    conn_interrupt_reads(ERR_SHUTTING_DOWN);
+    conn_interrupt_waits(ERR_SHUTTING_DOWN);
     luasock_log(LUASOCK_LOG_INFO, "shutting down (%s): waiting up to %g s for %d handlers",
                 signal_name, grace_seconds, task_handler_count());
     ev_timer_init(&grace_timer, on_grace_over, grace_seconds, 0);

@@ -398,6 +398,25 @@ describe("conn:drain and the output limits of post", function()
     server:stop()
   end)
 
+  it("drain is woken by a graceful shutdown", function()
+    local server = target_server("max_queue = 64 * 1024 * 1024, soft_queue_seconds = false", [[
+      target:post(string.rep("d", 8 * 1024 * 1024))
+      conn:send("waiting\n")
+      local t0 = luasock.now()
+      local n, err = target:drain(0)
+      report(conn, n, err, luasock.now() - t0)]])
+    listener(server)  -- the target, which never reads
+    local client = command(server)
+    assert.equal("waiting", client:receive())
+    local started = socket.gettime()
+    server:signal("TERM")
+    local woken = helper.read_report(client)
+    assert.same({ nil, "shutting down" }, { woken[1], woken[2] })
+    assert.is_true(socket.gettime() - started < 2, "drain was woken late")
+    client:close()
+    server:stop()
+  end)
+
   -- Issue 13 item 10: only max_queue existed, so a reader a little behind was dropped as soon
   -- as a burst passed it, like one that never reads.
   it("drops a peer that stays above soft_queue for soft_queue_seconds, not before", function()
