@@ -77,6 +77,16 @@ static int resume(lua_State *L, lua_State *co, int narg)
     return nresults;
 }
 
+/* Runs co's pending __close handlers, as the coroutine that runs; returns their status, with an
+ * error value on co if not LUA_OK. */
+static int close_pending(lua_State *co)
+{
+    lua_State *outer = guard_switch(co);
+    int status = lua_resetthread(co);
+    guard_switch_back(outer);
+    return status;
+}
+
 /* coroutine.resume(co, ...) -> true, results... | false, error */
 static int co_resume(lua_State *L)
 {
@@ -97,9 +107,7 @@ static int wrapped_call(lua_State *L)
         return n;
     int status = lua_status(co);
     if (status != LUA_OK && status != LUA_YIELD) {
-        lua_State *outer = guard_switch(co);
-        status = lua_resetthread(co); /* runs its pending __close handlers */
-        guard_switch_back(outer);
+        status = close_pending(co);
         lua_xmove(co, L, 1);
     }
     if (status != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
@@ -128,9 +136,7 @@ static int co_close(lua_State *L)
     if (state != SUSPENDED && state != DEAD)
         return luaL_error(L, "cannot close a %s coroutine",
                           state == RUNNING ? "running" : "normal");
-    lua_State *outer = guard_switch(co);
-    int status = lua_resetthread(co);
-    guard_switch_back(outer);
+    int status = close_pending(co);
     if (status == LUA_OK) {
         lua_pushboolean(L, 1);
         return 1;

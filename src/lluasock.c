@@ -39,25 +39,26 @@ static int luasock_now(lua_State *L)
     return 1;
 }
 
-static int luasock_spawn(lua_State *L)
+/* fn(...) in a new task, started by start; returns the task. */
+static int spawn(lua_State *L, void (*start)(struct task *))
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
-    int nargs = lua_gettop(L) - 1;
-    struct task *t = task_new(L, nargs, 0, NULL);
-    task_start(t);
+    struct task *t = task_new(L, lua_gettop(L) - 1, 0, NULL);
+    start(t);
     task_push(L, t);
     return 1;
+}
+
+static int luasock_spawn(lua_State *L)
+{
+    return spawn(L, task_start);
 }
 
 /* luasock.core.spawn_service(fn, ...): luasock.spawn for the runtime's own modules (the pub/sub
  * bus), whose tasks no reload of the script stops. */
 static int luasock_spawn_service(lua_State *L)
 {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    struct task *t = task_new(L, lua_gettop(L) - 1, 0, NULL);
-    task_start_service(t);
-    task_push(L, t);
-    return 1;
+    return spawn(L, task_start_service);
 }
 
 static int luasock_log_(lua_State *L)

@@ -171,6 +171,15 @@ static void close_owned(struct task *t)
     }
 }
 
+/* Runs the __close handlers of the <close> variables a task left pending (an error skipped
+ * them, or it is being cancelled), under the task's limits like the rest of its code. */
+static void close_pending(struct task *t)
+{
+    lua_State *outer = guard_enter(t->co);
+    lua_resetthread(t->co);
+    guard_leave(outer);
+}
+
 /* Logs a failed task's error with its traceback, then runs the __close handlers of the <close>
  * variables the error skipped (under the task's limits, like the rest of its code). Leaves the
  * message as the one value on the task's thread, for join. Runs through task_protected: it
@@ -196,9 +205,7 @@ static int report_error(lua_State *L)
         luasock_log(LUASOCK_LOG_ERROR, "error in spawned coroutine: %s", traceback);
     }
     lua_pushstring(L, message);
-    lua_State *outer = guard_enter(t->co);
-    lua_resetthread(t->co);
-    guard_leave(outer);
+    close_pending(t);
     lua_xmove(L, t->co, 1);
     t->nresults = 1;
     return 0;
@@ -648,9 +655,7 @@ static void cancel(struct task *t)
 {
     unqueue(t);
     end_wait(t, NULL);
-    lua_State *outer = guard_enter(t->co);
-    lua_resetthread(t->co);
-    guard_leave(outer);
+    close_pending(t);
     lua_settop(t->co, 0);
     t->nresults = 0;
     finish(t);
