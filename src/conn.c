@@ -1280,6 +1280,18 @@ void conn_interrupt_waits(const char *err)
     }
 }
 
+void conn_finish_closing(void)
+{
+    for (;;) {
+        struct conn *c = open_head;
+        while (c != NULL && c->state != CONN_CLOSING)
+            c = c->next;
+        if (c == NULL)
+            return;
+        ev_run(loop, EVRUN_ONCE);
+    }
+}
+
 void conn_close_all(void)
 {
     conn_on_close = NULL; /* shutting down: nothing would run the hooks */

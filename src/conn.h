@@ -199,6 +199,11 @@ void conn_flush_all(void);
  * handlers can still say goodbye. */
 void conn_interrupt_waits(const char *err);
 
+/* Runs the loop until every connection that was closing has finished: its queued output
+ * delivered (or its send timeout passed) and the peer's end seen (or the linger time passed). For
+ * `luasock run`, whose script may end right after conn:close(). */
+void conn_finish_closing(void);
+
 /* Closes every connection at once (at exit). */
 void conn_close_all(void);
 

@@ -651,6 +651,7 @@ int server_run(const char *script, int argc, char **argv)
             task_start(t);
             ev_run(loop, 0);
             status = task_main_status();
+            conn_finish_closing();
         }
     }
     close_runtime();
