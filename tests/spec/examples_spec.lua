@@ -118,7 +118,7 @@ local s_servers = {}
 
 -- Starts one in `dir` with the certificate `certs`; returns it with the port it took.
 local function start_s_server(certs, dir)
-  local out = dir .. "/s_server.out"
+  local out = ("%s/s_server%d.out"):format(helper.tmpdir(), #s_servers + 1)
   local pipe = assert(io.popen(("echo $$; cd %s && exec openssl s_server -HTTP -accept "
     .. "127.0.0.1:0 -cert %s -key %s >%s 2>&1 </dev/null"):format(helper.shell_quote(dir),
     helper.shell_quote(certs.cert), helper.shell_quote(certs.key), helper.shell_quote(out))))
