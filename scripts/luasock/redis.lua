@@ -673,9 +673,9 @@ end
 -- redis.connect(host, port [, opts]) or redis.connect(url [, opts]) -> client | nil, err[, code].
 -- opts: timeout (seconds, for the connect and for each command; default 5), password, username,
 -- db, protocol (2 or 3), tls (true or luasock.connect's tls table: over TLS), on_disconnect(err)
--- (called each time the connection is lost). A URL (see parse_url) sets host, port, username,
--- password, db and tls, in place of those of opts. code: when Redis refused the AUTH, HELLO or
--- SELECT, the first word of its error ("WRONGPASS", "NOAUTH", "ERR").
+-- (called each time the connection is lost). A URL (see parse_url) gives host and port, and
+-- the username, password, db and tls it holds take the place of opts'. code: when Redis
+-- refused the AUTH, HELLO or SELECT, the first word of its error ("WRONGPASS", "NOAUTH", "ERR").
 function M.connect(host, port, opts)
   if type(host) == "string" and host:find("^%a[%w+.-]*://") then
     local where, err = M.parse_url(host)
