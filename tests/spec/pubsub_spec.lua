@@ -261,8 +261,7 @@ describe("luasock.pubsub in one process", function()
       "--pubsub", "http://x" }, { timeout = 10 })
     assert.equal(2, code, err)
     assert.equal("", out)
-    assert.matches(USAGE .. "'http://x'",
-      err, 1, true)
+    assert.matches(USAGE .. "'http://x'", err, 1, true)
     code, _, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0", "--pubsub" },
       { timeout = 10 })
     assert.equal(2, code, err)
@@ -274,9 +273,7 @@ describe("luasock.pubsub in one process", function()
       local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
         "--pubsub", bad }, { timeout = 10 })
       assert.equal("", out)
-      assert.matches(USAGE .. "'" .. bad
-        .. "'", err, 1,
-        true)
+      assert.matches(USAGE .. "'" .. bad .. "'", err, 1, true)
       assert.equal(2, code, "exit status for --pubsub " .. bad .. "; stderr:\n" .. err)
     end
   end)
