@@ -234,7 +234,9 @@ static void close_fd(struct conn *c)
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
     if (c->tls != NULL) {
         SSL_free(c->tls->ssl);
+        SSL_CTX_free(c->tls->ctx);
         c->tls->ssl = NULL;
+        c->tls->ctx = NULL;
         c->tls->handshaking = false;
     }
     close(c->fd);
@@ -762,6 +764,18 @@ static int send_plaintext_left(struct conn *c)
 static void handshake_step(struct conn *c)
 {
     struct conn_tls *t = c->tls;
+    if (t->ssl == NULL) {
+        /* An SSL that has begun a handshake holds about 40 KiB of buffers: not before the
+         * client has sent something. */
+        t->ssl = tls_new(t->ctx, c->fd, true);
+        SSL_CTX_free(t->ctx);
+        t->ctx = NULL;
+        if (t->ssl == NULL) {
+            snprintf(t->error, sizeof t->error, "tls: %s", ERR_NO_MEMORY);
+            handshake_failed(c);
+            return;
+        }
+    }
     int err = send_plaintext_left(c);
     if (err == EAGAIN) {
         ev_io_start(loop, &c->wio);
@@ -803,15 +817,17 @@ static struct conn_tls *new_tls(struct conn *c, SSL *ssl)
     return t;
 }
 
-int conn_accept_tls(struct conn *c, SSL *ssl)
+int conn_accept_tls(struct conn *c, SSL_CTX *ctx)
 {
-    struct conn_tls *t = new_tls(c, ssl);
+    struct conn_tls *t = new_tls(c, NULL);
     if (t == NULL)
         return -1;
     t->accepting = true;
+    SSL_CTX_up_ref(ctx);
+    t->ctx = ctx;
     double timeout = conn_first_byte_timeout >= 0 ? conn_first_byte_timeout : c->set.read_timeout;
     arm(&c->rtimer, &c->rdeadline, timeout);
-    handshake_step(c);
+    ev_io_start(loop, &c->rio);
     return 0;
 }
 
@@ -1384,6 +1400,7 @@ void conn_release(struct conn *c)
     drop_framer(c);
     if (c->tls != NULL) {
         SSL_free(c->tls->ssl);
+        SSL_CTX_free(c->tls->ctx);
         free(c->tls);
         c->tls = NULL;
     }

@@ -16,6 +16,7 @@ enum tls_status { TLS_OK, TLS_WANT_READ, TLS_WANT_WRITE, TLS_CLOSED, TLS_FAILED 
  * error text outlives the SSL, as the connection's close reason. */
 struct conn_tls {
     SSL *ssl;            /* freed when the socket closes */
+    SSL_CTX *ctx;        /* an accepted connection's, until its SSL is made (a reference) */
     bool handshaking;
     bool secured;        /* the handshake completed: reads and writes go through ssl */
     bool broken;         /* a fatal error: no close_notify (OpenSSL forbids it after one) */
