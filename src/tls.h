@@ -40,6 +40,14 @@ void tls_tune_context(SSL_CTX *ctx, bool server);
 /* A new SSL on fd, in client or server mode; NULL when out of memory. */
 SSL *tls_new(SSL_CTX *ctx, int fd, bool server);
 
+/* A server SSL on fd whose first reads come from a copy of data (the client's first record, that
+ * the caller read), then from fd once tls_read_socket says so; NULL when out of memory. */
+SSL *tls_new_with_input(SSL_CTX *ctx, int fd, const char *data, size_t len);
+
+/* For an SSL from tls_new_with_input: once the copied input is used up, reads go to the socket.
+ * Returns true when it switched (the caller should try again: the socket may hold more). */
+bool tls_read_socket(SSL *ssl, int fd);
+
 /* Each returns TLS_OK, a want (retry once the socket is ready that way), TLS_CLOSED (the peer
  * ended the stream: close_notify, or a FIN) or TLS_FAILED with t->error set. */
 enum tls_status tls_handshake(struct conn_tls *t);
