@@ -220,6 +220,13 @@ class Gen:
             (1, "local %s = %s:id()" % (self.var(), c)),
             (1, "local %s = tostring(%s)" % (self.var(), c)),
             (1, "keep(%s)" % c),
+            (1, "local %s = %s:tls()" % (self.var(), c)),
+            (1, "local %s = %s:tls_session()" % (self.var(), c)),
+            (1, "local %s, %s = %s:starttls(%s, %s)" % (
+                self.var(), self.var("e"), c,
+                r.choice(["nil", "{}", "{verify = false}", "{alpn = {\"x\"}}",
+                          "{cert = \"missing.pem\", key = \"missing.key\"}", "{ca = 1}"]),
+                self.timeout())),
         ])
 
     def misc_stmt(self, depth):
@@ -471,7 +478,10 @@ end
 local function connect_to(port, timeout, host)
   if S.connects >= 12 then return nil end
   S.connects = S.connects + 1
-  return keep(luasock.connect(host or "127.0.0.1", port or CLOSED_PORT, {timeout = timeout}))
+  -- Sometimes over TLS, to a server that speaks none: the handshake fails or times out.
+  local tls = S.connects % 3 == 0 and {verify = false} or nil
+  return keep(luasock.connect(host or "127.0.0.1", port or CLOSED_PORT,
+    {timeout = timeout, tls = tls}))
 end
 
 local function spawn(slot, fn, ...)  -- at most 24 spawns; the task is kept in S.tasks[slot]
