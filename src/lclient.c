@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "lresult.h"
 #include "lclient.h"
+#include "ltls.h"
 #include "net.h"
 #include "resolver.h"
 #include "task.h"
@@ -248,6 +249,7 @@ static const luaL_Reg functions[] = {
     {"resolve", luasock_resolve},
     {"set_nameservers", luasock_set_nameservers},
     {"connect_address", luasock_connect_address},
+    {"check_tls", ltls_check_client_options},
     {NULL, NULL},
 };
 

@@ -492,6 +492,9 @@ int ltls_configure(lua_State *L, const char *script, char *err, size_t size)
         lua_settop(L, top);
         return -1;
     }
+    /* The client certificates and CAs are read again too: they may have been renewed. */
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, CLIENT_CACHE);
     SSL_CTX *ctx = NULL;
     if (c.present || listeners_need_context)
         ctx = build_server(&c.opts, err, size);
@@ -590,6 +593,14 @@ static SSL_CTX *client_context(lua_State *L, const struct client_opts *o, char *
     lua_replace(L, -3);
     lua_pop(L, 1);
     return *box;
+}
+
+int ltls_check_client_options(lua_State *L)
+{
+    struct client_opts o;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    read_client_opts(L, 1, &o);
+    return 0;
 }
 
 /* Host-name checking and SNI for the name the client expects. */

@@ -31,6 +31,10 @@ SSL_CTX *ltls_require_server_context(void);
  * put in paths (at most max). */
 int ltls_files(const char **paths, int max);
 
+/* luasock.core.check_tls(opts): raises as luasock.connect would for bad client options, before
+ * anything is connected. */
+int ltls_check_client_options(lua_State *L);
+
 /* Adds tls, starttls and tls_session to the connection methods table on top of L. */
 void ltls_open(lua_State *L);
 

@@ -8,6 +8,7 @@ for name, value in pairs(core) do
   luasock[name] = value
 end
 luasock.connect_address = nil
+luasock.check_tls = nil
 luasock.spawn_service = nil
 
 local DEFAULT_CONNECT_TIMEOUT = 30
@@ -23,6 +24,7 @@ local function tls_options(tls, host)
     error("luasock.connect: tls must be true or a table of options", 3)
   end
   options.server_name = options.server_name or host
+  core.check_tls(options)
   return options
 end
 
