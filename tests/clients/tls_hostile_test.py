@@ -17,10 +17,11 @@ Scenarios:
   slow-hello  a real ClientHello trickled one byte per 100 ms by SLOW_HELLOS peers, to a
               server with first_byte_timeout = 1: each closed within SLOW_HELLO_WINDOW of its
               connect, long before its hello was whole (the handshake counts against it)
-  half-open   HALF_OPEN connections, half of them silent and half stopping in the middle of a
-              ClientHello, to a server with first_byte_timeout = 5: the good clients keep
-              their latency while the server holds them, and the server closes every one
-              within HALF_OPEN_CLOSE seconds (its descriptors go back to what they were)
+  half-open   HALF_OPEN connections, a third of them silent, a third stopping in the middle of
+              a ClientHello and a third silent after a whole one (never reading the server's
+              answer), to a server with first_byte_timeout = 5: the good clients keep their
+              latency while the server holds them, and the server closes every one within
+              HALF_OPEN_CLOSE seconds (its descriptors go back to what they were)
   stalled     a TLS peer that asks for 64 MiB and stops reading: the handler's send times out
               at send_timeout (1 s) and the connection is closed, what the peer got is an
               exact prefix; a peer that makes the handler post 64 KiB blocks is dropped at
@@ -34,7 +35,6 @@ import re
 import resource
 import select
 import socket
-import ssl
 import sys
 import tempfile
 import threading
@@ -45,7 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_test import (ASAN, IO_TIMEOUT, MAX_LATENCY, EchoProtocol, Failed,  # noqa: E402
                           GoodClients, check, open_fds, raise_fd_limit, read_to_eof, ready,
                           wait_for)
-from tls_support import Certs, TlsServer, client_context  # noqa: E402
+from tls_support import Certs, TlsServer, client_context, client_hello  # noqa: E402
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -112,19 +112,6 @@ class TlsEchoProtocol(EchoProtocol):
         super().__init__(CONTEXT.wrap_socket(sock, server_hostname="localhost"), index)
 
 
-def client_hello():
-    """The bytes of a real ClientHello (Python's, for localhost), from a memory BIO."""
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = CONTEXT.wrap_bio(incoming, outgoing, server_hostname="localhost")
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    hello = outgoing.read()
-    check(len(hello) > 100 and hello[0] == 0x16, f"not a ClientHello: {hello[:16]!r}")
-    return hello
-
-
 def closed_without_answer(sock, what):
     """Reads until the server closes; fails if it answered with more than a TLS alert."""
     try:
@@ -179,7 +166,7 @@ def scenario_garbage(server, good):
 
 def scenario_slow_hello(server, good):
     """slow-hello: a ClientHello trickled one byte per 100 ms, first_byte_timeout 1 s."""
-    hello = client_hello()
+    hello = client_hello(CONTEXT)
     results = [None] * SLOW_HELLOS
 
     def slow(i):
@@ -222,33 +209,37 @@ def scenario_slow_hello(server, good):
 
 
 def scenario_half_open(server, good):
-    """half-open: HALF_OPEN connections, silent or stopped inside a ClientHello."""
-    hello = client_hello()
-    part = hello[:len(hello) // 2]
+    """half-open: HALF_OPEN connections, silent, stopped inside a ClientHello, or silent after
+    a whole one."""
+    hello = client_hello(CONTEXT)
+    # What each third of them sends before it falls silent.
+    sends = [b"", hello[:len(hello) // 2], hello]
     before = open_fds(server.pid)
-    socks, opened_at = [], {}
+    socks, opened_at, kinds = [], {}, {}
     started = time.monotonic()
     try:
         for i in range(HALF_OPEN):
             sock = socket.create_connection((server.host, server.port), timeout=IO_TIMEOUT)
-            if i % 2:
-                sock.sendall(part)
+            if sends[i % 3]:
+                sock.sendall(sends[i % 3])
             socks.append(sock)
-            opened_at[sock.fileno()] = time.monotonic()
+            opened_at[sock.fileno()], kinds[sock.fileno()] = time.monotonic(), i % 3
         opened = time.monotonic() - started
         good.go_on(what=f"with {HALF_OPEN} half-open handshakes")
         peak = open_fds(server.pid) - before
-        # Every one is closed by the server (EOF or reset), none answered beyond an alert.
+        # Every one is closed by the server (EOF or reset); those that sent no whole hello
+        # get nothing but an alert (record type 21) before.
         pending = {sock.fileno(): sock for sock in socks}
         closed_after = []
         deadline = time.monotonic() + HALF_OPEN_CLOSE
         while pending and time.monotonic() < deadline:
             for sock in ready(list(pending.values()), select.POLLIN, 0.5):
                 try:
-                    data = sock.recv(4096)
+                    data = sock.recv(65536)
                 except (ConnectionResetError, socket.timeout):
                     data = b""
-                check(data == b"" or data[0] == 21, f"a half-open connection got {data[:20]!r}")
+                check(data == b"" or data[0] == 21 or kinds[sock.fileno()] == 2,
+                      f"a half-open connection got {data[:20]!r}")
                 if not data:
                     closed_after.append(time.monotonic() - opened_at[sock.fileno()])
                     del pending[sock.fileno()]
@@ -260,9 +251,10 @@ def scenario_half_open(server, good):
     wait_for(lambda: open_fds(server.pid) <= before + 2, IO_TIMEOUT * 2,
              "the server to close the half-open connections")
     closed_after.sort()
-    return [f"{HALF_OPEN} connections (half with {len(part)} of {len(hello)} hello bytes) "
-            f"opened in {opened:.2f} s; up to {peak} server descriptors for them; closed by "
-            f"the server {closed_after[0]:.1f} to {closed_after[-1]:.1f} s after their connect"]
+    return [f"{HALF_OPEN} connections (a third silent, a third with {len(sends[1])} of "
+            f"{len(hello)} hello bytes, a third with the whole hello) opened in {opened:.2f} s; "
+            f"up to {peak} server descriptors for them; closed by the server "
+            f"{closed_after[0]:.1f} to {closed_after[-1]:.1f} s after their connect"]
 
 
 def stalled_peer(server, command):

@@ -193,6 +193,20 @@ def connect(listener, context, server_hostname="localhost", timeout=5.0, session
         raise
 
 
+def client_hello(context, server_hostname="localhost"):
+    """The bytes of a real ClientHello (Python's, from `context`), made in a memory BIO."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=server_hostname)
+    try:
+        tls.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    hello = outgoing.read()
+    if len(hello) < 100 or hello[0] != 0x16:
+        raise RuntimeError(f"not a ClientHello: {hello[:16]!r}")
+    return hello
+
+
 class Lines:
     """Lines from a socket (plain or TLS): a recv may hold several or half of one."""
 

@@ -16,15 +16,23 @@ compares what the client saw with what the server saw.
   CloseNotify     conn:close(), shutdown("send") and a returning handler end with close_notify:
                   Python's recv returns b'' (a bare FIN would raise SSLEOFError), s_client reads
                   the alert and exits 0
+  Records         a TLS 1.3 key update asked for by s_client is answered and the echo goes on;
+                  a TLS 1.2 renegotiation is refused (no_renegotiation)
   Curl            an HTTP handler over TLS: curl --cacert gets its page, curl without the CA
                   refuses the certificate
   MutualTls       verify_client: a client certificate from the CA is accepted (subject,
                   issuer, verified), none or a foreign one is refused while others are served
+  Ciphers         ciphers (TLS 1.2) and ciphersuites (TLS 1.3) decide what is negotiated
+  Tls13Only       min_version = "1.3" refuses a TLS 1.2 client; session_tickets = false: no
+                  resumption
+  Workers         --workers 2: sessions resume whichever worker accepts, also after a reload
   Reload          certificates replaced under load (new handshakes and open connections in
                   threads) with SIGHUP: no failed handshake, new connections get the new
                   certificate, a broken pair logs "reload failed: tls ..." and the last good
                   one keeps serving; --watch picks up replaced certificate files
   Addresses       tls:unix:/path and tls:[::1]:0 listeners
+  Shutdown        SIGTERM with TLS connections in a read and handshakes unfinished: exit 0,
+                  close_notify for the open ones
   CommandLine     --tls-cert/--tls-key override the script's pair, and serve examples/echo.lua
 
 Run from the repo root with LUASOCK_BIN set; exit 0 = pass. Test names as arguments run only
@@ -33,6 +41,7 @@ those (e.g. `python3 tests/clients/tls_test.py Sni`).
 import asyncio
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -47,7 +56,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from luasock_server import SANITIZER_TEXT  # noqa: E402
 from tls_support import (ASAN, REPO, TLS_LINE_LUA, Certs, Lines, TlsServer,  # noqa: E402
-                         client_context, connect, parse_info, peer_cn)
+                         client_context, client_hello, connect, parse_info, peer_cn)
 
 IO_TIMEOUT = 15.0 if ASAN else 5.0
 RELOAD_TIMEOUT = 10.0 if ASAN else 5.0   # seconds from a SIGHUP to its log line
@@ -56,7 +65,7 @@ BULK = 1 * MiB
 DEV_CLIENT = "/CN=luasock development client"
 DEV_CA = "/CN=luasock development CA"
 RELOADED = re.compile(r"\[info\] reloaded \S+ in [\d.]+ ms")
-RELOAD_FAILED = re.compile(r"\[error\] reload failed: tls \S*live\.pem: \S")
+RELOAD_FAILED = re.compile(r"\[error\] reload failed: tls \S*live\.(pem|key): \S")
 HANDSHAKE_FAILED = re.compile(r"tls handshake failed: \S")
 
 # The handler of every server here: the connection's first line says what it does.
@@ -68,7 +77,9 @@ HANDLER = """-- TLS test handler. First line:
 --   bye      "bye", then conn:close() (close_notify)
 --   half     "half", then conn:shutdown("send") (close_notify), then read until the peer's EOF
 --   end      "end", then return from the handler
+--   worker   the number of the worker process (luasock.worker), then echo lines
 --   GET ...  an HTTP/1.1 request, answered with the report of conn:tls() as its body
+local luasock = require "luasock"
 local M = { tls = TLS_SETTINGS }
 """ + TLS_LINE_LUA + """
 local function echo_lines(conn)
@@ -117,6 +128,9 @@ function M.handle(conn)
     conn:receive("*a")
   elseif command == "end" then
     conn:send("end\\n")
+  elseif command == "worker" then
+    conn:send(luasock.worker, "\\n")
+    echo_lines(conn)
   elseif command and command:find("^GET ") then
     http(conn)
   end
@@ -259,6 +273,15 @@ class Echo(MainServer, unittest.TestCase):
         got = asyncio.run(exchange())
         self.assertEqual(len(payload), len(got))
         self.assertTrue(got == payload, "the 1 MiB echo differs")
+
+    def test_one_record_many_lines(self):
+        """Five 3 KB lines in one write (one TLS record, decrypted at once): every one is
+        answered without more input arriving."""
+        lines = [b"%d:" % i + b"r" * 3000 for i in range(5)]
+        with connect(self.tls, self.context) as sock:
+            sock.sendall(b"lines\n" + b"".join(line + b"\n" for line in lines))
+            reader = Lines(sock)
+            self.assertEqual(lines, [reader.line() for _ in lines])
 
     def test_many_connections_in_turn(self):
         """50 connections one after another: each handshake completes and is answered."""
@@ -461,6 +484,92 @@ class CloseNotify(MainServer, unittest.TestCase):
         self.assertIn("SSL3 alert read:warning:close notify", stderr)
 
 
+class SClient:
+    """An interactive `openssl s_client -msg` (it prints every record it sends or reads):
+    lines written to it go to the server, except its command letters (K: a TLS 1.3 key update
+    that asks for the peer's too; R: a TLS 1.2 renegotiation)."""
+
+    def __init__(self, listener, *options):
+        host, port = listener.target
+        self.proc = subprocess.Popen(
+            ["openssl", "s_client", "-connect", f"{host}:{port}", "-servername", "localhost",
+             "-CAfile", CERTS.path("ca.pem"), "-verify_return_error", "-no_ign_eof", "-msg",
+             *options], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output, self.pos, self.ended = b"", 0, False
+
+    def send(self, line):
+        self.proc.stdin.write(line + b"\n")
+        self.proc.stdin.flush()
+
+    def wait_for(self, pattern, timeout=IO_TIMEOUT):
+        """Reads its output until `pattern` (bytes) matches after the last match."""
+        pattern = re.compile(pattern, re.MULTILINE)
+        deadline = time.monotonic() + timeout
+        while True:
+            match = pattern.search(self.output, self.pos)
+            if match:
+                self.pos = match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0 or self.ended:
+                raise AssertionError(f"s_client never printed {pattern.pattern!r}; it printed:\n"
+                                     + self.output[-3000:].decode(errors="replace"))
+            if select.select([self.proc.stdout], [], [], left)[0]:
+                data = os.read(self.proc.stdout.fileno(), 65536)
+                self.ended = not data
+                self.output += data
+
+    def close(self):
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        try:
+            self.proc.wait(IO_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+class Records(MainServer, unittest.TestCase):
+    def test_key_update(self):
+        """A TLS 1.3 key update that asks for the server's (s_client's K): the server answers
+        with its own before the next echo, and the echo goes on under the new keys."""
+        client = SClient(self.tls)
+        try:
+            client.send(b"lines")
+            client.send(b"before")
+            client.wait_for(rb"^before$")
+            client.send(b"K")
+            client.wait_for(rb"^>>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate")
+            client.send(b"after")
+            client.wait_for(rb"^<<< TLS 1\.3, Handshake \[length 0005\], KeyUpdate")
+            client.wait_for(rb"^after$")
+            client.send(b"k")  # a key update that asks for nothing back
+            # (s_client takes a whole read of its input as the command: wait before the next)
+            client.wait_for(rb"^>>> TLS 1\.3, Handshake \[length 0005\], KeyUpdate")
+            client.send(b"again")
+            client.wait_for(rb"^again$")
+        finally:
+            client.close()
+
+    def test_renegotiation_refused(self):
+        """A TLS 1.2 client's renegotiation (s_client's R) is refused with a no_renegotiation
+        alert; the server goes on serving."""
+        client = SClient(self.tls, "-tls1_2")
+        try:
+            client.send(b"lines")
+            client.send(b"before")
+            client.wait_for(rb"^before$")
+            client.send(b"R")
+            client.wait_for(rb"^<<< TLS 1\.2, Alert \[length 0002\], warning no_renegotiation")
+        finally:
+            client.close()
+        with connect(self.tls, self.context) as sock:
+            self.assertEqual(b"still", Lines(sock).ask(b"lines\nstill"))
+
+
 class Curl(MainServer, unittest.TestCase):
     def curl(self, name, *options):
         host, port = self.tls.target
@@ -568,6 +677,86 @@ class MutualTls(ServerCase, unittest.TestCase):
             capture_output=True, timeout=IO_TIMEOUT * 2)
         self.assertEqual(0, done.returncode, done.stderr)
         self.assertEqual(DEV_CLIENT, parse_info(done.stdout.rstrip(b"\n"))["subject"])
+
+
+class Ciphers(ServerCase, unittest.TestCase):
+    """ciphers (TLS 1.2) and ciphersuites (TLS 1.3) choose what is negotiated."""
+
+    @classmethod
+    def script(cls):
+        return write_handler("ciphers.lua", """{ cert = "server.pem", key = "server.key",
+          ciphers = "ECDHE-ECDSA-AES128-GCM-SHA256",
+          ciphersuites = "TLS_CHACHA20_POLY1305_SHA256" }""")
+
+    def test_tls13_suite(self):
+        """TLS 1.3: the one suite allowed."""
+        with connect(self.tls, self.context) as sock:
+            self.assertEqual("TLS_CHACHA20_POLY1305_SHA256", sock.cipher()[0])
+            self.assertEqual("TLS_CHACHA20_POLY1305_SHA256", self.info(sock)["cipher"])
+
+    def test_tls12_cipher(self):
+        """TLS 1.2: the one cipher allowed."""
+        context = client_context(CERTS.path("ca.pem"), max_version=ssl.TLSVersion.TLSv1_2)
+        with connect(self.tls, context) as sock:
+            self.assertEqual("ECDHE-ECDSA-AES128-GCM-SHA256", sock.cipher()[0])
+            self.assertEqual("ECDHE-ECDSA-AES128-GCM-SHA256", self.info(sock)["cipher"])
+
+
+class Tls13Only(ServerCase, unittest.TestCase):
+    """min_version = "1.3" and session_tickets = false."""
+    ARGS = ("--log-level", "debug")
+
+    @classmethod
+    def script(cls):
+        return write_handler("tls13.lua", """{ cert = "server.pem", key = "server.key",
+          min_version = "1.3", session_tickets = false }""")
+
+    def test_tls12_client_refused(self):
+        """A client that stops at TLS 1.2 is refused (protocol version); others are served."""
+        mark = len(self.server.log())
+        context = client_context(CERTS.path("ca.pem"), max_version=ssl.TLSVersion.TLSv1_2)
+        with self.assertRaises(ssl.SSLError):
+            connect(self.tls, context).close()
+        wait_log(self.server, HANDSHAKE_FAILED, mark)
+        with connect(self.tls, self.context) as sock:
+            self.assertEqual("TLSv1.3", self.info(sock)["version"])
+
+    def test_no_resumption_without_tickets(self):
+        """No tickets: a second connection offering the first's session is not resumed."""
+        with connect(self.tls, self.context) as first:
+            self.info(first)
+            session = first.session
+        with connect(self.tls, self.context, session=session) as second:
+            self.assertIs(False, second.session_reused)
+            self.assertIs(False, self.info(second)["resumed"])
+
+
+class Workers(ServerCase, unittest.TestCase):
+    """--workers 2: the workers share what resumes a session."""
+    ARGS = ("--workers", "2")
+
+    @classmethod
+    def script(cls):
+        return write_handler("workers.lua", '{ cert = "server.pem", key = "server.key" }')
+
+    def test_resumption_across_workers(self):
+        """Twenty connections, each offering the session of the one before: all but the
+        first resumed, whichever worker accepted them; the same after a SIGHUP reload."""
+        for when in ("before", "after"):
+            if when == "after":
+                mark = len(self.server.log())
+                self.server.proc.send_signal(signal.SIGHUP)
+                for _ in range(2):
+                    mark = wait_log(self.server, re.compile(r"worker \d: reloaded "), mark,
+                                    RELOAD_TIMEOUT).end()
+            session, workers, reused = None, set(), []
+            for _ in range(20):
+                with connect(self.tls, self.context, session=session) as sock:
+                    workers.add(Lines(sock).ask(b"worker"))
+                    reused.append(sock.session_reused)
+                    session = sock.session
+            self.assertEqual([False] + [True] * 19, reused, f"{when} the reload")
+            print(f"\n    {when} the reload: workers {sorted(workers)}", file=sys.stderr)
 
 
 class Load:
@@ -788,6 +977,43 @@ class Addresses(unittest.TestCase):
             server.close()
             raise
         check_stopped(self, server)
+
+
+class Shutdown(unittest.TestCase):
+    def test_sigterm_with_handshakes_in_flight(self):
+        """SIGTERM while 5 TLS connections wait in a read and 40 handshakes are unfinished
+        (silent, or half a ClientHello): exit status 0 at once, no leak; the open connections
+        end with close_notify."""
+        server = TlsServer(write_handler("shutdown.lua", MAIN_TLS))
+        context = client_context(CERTS.path("ca.pem"))
+        hello = client_hello(context)
+        socks = []
+        try:
+            before = open_fds(server.pid)
+            for _ in range(5):
+                sock = connect(server.tls, context, suppress_ragged_eofs=False)
+                socks.append(sock)
+                self.assertEqual(b"ready", Lines(sock).ask(b"lines\nready"))
+            for i in range(40):
+                sock = server.tls.tcp(IO_TIMEOUT)
+                socks.append(sock)
+                if i % 2:
+                    sock.sendall(hello[:len(hello) // 2])
+            wait_until(lambda: open_fds(server.pid) >= before + 45, "the 45 accepts")
+            started = time.monotonic()
+            check_stopped(self, server)
+            took = time.monotonic() - started
+            self.assertLess(took, 10.0 if ASAN else 3.0)
+            for sock in socks[:5]:
+                self.assertEqual(b"", sock.recv(4096))
+        finally:
+            server.close()
+            for sock in socks:
+                sock.close()
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 class CommandLine(unittest.TestCase):

@@ -1,11 +1,13 @@
 -- tls_spec.lua -- issue 14 (TLS): LuaSec (Debian's lua-sec, over LuaSocket) as the client of
 -- luasock TLS servers (lines, "*l", "*a" and counts; receiveuntil, receiveany and receive_object
--- on the server side; an 8 MiB send to a slow reader; read timeouts), and luasock as a TLS
--- client (`luasock run` scripts with luasock.connect's tls option) of luasock and of
--- `openssl s_server`: verification against a CA, refusal of a self-signed certificate and of a
--- wrong host name unless verify = false, client certificates, ALPN, conn:starttls on both
--- sides, session reuse with conn:tls_session(), and "tls handshake timeout" from a peer that
--- never answers the ClientHello.
+-- on the server side; an 8 MiB send to a slow reader; read timeouts; a plaintext client), and
+-- luasock as a TLS client (`luasock run` scripts with luasock.connect's tls option) of luasock
+-- and of `openssl s_server`: verification against a CA and of IP addresses, refusal of a
+-- self-signed certificate and of a wrong host name unless verify = false, "tls: wrong version
+-- number", client certificates (and a renewed one after a reload), ALPN, half-close, bad
+-- options raised before connecting, session reuse with conn:tls_session(), "tls handshake
+-- timeout" from a peer that never answers the ClientHello; and conn:starttls on both sides,
+-- refusing plaintext that came after the request (command injection).
 --
 -- Every test makes its certificates with scripts/devcert in its temp directory (a CA, a server
 -- certificate for localhost, 127.0.0.1 and ::1, and a client certificate); the scripts are
@@ -36,28 +38,13 @@ local function self_signed()
   assert(ok, "openssl req -x509 failed")
 end
 
--- Starts a server and makes its listeners' `tls:` addresses connectable: a listener whose
--- address is tls:HOST:PORT gets the host and port of the rest, and tls = true.
-local function start(script, opts)
-  local server = helper.start(script, opts)
-  for i, listener in ipairs(server.listeners) do
-    local rest = listener.address:match("^tls:(.+)$")
-    if rest then
-      server.listeners[i] = helper.parse_listener(rest)
-      server.listeners[i].address, server.listeners[i].tls = listener.address, true
-    end
-  end
-  server.host, server.port = server.listeners[1].host, server.listeners[1].port
-  return server
-end
-
 -- Starts `source` (after helper.PRELUDE, with ${NAME}s from vars) on a tls:127.0.0.1:0 listener
 -- (or opts.listen).
 local function tls_server(source, vars, opts)
   certs()
   opts = opts or {}
   opts.listen = opts.listen or "tls:127.0.0.1:0"
-  return start(helper.handler(fill(source, vars or {})), opts)
+  return helper.start(helper.handler(fill(source, vars or {})), opts)
 end
 
 -- LuaSec's client parameters: verify the peer against the test CA.
@@ -176,7 +163,7 @@ describe("a TLS server with a LuaSec client", function()
     assert.equal(client:info("protocol"), info[1])
     assert.equal(client:info("cipher"), info[2])
     assert.equal("localhost", info[3])
-    for _, line in ipairs({ "hello", "", string.rep("x", 5000), "tabs\tand \r inside" }) do
+    for _, line in ipairs({ "hello", "", string.rep("x", 5000), "tabs\tand  spaces" }) do
       assert.equal(line, helper.ask(client, line))
     end
     assert(client:send("done\n"))
@@ -416,6 +403,46 @@ describe("luasock.connect with tls", function()
     server:stop()
   end)
 
+  it("uses a renewed client certificate after a reload", function()
+    local dir = certs()
+    local function install_client_pair(cn)
+      local ok = os.execute("(cd " .. helper.shell_quote(dir) .. " && openssl genpkey -algorithm EC "
+        .. "-pkeyopt ec_paramgen_curve:P-256 -out new.key && openssl req -new -key new.key "
+        .. "-subj " .. helper.shell_quote("/CN=" .. cn) .. " -out new.csr && "
+        .. "printf 'extendedKeyUsage=clientAuth\\n' >new.ext && openssl x509 -req -in new.csr "
+        .. "-CA ca.pem -CAkey ca.key -set_serial " .. math.random(1000, 9999999) .. " -days 30 "
+        .. "-extfile new.ext -out new.pem && mv new.key mine.key && mv new.pem mine.pem) "
+        .. ">/dev/null 2>&1")
+      assert(ok, "could not issue a client certificate")
+    end
+    install_client_pair("first client")
+    local backend = tls_server([[
+      return { tls = ${TLS}, handle = function(conn) conn:send(conn:tls().subject, "\n") end }]],
+      { TLS = [[{ cert = "server.pem", key = "server.key", ca = "ca.pem",
+                  verify_client = true }]] })
+    local front = helper.start(helper.handler(fill([[
+      return { handle = function(conn)
+        conn:receive("*l")
+        local backend, err = luasock.connect("127.0.0.1", ${PORT}, { tls = { ca = "${DIR}/ca.pem",
+          server_name = "localhost", cert = "${DIR}/mine.pem", key = "${DIR}/mine.key" } })
+        conn:send(backend and backend:receive("*l") or err, "\n")
+      end }]], { PORT = backend.port, DIR = dir })))
+    local function backend_saw()
+      local client = front:connect()
+      local subject = helper.ask(client, "go")
+      client:close()
+      return subject
+    end
+    assert.equal("/CN=first client", backend_saw())
+    install_client_pair("renewed client")
+    local mark = front:mark()
+    front:signal("HUP")
+    front:wait_log("%[info%] reloaded ", 5, mark)
+    assert.equal("/CN=renewed client", backend_saw())
+    front:stop()
+    backend:stop()
+  end)
+
   it("reuses a session from conn:tls_session(): resumed on both sides", function()
     local server = tls_server(ECHO, { TLS = TLS })
     local reports = run([[
@@ -437,6 +464,74 @@ describe("luasock.connect with tls", function()
     assert.same(table.pack("userdata", false), reports[2])
     assert.is_true(helper.decode_report(reports[3][1])[5], "the server saw no resumption")
     assert.same(table.pack(true), reports[4])
+    server:stop()
+  end)
+
+  it("half-closes: shutdown('send') ends the server's '*a', and its answer still arrives",
+    function()
+    local server = tls_server([[
+      return {
+        tls = ${TLS},
+        handle = function(conn)
+          local data, err = conn:receive("*a")
+          conn:send(string.upper(data or err))
+        end,
+      }]], { TLS = TLS })
+    local reports = run([[
+      local conn = assert(luasock.connect("127.0.0.1", ${PORT},
+        { tls = { ca = "${CA}", server_name = "localhost" } }))
+      conn:send("hello over tls")
+      report(stdout, conn:shutdown("send"))
+      report(stdout, conn:receive("*a"))
+    ]], { PORT = server.port })
+    assert.same(table.pack(true), reports[1])
+    assert.same(table.pack("HELLO OVER TLS"), reports[2])
+    server:stop()
+  end)
+
+  it("checks the host as the name by default: localhost, and the address ::1", function()
+    local server = tls_server(ECHO, { TLS = TLS }, { listen = { "tls:127.0.0.1:0", "tls:[::1]:0" } })
+    local reports = run([[
+      for _, target in ipairs({ { "localhost", ${PORT} }, { "::1", ${PORT_SIX} } }) do
+        local conn, err = luasock.connect(target[1], target[2], { tls = { ca = "${CA}" } })
+        report(stdout, conn ~= nil, err)
+        if conn then report(stdout, conn:receive("*l")) end
+      end
+    ]], { PORT = server.listeners[1].port, PORT_SIX = server.listeners[2].port })
+    assert.same(table.pack(true, nil), reports[1])
+    assert.equal("localhost", helper.decode_report(reports[2][1])[3])
+    assert.same(table.pack(true, nil), reports[3])
+    assert.is_nil(helper.decode_report(reports[4][1])[3]) -- no SNI for an address
+    server:stop()
+  end)
+
+  it("raises for bad tls options before it connects", function()
+    local server = tls_server([[
+      return { tls = ${TLS}, handle = function(conn) report(conn, conn:id()) end }]],
+      { TLS = TLS })
+    local reports = run([[
+      for _, port in ipairs({ ${CLOSED}, ${PORT} }) do
+        for _, tls in ipairs({ { alpn = "h2" }, { cert = "${DIR}/client.pem" },
+                               { session = "x" }, { verify = "yes" } }) do
+          report(stdout, pcall(luasock.connect, "127.0.0.1", port, { tls = tls }))
+        end
+      end
+      local conn = assert(luasock.connect("127.0.0.1", ${PORT},
+        { tls = { ca = "${CA}", server_name = "localhost" } }))
+      report(stdout, conn:receive("*l"))
+    ]], { PORT = server.port, CLOSED = helper.free_port() })
+    local messages = { "tls.alpn must be a list of protocol names",
+      "tls: a client certificate needs both 'cert' and 'key'",
+      "tls.session must be a value from conn:tls_session()",
+      "tls.verify must be true or false" }
+    for i, message in ipairs(messages) do
+      for _, result in ipairs({ reports[i], reports[i + #messages] }) do
+        assert.is_false(result[1], "no error for " .. message .. ": " .. tostring(result[2]))
+        assert.is_truthy(tostring(result[2]):find(message, 1, true), result[2])
+      end
+    end
+    -- The server's first connection is the good one: the bad ones never connected.
+    assert.same(table.pack(1), helper.decode_report(reports[2 * #messages + 1][1]))
     server:stop()
   end)
 
@@ -505,7 +600,7 @@ describe("conn:starttls", function()
     local server = tls_server(STARTTLS_SERVER, { TLS = TLS }, { listen = "127.0.0.1:0" })
     local reports = run([[
       local conn = assert(luasock.connect("127.0.0.1", ${PORT}))
-      report(stdout, conn:tls())
+      report(stdout, conn:tls(), conn:tls_session())
       conn:send("STARTTLS\n")
       report(stdout, conn:receive("*l"))
       report(stdout, conn:starttls({ ca = "${CA}", server_name = "localhost" }))
@@ -514,7 +609,7 @@ describe("conn:starttls", function()
       report(stdout, conn:receive("*l"))
       report(stdout, conn:tls().version, conn:tls().verified)
     ]], { PORT = server.port })
-    assert.same(table.pack(nil), reports[1])
+    assert.same(table.pack(nil, nil), reports[1])
     assert.same(table.pack("GO"), reports[2])
     assert.same(table.pack(true), reports[3])
     assert.same(table.pack("upgraded", "TLSv1.3", "localhost"),
@@ -538,6 +633,67 @@ describe("conn:starttls", function()
     assert.same(table.pack(nil, "certificate verify failed: hostname mismatch"), reports[2])
     assert.same(table.pack(nil, "closed"), reports[3])
     server:wait_log("%[info%] starttls failed: ")
+    server:stop()
+  end)
+
+  it("refuses plaintext that came after STARTTLS (no command injection)", function()
+    local server = tls_server(STARTTLS_SERVER, { TLS = TLS }, { listen = "127.0.0.1:0" })
+    local tcp = server:connect()
+    assert(tcp:send("STARTTLS\nINJECTED\n"))
+    assert.equal("GO", tcp:receive("*l"))
+    local rest, err = helper.read_all(tcp)
+    assert.equal("", rest)
+    assert.is_truthy(err == "closed" or err == "connection reset by peer", err)
+    server:wait_log("%[info%] starttls failed: tls: plaintext arrived after the request to "
+      .. "start tls")
+    assert.equal(0, server:count_log("INJECTED"))
+    server:stop()
+  end)
+
+  it("refuses plaintext that came before the upgrade on an outgoing connection", function()
+    local server = helper.start(helper.handler([[
+      return { handle = function(conn)
+        conn:receive("*l")
+        conn:send("GO\nINJECTED\n")
+        conn:receive("*a")
+      end }]]))
+    local reports = run([[
+      local conn = assert(luasock.connect("127.0.0.1", ${PORT}))
+      conn:send("STARTTLS\n")
+      report(stdout, conn:receive("*l"))
+      report(stdout, conn:starttls({ ca = "${CA}", server_name = "localhost" }))
+      report(stdout, conn:receive("*l"))
+    ]], { PORT = server.port })
+    assert.same(table.pack("GO"), reports[1])
+    assert.same(table.pack(nil, "tls: plaintext arrived after the request to start tls"),
+      reports[2])
+    assert.same({ nil, "closed" }, { reports[3][1], reports[3][2] })
+    server:stop()
+  end)
+
+  it("upgrades with the options given to starttls in a script without a tls table", function()
+    local dir = certs()
+    local server = helper.start(helper.handler(fill([[
+      return { handle = function(conn)
+        if conn:receive("*l") == "bare" then
+          local ok, err = conn:starttls()
+          return luasock.log("info", "bare starttls: " .. tostring(ok) .. ", " .. err)
+        end
+        conn:send("GO\n")
+        assert(conn:starttls({ cert = "${DIR}/server.pem", key = "${DIR}/server.key" }))
+        report(conn, conn:tls().version)
+      end }]], { DIR = dir })))
+    local bare = server:connect()
+    assert(bare:send("bare\n"))
+    assert.equal("", (helper.read_all(bare)))
+    server:wait_log("bare starttls: nil, " .. helper.literal("tls: no certificate: set tls = "
+      .. "{ cert = FILE, key = FILE } in the script, or pass the options to starttls"))
+    local tcp = server:connect()
+    assert(tcp:send("with options\n"))
+    assert.equal("GO", tcp:receive("*l"))
+    local client = wrap(tcp)
+    assert.same(table.pack("TLSv1.3"), helper.read_report(client))
+    client:close()
     server:stop()
   end)
 end)
