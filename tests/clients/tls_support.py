@@ -35,9 +35,9 @@ def is_asan_build():
 ASAN = is_asan_build()
 
 
-def run(args, cwd=None):
+def run(args):
     """Runs a command that must succeed; returns its stdout."""
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed ({done.returncode}): {done.stderr}")
     return done.stdout
@@ -56,8 +56,7 @@ class Certs:
 
     def issue(self, name, cn, dns_names=(), client=False, ca="ca"):
         """Writes NAME.pem and NAME.key: a P-256 certificate for subject /CN=cn with the given
-        DNS names, signed by CA.pem (a self-signed one when ca is None); returns its serial as
-        openssl prints it (upper-case hex)."""
+        DNS names, signed by CA.pem (a self-signed one when ca is None)."""
         key, pem, csr = (self.path(name + ext) for ext in (".key", ".pem", ".csr"))
         run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
              "-out", key])
@@ -76,19 +75,6 @@ class Certs:
              "-extfile", extensions, "-out", pem])
         os.remove(csr)
         os.remove(extensions)
-        return self.serial(name)
-
-    def serial(self, name):
-        out = run(["openssl", "x509", "-in", self.path(name + ".pem"), "-noout", "-serial"])
-        return out.strip().split("=", 1)[1].upper()
-
-
-def peer_serial(sock):
-    """The serial of the certificate the peer of an SSLSocket presented, as openssl prints it."""
-    der = sock.getpeercert(binary_form=True)
-    out = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-serial"], input=der,
-                         capture_output=True, timeout=10, check=True).stdout.decode()
-    return out.strip().split("=", 1)[1].upper()
 
 
 def peer_cn(sock):

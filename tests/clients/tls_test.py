@@ -878,6 +878,7 @@ class Reload(unittest.TestCase):
         self.assertEqual(der(CERTS.path("gen1.pem")), self.current(context))
         load = Load(self.server.tls, context)
         try:
+            load.go_on()  # some handshakes with the first pair
             for _ in range(3):
                 name = self.new_pair()
                 self.install(name)

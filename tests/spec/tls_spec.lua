@@ -47,17 +47,11 @@ local function tls_server(source, vars, opts)
   return helper.start(helper.handler(fill(source, vars or {})), opts)
 end
 
--- LuaSec's client parameters: verify the peer against the test CA.
-local function luasec_params(extra)
-  local params = { mode = "client", protocol = "any", verify = "peer",
-    cafile = certs() .. "/ca.pem", options = { "all", "no_sslv2", "no_sslv3" } }
-  for key, value in pairs(extra or {}) do params[key] = value end
-  return params
-end
-
--- Wraps a connected LuaSocket client in LuaSec and completes the handshake (SNI localhost).
-local function wrap(tcp, extra)
-  local conn = assert(ssl.wrap(tcp, luasec_params(extra)))
+-- Wraps a connected LuaSocket client in LuaSec, verifying the peer against the test CA, and
+-- completes the handshake (SNI localhost).
+local function wrap(tcp)
+  local conn = assert(ssl.wrap(tcp, { mode = "client", protocol = "any", verify = "peer",
+    cafile = certs() .. "/ca.pem", options = { "all", "no_sslv2", "no_sslv3" } }))
   conn:sni("localhost")
   conn:settimeout(helper.IO_TIMEOUT)
   local ok, err = conn:dohandshake()
@@ -65,23 +59,22 @@ local function wrap(tcp, extra)
   return conn
 end
 
--- A LuaSec connection to `server`'s listener i (default 1).
-local function luasec(server, i, extra)
-  return wrap(server:connect(i), extra)
+-- A LuaSec connection to `server`.
+local function luasec(server)
+  return wrap(server:connect())
 end
 
 -- `openssl s_server` processes started by s_server(), killed by cleanup.
 local s_servers = {}
 
--- Starts `openssl s_server -rev` (answers every line reversed) with the pair `name` (default
--- the devcert server pair); returns its port.
-local function s_server(name)
+-- Starts `openssl s_server -rev` (answers every line reversed) with the devcert server pair;
+-- returns its port.
+local function s_server()
   local dir = certs()
-  name = name or "server"
   local out = dir .. "/s_server" .. (#s_servers + 1) .. ".out"
   local command = string.format("echo $$; exec openssl s_server -accept 127.0.0.1:0 -rev "
-    .. "-cert %s -key %s >%s 2>&1 </dev/null", helper.shell_quote(dir .. "/" .. name .. ".pem"),
-    helper.shell_quote(dir .. "/" .. name .. ".key"), helper.shell_quote(out))
+    .. "-cert %s -key %s >%s 2>&1 </dev/null", helper.shell_quote(dir .. "/server.pem"),
+    helper.shell_quote(dir .. "/server.key"), helper.shell_quote(out))
   local pipe = assert(io.popen(command, "r"))
   local process = { pipe = pipe, pid = assert(tonumber(pipe:read("l")), "no pid") }
   s_servers[#s_servers + 1] = process
