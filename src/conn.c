@@ -234,7 +234,9 @@ static void close_fd(struct conn *c)
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
     if (c->tls != NULL) {
         SSL_free(c->tls->ssl);
+        SSL_CTX_free(c->tls->ctx);
         c->tls->ssl = NULL;
+        c->tls->ctx = NULL;
         c->tls->handshaking = false;
     }
     close(c->fd);
@@ -411,7 +413,8 @@ static int fill(struct conn *c)
         c->heard_from = true;
         /* A short read means the kernel had no more: skip the read that would say EAGAIN. The
          * socket does not signal records that OpenSSL has already taken in. */
-        c->readable = (size_t)n == space || (c->tls != NULL && tls_pending(c->tls));
+        c->readable = (size_t)n == space ||
+                      (c->tls != NULL && c->tls->secured && tls_pending(c->tls));
         return 0;
     }
     int err = n == 0 ? 0 : errno;
@@ -759,9 +762,65 @@ static int send_plaintext_left(struct conn *c)
 }
 
 /* Takes the handshake as far as the socket allows, and watches the socket it waits for. */
+/* The largest record a ClientHello may come in, with its header: bigger is not TLS. */
+#define TLS_MAX_RECORD (5 + 16384 + 2048)
+
+/* Whether the client's first record is all in the input buffer (or what is there is not a
+ * handshake record, for OpenSSL to refuse). An SSL that has begun a handshake holds about 40 KiB
+ * of buffers: a connection that sends nothing, or trickles its ClientHello, costs only its own
+ * input buffer until then. Returns 1 (ready), 0 (wait) or -1 (failed, error set). */
+static int first_record_in(struct conn *c)
+{
+    int err = fill(c);
+    if (err == EAGAIN)
+        return 0;
+    if (err == OVER_BUDGET || (err == 0 && c->eof)) {
+        snprintf(c->tls->error, sizeof c->tls->error, "%s",
+                 c->eof ? "tls: the peer closed the connection during the handshake"
+                        : ERR_NO_BUFFERS);
+        return -1;
+    }
+    if (err != 0) {
+        snprintf(c->tls->error, sizeof c->tls->error, "%s", errors_string(err));
+        return -1;
+    }
+    const unsigned char *head = (const unsigned char *)buf_head(&c->in);
+    size_t len = buf_len(&c->in);
+    if (head[0] != 0x16)
+        return 1;
+    if (len < 5)
+        return 0;
+    size_t record = 5 + ((size_t)head[3] << 8 | head[4]);
+    return len >= record || record > TLS_MAX_RECORD ? 1 : 0;
+}
+
+/* An accepted connection's SSL, once its first record is in: it reads that from a copy. */
+static bool make_server_ssl(struct conn *c)
+{
+    struct conn_tls *t = c->tls;
+    int ready = first_record_in(c);
+    if (ready <= 0) {
+        if (ready < 0)
+            handshake_failed(c);
+        return false;
+    }
+    t->ssl = tls_new_with_input(t->ctx, c->fd, buf_head(&c->in), buf_len(&c->in));
+    SSL_CTX_free(t->ctx);
+    t->ctx = NULL;
+    drop_input(c);
+    if (t->ssl == NULL) {
+        snprintf(t->error, sizeof t->error, "tls: %s", ERR_NO_MEMORY);
+        handshake_failed(c);
+        return false;
+    }
+    return true;
+}
+
 static void handshake_step(struct conn *c)
 {
     struct conn_tls *t = c->tls;
+    if (t->ssl == NULL && !make_server_ssl(c))
+        return;
     int err = send_plaintext_left(c);
     if (err == EAGAIN) {
         ev_io_start(loop, &c->wio);
@@ -772,8 +831,12 @@ static void handshake_step(struct conn *c)
         handshake_failed(c);
         return;
     }
-    switch (tls_handshake(t)) {
+    enum tls_status status;
+    while ((status = tls_handshake(t)) == TLS_WANT_READ && tls_read_socket(t->ssl, c->fd))
+        ;
+    switch (status) {
     case TLS_OK:
+        tls_read_socket(t->ssl, c->fd);
         handshake_done(c);
         return;
     case TLS_WANT_READ:
@@ -803,15 +866,17 @@ static struct conn_tls *new_tls(struct conn *c, SSL *ssl)
     return t;
 }
 
-int conn_accept_tls(struct conn *c, SSL *ssl)
+int conn_accept_tls(struct conn *c, SSL_CTX *ctx)
 {
-    struct conn_tls *t = new_tls(c, ssl);
+    struct conn_tls *t = new_tls(c, NULL);
     if (t == NULL)
         return -1;
     t->accepting = true;
+    SSL_CTX_up_ref(ctx);
+    t->ctx = ctx;
     double timeout = conn_first_byte_timeout >= 0 ? conn_first_byte_timeout : c->set.read_timeout;
     arm(&c->rtimer, &c->rdeadline, timeout);
-    handshake_step(c);
+    ev_io_start(loop, &c->rio);
     return 0;
 }
 
@@ -1280,6 +1345,18 @@ void conn_interrupt_waits(const char *err)
     }
 }
 
+void conn_finish_closing(void)
+{
+    for (;;) {
+        struct conn *c = open_head;
+        while (c != NULL && c->state != CONN_CLOSING)
+            c = c->next;
+        if (c == NULL)
+            return;
+        ev_run(loop, EVRUN_ONCE);
+    }
+}
+
 void conn_close_all(void)
 {
     conn_on_close = NULL; /* shutting down: nothing would run the hooks */
@@ -1372,6 +1449,7 @@ void conn_release(struct conn *c)
     drop_framer(c);
     if (c->tls != NULL) {
         SSL_free(c->tls->ssl);
+        SSL_CTX_free(c->tls->ctx);
         free(c->tls);
         c->tls = NULL;
     }

@@ -21,6 +21,7 @@
 
 struct conn_tls;
 typedef struct ssl_st SSL;
+typedef struct ssl_ctx_st SSL_CTX;
 
 #define CONN_MT "luasock.conn"
 #define CONN_MARK 0x6c7561736f636b43ULL /* "luasockC": see toconn in lconn.c */
@@ -141,10 +142,11 @@ void conn_release(struct conn *c);
  * (resumed with nil, err; c is then closed). */
 int conn_wait_connect(struct conn *c, lua_State *L, double timeout);
 
-/* An accepted connection on a TLS listener: runs the server side of the handshake on ssl (owned
- * from now on), within first_byte_timeout, before any handler; conn_on_secured follows, or a
- * failure closes c (logged at debug). Returns -1 when out of memory (ssl is freed). */
-int conn_accept_tls(struct conn *c, SSL *ssl);
+/* An accepted connection on a TLS listener: runs the server side of the handshake with ctx,
+ * within first_byte_timeout, before any handler; conn_on_secured follows, or a failure closes c
+ * (logged). Its SSL is made when the first bytes arrive: a connection that sends nothing costs
+ * no TLS buffers. Returns -1 when out of memory. */
+int conn_accept_tls(struct conn *c, SSL_CTX *ctx);
 
 /* conn:starttls and luasock.connect's tls: suspends the calling task (checked with
  * task_check_wait) while the handshake on ssl (owned from now on) runs, after what was queued
@@ -198,6 +200,11 @@ void conn_flush_all(void);
  * drain, with nil, err (at the start of a graceful shutdown); the connections stay open, so
  * handlers can still say goodbye. */
 void conn_interrupt_waits(const char *err);
+
+/* Runs the loop until every connection that was closing has finished: its queued output
+ * delivered (or its send timeout passed) and the peer's end seen (or the linger time passed). For
+ * `luasock run`, whose script may end right after conn:close(). */
+void conn_finish_closing(void);
 
 /* Closes every connection at once (at exit). */
 void conn_close_all(void);

@@ -350,7 +350,13 @@ static bool load_pair(SSL_CTX *ctx, const char *cert, const char *cert_shown, co
     }
     snprintf(prefix, sizeof prefix, "tls %s: ", key_shown);
     if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-        tls_error_text(err, size, prefix, NULL);
+        if (ERR_GET_REASON(ERR_peek_error()) == X509_R_KEY_VALUES_MISMATCH) {
+            ERR_clear_error();
+            snprintf(err, size, "tls %s: %s is not the key of this certificate", cert_shown,
+                     key_shown);
+        } else {
+            tls_error_text(err, size, prefix, NULL);
+        }
         return false;
     }
     if (SSL_CTX_check_private_key(ctx) != 1) {

@@ -114,10 +114,25 @@ static bool redis_userinfo(const char *text, const char *end)
     return true;
 }
 
+/* rediss:// options: insecure=0|1 and ca=FILE, joined by '&'. */
+static bool rediss_options(const char *text)
+{
+    for (;;) {
+        size_t len = strcspn(text, "&");
+        bool known = (len == 10 && (strncmp(text, "insecure=0", 10) == 0 ||
+                                    strncmp(text, "insecure=1", 10) == 0)) ||
+                     (len > 3 && strncmp(text, "ca=", 3) == 0);
+        if (!known)
+            return false;
+        if (text[len] == '\0')
+            return true;
+        text += len + 1;
+    }
+}
+
 /* redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTIONS], checked here so that a typo is a
  * usage error at once, not a failure when the script first publishes. The password may hold any
- * character but '@' in its raw form: the last '@' ends it. The options (rediss: ?insecure=1) are
- * luasock.redis's to check. */
+ * character but '@' in its raw form: the last '@' ends it. */
 static bool redis_url(const char *text)
 {
     size_t scheme = strncmp(text, "redis://", 8) == 0 ? 8 : strncmp(text, "rediss://", 9) == 0 ? 9 : 0;
@@ -129,7 +144,7 @@ static bool redis_url(const char *text)
             return false;
         host = at + 1;
     }
-    const char *end = host + strcspn(host, ":/");
+    const char *end = host + strcspn(host, ":/?");
     if (end == host)
         return false;
     if (*end == ':') {
@@ -140,7 +155,9 @@ static bool redis_url(const char *text)
     }
     if (*end == '/')
         end += 1 + strspn(end + 1, "0123456789");
-    return (*end == '\0' || *end == '?') && end[-1] != '/';
+    if (end[-1] == '/')
+        return false;
+    return *end == '\0' || (*end == '?' && scheme == 9 && rediss_options(end + 1));
 }
 
 #define MAX_WORKERS 1024
@@ -222,8 +239,9 @@ static int serve_command(int argc, char **argv)
                 const char *at = strrchr(value, '@'), *scheme = strstr(value, "://");
                 int kept = at != NULL && scheme != NULL && scheme < at ? (int)(scheme + 3 - value)
                                                                        : 0;
-                status = usage_error(help, "--pubsub: expected redis://[[USER]:PASSWORD@]HOST"
-                                           "[:PORT][/DB], got '%.*s%s%s'", kept, value,
+                status = usage_error(help, "--pubsub: expected redis[s]://[[USER]:PASSWORD@]"
+                                           "HOST[:PORT][/DB] (rediss: [?ca=FILE|insecure=1]), "
+                                           "got '%.*s%s%s'", kept, value,
                                      at ? "***@" : "", at ? at + 1 : value);
             }
             o.pubsub = value;

@@ -320,8 +320,7 @@ static void secured(struct conn *c)
 static void start_handshake(struct conn *c)
 {
     SSL_CTX *ctx = ltls_server_context();
-    SSL *ssl = ctx != NULL ? tls_new(ctx, c->fd, true) : NULL;
-    if (ssl == NULL || conn_accept_tls(c, ssl) < 0) {
+    if (ctx == NULL || conn_accept_tls(c, ctx) < 0) {
         luasock_log(LUASOCK_LOG_WARN, "conn %llu: closed: no memory for its tls session",
                     (unsigned long long)c->id);
         conn_close(c);
@@ -651,6 +650,7 @@ int server_run(const char *script, int argc, char **argv)
             task_start(t);
             ev_run(loop, 0);
             status = task_main_status();
+            conn_finish_closing();
         }
     }
     close_runtime();

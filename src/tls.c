@@ -47,6 +47,35 @@ SSL *tls_new(SSL_CTX *ctx, int fd, bool server)
     return ssl;
 }
 
+SSL *tls_new_with_input(SSL_CTX *ctx, int fd, const char *data, size_t len)
+{
+    SSL *ssl = SSL_new(ctx);
+    BIO *input = BIO_new(BIO_s_mem()), *output = BIO_new_socket(fd, BIO_NOCLOSE);
+    if (ssl == NULL || input == NULL || output == NULL ||
+        BIO_write(input, data, (int)len) != (int)len) {
+        SSL_free(ssl);
+        BIO_free(input);
+        BIO_free(output);
+        return NULL;
+    }
+    BIO_set_mem_eof_return(input, -1); /* used up is "retry", not the end of the stream */
+    SSL_set_bio(ssl, input, output);
+    SSL_set_accept_state(ssl);
+    return ssl;
+}
+
+bool tls_read_socket(SSL *ssl, int fd)
+{
+    BIO *input = SSL_get_rbio(ssl);
+    if (BIO_method_type(input) != BIO_TYPE_MEM || BIO_ctrl_pending(input) > 0)
+        return false;
+    BIO *socket = BIO_new_socket(fd, BIO_NOCLOSE);
+    if (socket == NULL)
+        return false;
+    SSL_set0_rbio(ssl, socket);
+    return true;
+}
+
 void tls_error_text(char *out, size_t size, const char *prefix, SSL *ssl)
 {
     unsigned long e = ERR_peek_error();

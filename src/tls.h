@@ -16,6 +16,7 @@ enum tls_status { TLS_OK, TLS_WANT_READ, TLS_WANT_WRITE, TLS_CLOSED, TLS_FAILED 
  * error text outlives the SSL, as the connection's close reason. */
 struct conn_tls {
     SSL *ssl;            /* freed when the socket closes */
+    SSL_CTX *ctx;        /* an accepted connection's, until its SSL is made (a reference) */
     bool handshaking;
     bool secured;        /* the handshake completed: reads and writes go through ssl */
     bool broken;         /* a fatal error: no close_notify (OpenSSL forbids it after one) */
@@ -38,6 +39,14 @@ void tls_tune_context(SSL_CTX *ctx, bool server);
 
 /* A new SSL on fd, in client or server mode; NULL when out of memory. */
 SSL *tls_new(SSL_CTX *ctx, int fd, bool server);
+
+/* A server SSL on fd whose first reads come from a copy of data (the client's first record, that
+ * the caller read), then from fd once tls_read_socket says so; NULL when out of memory. */
+SSL *tls_new_with_input(SSL_CTX *ctx, int fd, const char *data, size_t len);
+
+/* For an SSL from tls_new_with_input: once the copied input is used up, reads go to the socket.
+ * Returns true when it switched (the caller should try again: the socket may hold more). */
+bool tls_read_socket(SSL *ssl, int fd);
 
 /* Each returns TLS_OK, a want (retry once the socket is ready that way), TLS_CLOSED (the peer
  * ended the stream: close_notify, or a FIN) or TLS_FAILED with t->error set. */

@@ -3,13 +3,15 @@
 --
 -- `redis_server.start(opts, class)` runs $REDIS_SERVER (default /usr/bin/redis-server) on a free
 -- loopback port, in a temp directory, without persistence, and waits until it answers PING; it
--- returns a server table (pid, port, dir, logfile, password) whose metatable is `class`. A spec
+-- returns a server table (pid, port, dir, logfile, password, tls) whose metatable is `class`.
+-- With opts.tls (certificates from tests/devcert.lua) it speaks only TLS on that port. A spec
 -- adds its own commands to a class of its own from `redis_server.class()`. Every server started
 -- is registered here: `redis_server.cleanup` (for after_each; it also runs helper.cleanup) kills
 -- what a test left running, and a sentinel kills it when busted exits should after_each not
 -- have run.
 local socket = require "socket"
 local helper = require "helper"
+local devcert = require "devcert"
 
 local redis_server = {}
 
@@ -47,11 +49,16 @@ function Redis:log()
   return helper.read_file(self.logfile)
 end
 
--- Whether the server answers PING (NOAUTH counts: it is up and asks for a password).
-local function answers_ping(port)
+-- Whether the server answers PING (NOAUTH counts: it is up and asks for a password); over TLS
+-- when `tls` (certificates from devcert) is given.
+local function answers_ping(port, tls)
   local client = assert(socket.tcp())
   client:settimeout(0.5)
   local ok = client:connect("127.0.0.1", port)
+  if ok and tls then
+    client = devcert.wrap(client, tls.ca)
+    ok = client ~= nil
+  end
   local line
   if ok then
     client:send("PING\r\n")
@@ -94,7 +101,8 @@ local sentinels = {}
 
 -- Starts redis-server on a free port (opts.port to choose it), waits until it answers PING;
 -- opts.dir: its directory (default a new temp directory); opts.password sets --requirepass;
--- opts.args: extra arguments. Retries with another port if the chosen one was taken. The
+-- opts.tls (devcert.make() or devcert.self_signed()): TLS only, no client certificates asked
+-- for; opts.args: extra arguments. Retries with another port if the chosen one was taken. The
 -- server's metatable is `class` (default Redis).
 function redis_server.start(opts, class)
   opts = opts or {}
@@ -103,6 +111,14 @@ function redis_server.start(opts, class)
     local port = opts.port or helper.free_port()
     local args = { redis_server.BIN, "--port", port, "--bind", "127.0.0.1", "--save", "",
       "--appendonly", "no", "--dir", dir, "--daemonize", "no" }
+    if opts.tls then
+      args[3] = 0
+      for _, arg in ipairs { "--tls-port", port, "--tls-cert-file", opts.tls.cert,
+        "--tls-key-file", opts.tls.key, "--tls-ca-cert-file", opts.tls.ca,
+        "--tls-auth-clients", "no" } do
+        args[#args + 1] = arg
+      end
+    end
     for _, arg in ipairs(opts.args or {}) do args[#args + 1] = arg end
     if opts.password then
       args[#args + 1], args[#args + 2] = "--requirepass", opts.password
@@ -116,11 +132,12 @@ function redis_server.start(opts, class)
       for server in pairs(live_redis) do server:kill() end
     end })
     local server = setmetatable({ pid = assert(tonumber(pipe:read("l"))), pipe = pipe,
-      port = port, dir = dir, logfile = logfile, password = opts.password }, class or Redis)
+      port = port, dir = dir, logfile = logfile, password = opts.password, tls = opts.tls },
+      class or Redis)
     live_redis[server] = true
     local deadline = socket.gettime() + 5
     while not server:exited() and socket.gettime() < deadline do
-      if answers_ping(port) then return server end
+      if answers_ping(port, opts.tls) then return server end
       socket.sleep(0.01)
     end
     local log = server:log()

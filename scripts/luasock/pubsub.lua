@@ -1,7 +1,7 @@
 -- luasock.pubsub: publish/subscribe for handlers, with the same API whether the process is alone
 -- (the default: delivery within the process) or one node of many (`luasock serve --pubsub
--- redis://[[user]:password@]host:port[/db]`: delivery through Redis to every node, and to this
--- one directly).
+-- redis://[[user]:password@]host:port[/db]`, or rediss://... for Redis over TLS: delivery
+-- through Redis to every node, and to this one directly).
 --
 --   local pubsub = require "luasock.pubsub"
 --   pubsub.subscribe("room", function(message, channel) ... end)
@@ -66,31 +66,14 @@ local function from_redis(state)
   end
 end
 
-local function percent_decode(text)
-  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
-end
-
--- redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], as Redis clients take it: the user and password
--- percent-decoded, an empty user meaning Redis's default one. `shown` is the URL without the
--- password, for logs and pubsub.backend(): the only form of it that leaves this module.
+-- The --pubsub URL (redis.parse_url): the options for redis.connect and the URL without the
+-- password, the only form of it that leaves this module.
 local function parse_url(url)
-  local userinfo, address = url:match("^redis://(.*)@([^@]*)$")
-  address = address or url:match("^redis://(.*)$") or ""
-  local host, port, db = address:match("^([^:/]+):?(%d*)/?(%d*)$")
-  local user, password
-  if userinfo then
-    user, password = userinfo:match("^([^:]*):(.*)$")
+  local where, shown = redis.parse_url(url)
+  if not where then
+    return nil, "--pubsub: " .. shown
   end
-  local shown = "redis://" .. (user and user ~= "" and user .. "@" or "") .. address
-  if not host or (userinfo and not user) then
-    local after = url:match("@([^@]*)$")
-    shown = after and (url:match("^%a[%w+.-]*://") or "") .. "***@" .. after or url
-    return nil, ("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got '%s'")
-      :format(shown)
-  end
-  return { host = host, port = tonumber(port) or 6379, db = tonumber(db),
-    username = user and user ~= "" and percent_decode(user) or nil,
-    password = password and percent_decode(password) }, shown
+  return where, shown
 end
 
 -- Logs a refused message (at most one line a second, then with the count left unlogged) and
@@ -130,7 +113,7 @@ end
 local function connect_pair(state, lost)
   local where = state.where
   local options = { db = where.db, username = where.username, password = where.password,
-    on_disconnect = function(err) lost:push(err) end }
+    tls = where.tls, on_disconnect = function(err) lost:push(err) end }
   local publisher, err, code = redis.connect(where.host, where.port, options)
   if not publisher then
     return nil, nil, err, code ~= nil
@@ -259,7 +242,7 @@ function M.redis()
   return state and state.publisher or nil
 end
 
--- "redis://..." (without the password) or "in-process".
+-- "redis://..." or "rediss://..." (without the password) or "in-process".
 function M.backend()
   local url = luasock.pubsub_url
   if not url then

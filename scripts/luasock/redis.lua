@@ -2,6 +2,7 @@
 --
 --   local redis = require "luasock.redis"
 --   local r = assert(redis.connect("127.0.0.1", 6379, { password = "...", db = 1 }))
+--   local r = assert(redis.connect("rediss://:password@cache.example:6380/1"))  -- over TLS
 --   r:set("k", "v")                          --> "OK"
 --   r:get("k")                               --> "v"  (nil for a missing key)
 --   r:pipeline(function(p) p:incr("n") p:get("n") end)  --> { 1, "1" }
@@ -526,6 +527,73 @@ function Client:close()
   return true
 end
 
+-- URLs -------------------------------------------------------------------------------------
+
+local URL_FORM = "redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?ca=FILE|insecure=1]"
+
+local function percent_decode(text)
+  return (text:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- The options after `?` of a rediss:// URL: the `tls` table for luasock.connect, or nil if one
+-- is unknown. ca=FILE verifies Redis against that CA instead of the system's; insecure=1 does
+-- not verify at all (for tests against a self-signed certificate only).
+local function tls_options(query)
+  local tls = {}
+  for option in query:gmatch("[^&]+") do
+    local name, value = option:match("^(%a+)=(.+)$")
+    if name == "ca" then
+      tls.ca = percent_decode(value)
+    elseif name == "insecure" and (value == "1" or value == "0") then
+      tls.verify = value == "0"
+    else
+      return nil
+    end
+  end
+  return tls
+end
+
+-- HOST[:PORT][/DB]: the host, the port (default 6379) and the db (or nil), or nil.
+local function parse_address(address)
+  local host, port, db = address:match("^([^:/?]+)(:?%d*)(/?%d*)$")
+  port = port and (port == "" and 6379 or math.tointeger(tonumber(port:sub(2))))
+  if not host or not port or port > 65535 or db == "/" then
+    return nil
+  end
+  return host, port, math.tointeger(tonumber(db:sub(2)))
+end
+
+-- redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], as Redis clients take it: the user and password
+-- percent-decoded, an empty user meaning Redis's default one; rediss:// for TLS, with options
+-- after `?` (see tls_options). Returns the options for redis.connect (host, port, db, username,
+-- password, tls) and the URL without the password (for logs: the only form of it to show), or
+-- nil and a message that does not show the password.
+function M.parse_url(url)
+  local scheme, rest = url:match("^(rediss?)://(.*)$")
+  local userinfo, address = (rest or ""):match("^(.*)@([^@]*)$")
+  address = address or rest or ""
+  local path, query = address:match("^([^?]*)%?(.+)$")
+  local host, port, db = parse_address(path or address)
+  local user, password, tls
+  if userinfo then
+    user, password = userinfo:match("^([^:]*):(.*)$")
+  end
+  if scheme == "rediss" then
+    tls = tls_options(query or "")
+  elseif not query then
+    tls = false
+  end
+  if not host or (userinfo and not user) or tls == nil then
+    local after = url:match("@([^@]*)$")
+    local shown = after and (url:match("^%a[%w+.-]*://") or "") .. "***@" .. after or url
+    return nil, ("expected %s, got '%s'"):format(URL_FORM, shown)
+  end
+  return { host = host, port = port, db = db,
+    username = user and user ~= "" and percent_decode(user) or nil,
+    password = password and percent_decode(password), tls = tls or nil },
+    scheme .. "://" .. (user and user ~= "" and user .. "@" or "") .. address
+end
+
 -- Connecting ------------------------------------------------------------------------------
 
 local function handshake(self, opts)
@@ -565,8 +633,14 @@ function open(self)
   local opts, connected = self.opts, luasock.queue()
   self.opening = true
   luasock.spawn(function()
-    local conn, err = luasock.connect(opts.host, opts.port, { timeout = self.timeout })
-    if not conn then
+    -- A bad option (a tls table luasock.connect rejects) raises in the caller, not here, where
+    -- the caller would wait for ever.
+    local called, conn, err = pcall(luasock.connect, opts.host, opts.port,
+      { timeout = self.timeout, tls = opts.tls })
+    if not called then
+      connected:push({ raise = conn })
+      return
+    elseif not conn then
       connected:push(("%s: %s"):format(self.name, err))
       return
     end
@@ -583,7 +657,9 @@ function open(self)
   end)
   local ok = connected:pop()
   self.opening = false
-  if ok ~= true then
+  if type(ok) == "table" then
+    error(ok.raise, 0)
+  elseif ok ~= true then
     return nil, ok
   end
   local done, err, code = handshake(self, opts)
@@ -594,12 +670,23 @@ function open(self)
   return true
 end
 
--- redis.connect(host, port [, opts]) -> client | nil, err[, code]. opts: timeout (seconds, for
--- the connect and for each command; default 5), password, username, db, protocol (2 or 3),
--- on_disconnect(err) (called each time the connection is lost). code: when Redis refused the
--- AUTH, HELLO or SELECT, the first word of its error ("WRONGPASS", "NOAUTH", "ERR").
+-- redis.connect(host, port [, opts]) or redis.connect(url [, opts]) -> client | nil, err[, code].
+-- opts: timeout (seconds, for the connect and for each command; default 5), password, username,
+-- db, protocol (2 or 3), tls (true or luasock.connect's tls table: over TLS), on_disconnect(err)
+-- (called each time the connection is lost). A URL (see parse_url) gives host and port, and
+-- the username, password, db and tls it holds take the place of opts'. code: when Redis
+-- refused the AUTH, HELLO or SELECT, the first word of its error ("WRONGPASS", "NOAUTH", "ERR").
 function M.connect(host, port, opts)
-  opts = setmetatable({ host = host, port = port }, { __index = opts or {} })
+  if type(host) == "string" and host:find("^%a[%w+.-]*://") then
+    local where, err = M.parse_url(host)
+    if not where then
+      error("bad argument #1 to 'connect' (" .. err .. ")", 2)
+    end
+    opts = setmetatable(where, { __index = port or {} })
+  else
+    opts = setmetatable({ host = host, port = port }, { __index = opts or {} })
+  end
+  host, port = opts.host, opts.port
   local self = setmetatable({
     name = ("redis %s:%d"):format(host, port),
     opts = opts,

@@ -17,7 +17,9 @@ clients:
   workers by SO_REUSEPORT (which worker holds each connection is read from /proc) all hear each
   other;
 - latency: 2000 timestamped lines from a client on node A, one per millisecond, to a client on
-  node B; prints p50/p99 and requires p99 below a generous bound.
+  node B; prints p50/p99 and requires p99 below a generous bound;
+- over TLS (issue 14): the two-node chat and the Redis restart again, against a redis-server
+  that speaks only TLS (`--pubsub rediss://...?ca=CA`, certificates from scripts/devcert).
 
 Run from the repo root with LUASOCK_BIN set. Prints "N passed, N failed"; exit 0 = all passed.
 """
@@ -478,21 +480,24 @@ def check_latency(res, redis):
 
 CHECKS = [check_two_nodes, check_unique_nicks, check_killed_node, check_stopped_node,
           check_redis_restart, check_workers, check_latency]
+# Run again against a Redis that speaks only TLS.
+TLS_CHECKS = [check_two_nodes, check_redis_restart]
 
 
 def main():
     passed, failed = 0, 0
-    for check_fn in CHECKS:
+    for check_fn, tls in [(fn, False) for fn in CHECKS] + [(fn, True) for fn in TLS_CHECKS]:
         res = Resources()
         started = time.monotonic()
+        name = check_fn.__name__ + (" over TLS" if tls else "")
         try:
-            redis = res.add(RedisServer())
+            redis = res.add(RedisServer(tls=tls))
             check_fn(res, redis)
             passed += 1
-            print(f"PASS {check_fn.__name__} ({time.monotonic() - started:.1f} s)")
+            print(f"PASS {name} ({time.monotonic() - started:.1f} s)")
         except Exception as e:  # noqa: BLE001 -- count it and go on with the next check
             failed += 1
-            print(f"FAIL {check_fn.__name__}: {e}")
+            print(f"FAIL {name}: {e}")
             if not isinstance(e, Failure):
                 traceback.print_exc()
         finally:

@@ -5,15 +5,19 @@ Not a test itself: the *_test.py files next to it import it. Each RedisServer ru
 and retry with another port if redis-server could not take it), without persistence
 (--save '' --appendonly no), in a temp directory of its own; start-up waits for PING to be
 answered (bounded), not for a fixed time. `restart()` starts it again on the same port, as an
-operator bringing Redis back would.
+operator bringing Redis back would. With tls=True it speaks only TLS on that port, with
+certificates from scripts/devcert in its directory (no client certificates asked for), and
+`url` is rediss://...?ca=CA.
 """
 import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
 
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "/usr/bin/redis-server")
 
@@ -82,10 +86,19 @@ class Reply:
 
 
 class RedisServer:
-    def __init__(self, port=None, directory=None, extra=(), start_timeout=5.0):
+    def __init__(self, port=None, directory=None, extra=(), start_timeout=5.0, tls=False):
         self.own_dir = directory is None
         self.dir = directory or tempfile.mkdtemp(prefix="luasock-redis-")
         self.extra = list(extra)
+        self.tls = None
+        if tls:
+            certs = os.path.join(self.dir, "certs")
+            subprocess.run(["scripts/devcert", certs], check=True, stdout=subprocess.DEVNULL)
+            self.ca = os.path.join(certs, "ca.pem")
+            self.tls = ssl.create_default_context(cafile=self.ca)
+            self.extra += ["--tls-cert-file", os.path.join(certs, "server.pem"),
+                           "--tls-key-file", os.path.join(certs, "server.key"),
+                           "--tls-ca-cert-file", self.ca, "--tls-auth-clients", "no"]
         self.proc = None
         for _ in range(5):
             self.port = port or free_port()
@@ -108,8 +121,10 @@ class RedisServer:
 
     def _start(self, timeout):
         log = open(self.logfile, "ab")
+        ports = ["--port", "0", "--tls-port", str(self.port)] if self.tls else [
+            "--port", str(self.port)]
         self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--save", "",
              "--appendonly", "no", "--dir", self.dir, "--daemonize", "no", *self.extra],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -121,9 +136,16 @@ class RedisServer:
         self.kill()
         return False
 
+    def connect(self, timeout):
+        """A connection to the server (over TLS, verified, if it speaks TLS)."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        if self.tls:
+            return self.tls.wrap_socket(sock, server_hostname="127.0.0.1")
+        return sock
+
     def ping(self):
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+            with self.connect(0.5) as s:
                 s.sendall(b"PING\r\n")
                 return s.recv(64).startswith(b"+PONG")
         except OSError:
@@ -131,11 +153,14 @@ class RedisServer:
 
     @property
     def url(self):
+        if self.tls:
+            return (f"rediss://127.0.0.1:{self.port}?ca="
+                    + urllib.parse.quote(self.ca, safe="/"))
         return f"redis://127.0.0.1:{self.port}"
 
     def command(self, *args):
         """One command on a fresh connection; returns the decoded reply."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+        with self.connect(5) as s:
             s.sendall(encode(*args))
             return Reply(s).read()
 

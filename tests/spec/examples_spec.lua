@@ -1,5 +1,10 @@
--- examples_spec.lua -- the example scripts in examples/ behave as their comments promise.
+-- examples_spec.lua -- the example scripts in examples/ behave as their comments promise. The
+-- TLS ones (issue 14) are checked with certificates from scripts/devcert in temp directories:
+-- tls_echo.lua with a LuaSec client, https_get.lua against `openssl s_server -HTTP` (verified,
+-- and refused for each reason a certificate fails) and against a luasock TLS server that shows
+-- the request it got.
 local helper = require "helper"
+local devcert = require "devcert"
 
 local GREETING = "Welcome to the server. Type something and hit enter"
 
@@ -70,4 +75,167 @@ describe("examples/upper.lua", function()
     end
     server:stop()
   end)
+end)
+
+describe("examples/tls_echo.lua", function()
+  after_each(helper.cleanup)
+
+  -- The example beside a build/devcert/ of its own, as `scripts/devcert` makes it.
+  local function start_example()
+    local root = helper.tmpdir()
+    assert(os.execute("mkdir " .. helper.shell_quote(root .. "/examples")))
+    helper.write_file(root .. "/examples/tls_echo.lua", helper.read_file("examples/tls_echo.lua"))
+    local certs = devcert.make(nil, root .. "/build/devcert")
+    return helper.start(root .. "/examples/tls_echo.lua", { listen = "tls:127.0.0.1:0" }), certs
+  end
+
+  it("echoes over TLS with the development certificate, verified against its CA", function()
+    local server, certs = start_example()
+    local client = server:connect()
+    client = assert(devcert.wrap(client, certs.ca))
+    assert(client:send("hello\n"))
+    assert.equal("hello", client:receive())
+    local big = string.rep("0123456789", 20000)
+    assert(client:send(big))
+    assert.equal(big, client:receive(#big))
+    client:close()
+    server:stop()
+  end)
+
+  it("never runs the handler for a client that does not speak TLS", function()
+    local server = start_example()
+    local client = server:connect()
+    assert(client:send("hello\n"))
+    local data = helper.read_all(client)
+    assert.is_nil(data:find("hello", 1, true), "echoed in plain text: " .. data)
+    client:close()
+    server:stop()
+  end)
+end)
+
+-- `openssl s_server -HTTP` processes: each file in their directory is a complete response.
+local s_servers = {}
+
+-- Starts one in `dir` with the certificate `certs`; returns it with the port it took.
+local function start_s_server(certs, dir)
+  local out = ("%s/s_server%d.out"):format(helper.tmpdir(), #s_servers + 1)
+  local pipe = assert(io.popen(("echo $$; cd %s && exec openssl s_server -HTTP -accept "
+    .. "127.0.0.1:0 -cert %s -key %s >%s 2>&1 </dev/null"):format(helper.shell_quote(dir),
+    helper.shell_quote(certs.cert), helper.shell_quote(certs.key), helper.shell_quote(out))))
+  local server = { pid = assert(tonumber(pipe:read("l"))), pipe = pipe }
+  s_servers[#s_servers + 1] = server
+  server.port = tonumber(helper.eventually(function()
+    return helper.read_file(out):match("ACCEPT 127%.0%.0%.1:(%d+)")
+  end, 5, "openssl s_server's ACCEPT line"))
+  return server
+end
+
+local function stop_s_servers()
+  for _, server in ipairs(s_servers) do
+    os.execute("kill " .. server.pid .. " 2>/dev/null")
+    server.pipe:close()
+  end
+  s_servers = {}
+  helper.cleanup()
+end
+
+local function https_get(...)
+  return helper.run { "run", "examples/https_get.lua", ... }
+end
+
+-- A response with a body holding every byte value and many "\r\n\r\n".
+local function response(status)
+  local parts = {}
+  for i = 0, 49999 do parts[#parts + 1] = string.char(i % 256, i * 7 % 256, 13, 10) end
+  local body = table.concat(parts)
+  return ("HTTP/1.0 %s\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n\r\n")
+    :format(status, #body) .. body
+end
+
+describe("examples/https_get.lua", function()
+  after_each(stop_s_servers)
+
+  it("verifies the server against --cafile, prints the exact response and exits 0", function()
+    local certs = devcert.make()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/file.bin", response("200 OK"))
+    local server = start_s_server(certs, dir)
+    local code, out, err = https_get("--cafile", certs.ca, "localhost", server.port, "/file.bin")
+    assert.equal(0, code, err)
+    local want = response("200 OK")
+    assert.equal(#want, #out)
+    assert.is_true(want == out, "stdout differs from the response")
+    assert.equal("", err)
+  end)
+
+  it("prints a 404 response and exits 1", function()
+    local certs = devcert.make()
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/missing", "HTTP/1.0 404 Not Found\r\n\r\nno such file\n")
+    local server = start_s_server(certs, dir)
+    local code, out = https_get("--cafile", certs.ca, "localhost", server.port, "/missing")
+    assert.equal(1, code)
+    assert.equal("HTTP/1.0 404 Not Found\r\n\r\nno such file\n", out)
+  end)
+
+  it("sends a GET with Host (and its port) and Connection: close, verifying an IP address",
+    function()
+    local certs = devcert.make()
+    local script = helper.script(helper.fill([[
+      return { tls = { cert = "${CERT}", key = "${KEY}" }, handle = function(conn)
+        local head = assert(conn:receiveuntil("\r\n\r\n"))
+        conn:send("HTTP/1.0 200 OK\r\nContent-Length: ", #head, "\r\n\r\n", head)
+      end }]], { CERT = certs.cert, KEY = certs.key }))
+    local server = helper.start(script, { listen = "tls:127.0.0.1:0" })
+    local code, out, err = https_get("--cafile", certs.ca, "127.0.0.1", server.port, "/a?b=c")
+    assert.equal(0, code, err)
+    local head = ("GET /a?b=c HTTP/1.0\r\nHost: 127.0.0.1:%d\r\nConnection: close"):format(
+      server.port)
+    assert.equal(("HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s"):format(#head, head), out)
+    server:stop()
+  end)
+
+  it("refuses a certificate it cannot verify, saying why, and exits 1", function()
+    local certs, other = devcert.make(), devcert.make()
+    local elsewhere = devcert.make { "elsewhere.test" }
+    local dir = helper.tmpdir()
+    helper.write_file(dir .. "/file.bin", response("200 OK"))
+    local issued = start_s_server(certs, dir)
+    local self_signed = start_s_server(devcert.self_signed(), dir)
+    local misnamed = start_s_server(elsewhere, dir)
+    for _, case in ipairs {
+      { issued, "unable to get local issuer certificate" }, -- the system's CAs
+      { issued, "unable to get local issuer certificate", other.ca },
+      { self_signed, "self-signed certificate" },
+      { self_signed, "self-signed certificate", certs.ca },
+      { misnamed, "hostname mismatch", elsewhere.ca },
+    } do
+      local server, reason, ca = case[1], case[2], case[3]
+      local args = { "localhost", server.port, "/file.bin" }
+      if ca then table.insert(args, 1, "--cafile") table.insert(args, 2, ca) end
+      local code, out, err = https_get(table.unpack(args))
+      assert.equal(1, code, err)
+      assert.equal("", out)
+      assert.equal(("https_get: connect localhost:%d: certificate verify failed: %s\n"):format(
+        server.port, reason), err)
+    end
+  end)
+
+  it("reports a refused connection on stderr and exits 1", function()
+    local port = helper.free_port()
+    local code, out, err = https_get("localhost", port)
+    assert.equal(1, code)
+    assert.equal("", out)
+    assert.equal("https_get: connect localhost:" .. port .. ": connection refused\n", err)
+  end)
+
+  for _, args in ipairs { {}, { "--cafile" }, { "localhost", "https" }, { "localhost", "443.5" },
+    { "--cafile", "ca.pem", "localhost", "x" } } do
+    it("exits 2 with its usage for arguments {" .. table.concat(args, ", ") .. "}", function()
+      local code, out, err = https_get(table.unpack(args))
+      assert.equal(2, code)
+      assert.equal("", out)
+      assert.is_truthy(err:find("usage: luasock run examples/https_get.lua", 1, true), err)
+    end)
+  end
 end)

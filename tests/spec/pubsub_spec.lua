@@ -9,7 +9,11 @@
 -- shutdown still reaching the other nodes. Against a Redis with requirepass and ACL users
 -- (issue 13 item 9): the password in the URL (both forms, percent-encoded) sent on every
 -- connection, a wrong or missing password and a user who may not publish each logged, counted
--- and returned by publish, and no password in any log line or usage error.
+-- and returned by publish, and no password in any log line or usage error. With --pubsub
+-- rediss:// against a redis-server that speaks only TLS (issue 14): two nodes through it,
+-- verified against ?ca=; a password and ?insecure=1 against a self-signed certificate; a
+-- certificate that cannot be verified logged as an outage with the reason; a bad option
+-- refused as a usage error.
 --
 -- The servers run HANDLER: every connection is a listener that gets each message of channel
 -- "room" as "TAG room MESSAGE"; a line "pub TEXT" publishes TEXT and answers "published TEXT"
@@ -22,17 +26,28 @@
 -- pubsub.stats(); "info" with pubsub.backend().
 local socket = require "socket"
 local helper = require "helper"
+-- The start of main.c's message for a --pubsub URL it refuses.
+local USAGE = "--pubsub: expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss: "
+  .. "[?ca=FILE|insecure=1]), got "
 local redis_server = require "redis_server"
+local devcert = require "devcert"
 
 -- redis-server processes (started and stopped by tests/redis_server.lua) ----------------
 
 local Redis = redis_server.class()
 
--- One command on a fresh connection (inline form: words without spaces); the reply line.
-function Redis:call(command)
+-- A connection of our own to the server (over TLS if it speaks TLS).
+function Redis:connect()
   local client = assert(socket.tcp())
   client:settimeout(5)
   assert(client:connect("127.0.0.1", self.port))
+  if self.tls then client = assert(devcert.wrap(client, self.tls.ca)) end
+  return client
+end
+
+-- One command on a fresh connection (inline form: words without spaces); the reply line.
+function Redis:call(command)
+  local client = self:connect()
   assert(client:send(command .. "\r\n"))
   local line = client:receive("*l")
   client:close()
@@ -41,9 +56,7 @@ end
 
 -- Several inline commands on one connection; the reply lines (for one-line replies).
 function Redis:calls(...)
-  local client = assert(socket.tcp())
-  client:settimeout(5)
-  assert(client:connect("127.0.0.1", self.port))
+  local client = self:connect()
   local replies = {}
   for i, command in ipairs { ... } do
     assert(client:send(command .. "\r\n"))
@@ -55,9 +68,7 @@ end
 
 -- How many subscribers Redis counts for `channel` (PUBSUB NUMSUB).
 function Redis:numsub(channel)
-  local client = assert(socket.tcp())
-  client:settimeout(5)
-  assert(client:connect("127.0.0.1", self.port))
+  local client = self:connect()
   assert(client:send("PUBSUB NUMSUB " .. channel .. "\r\n"))
   local lines = {}
   for i = 1, 4 do lines[i] = assert(client:receive("*l")) end -- *2, $len, channel, :count
@@ -250,8 +261,7 @@ describe("luasock.pubsub in one process", function()
       "--pubsub", "http://x" }, { timeout = 10 })
     assert.equal(2, code, err)
     assert.equal("", out)
-    assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got 'http://x'",
-      err, 1, true)
+    assert.matches(USAGE .. "'http://x'", err, 1, true)
     code, _, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0", "--pubsub" },
       { timeout = 10 })
     assert.equal(2, code, err)
@@ -263,9 +273,7 @@ describe("luasock.pubsub in one process", function()
       local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
         "--pubsub", bad }, { timeout = 10 })
       assert.equal("", out)
-      assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got '" .. bad
-        .. "'", err, 1,
-        true)
+      assert.matches(USAGE .. "'" .. bad .. "'", err, 1, true)
       assert.equal(2, code, "exit status for --pubsub " .. bad .. "; stderr:\n" .. err)
     end
   end)
@@ -830,9 +838,111 @@ describe("issue 13 item 9: --pubsub against a Redis with requirepass", function(
         "--pubsub", bad }, { timeout = 10 })
       assert.equal(2, code, err)
       assert.equal("", out)
-      assert.matches("--pubsub: expected redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], got '", err,
+      assert.matches(USAGE .. "'", err,
         1, true)
       assert.matches("***@127.0.0.1", err, 1, true)
+      assert.is_nil(err:find("hunter2", 1, true), err)
+    end
+  end)
+end)
+
+describe("issue 14: --pubsub rediss://", function()
+  after_each(cleanup)
+
+  it("lets two nodes exchange messages through a Redis that speaks only TLS, verified against "
+    .. "?ca=", function()
+    local certs = devcert.make()
+    local redis = start_redis { tls = certs }
+    local url = ("rediss://127.0.0.1:%d?ca=%s"):format(redis.port, certs.ca)
+    local a_node, b_node = start_node(url), start_node(url)
+    wait_connected(a_node, url)
+    wait_connected(b_node, url)
+    local a, b = listener(a_node), listener(b_node)
+    a:send("info\n")
+    assert.matches("^info " .. literal(url) .. " %S+:" .. a_node.pid .. " true$", next_line(a))
+    for i = 1, 100 do publish(a, "a" .. i) publish(b, "b" .. i) end
+    -- Each listener gets its node's 100 (each followed by its answer) and the other node's 100
+    -- in order, interleaved in any way.
+    local function read_both(client, own, other)
+      local mine, theirs = 0, 0
+      for _ = 1, 200 do
+        local line = next_line(client)
+        local n = tonumber(line:match("^v1 room " .. other .. "(%d+)$"))
+        if n then
+          theirs = theirs + 1
+          assert.equal(theirs, n)
+        else
+          mine = mine + 1
+          assert.equal("v1 room " .. own .. mine, line)
+          assert.equal("published " .. own .. mine, next_line(client))
+        end
+      end
+      return mine, theirs
+    end
+    assert.same({ 100, 100 }, { read_both(a, "a", "b") })
+    assert.same({ 100, 100 }, { read_both(b, "b", "a") })
+    -- pubsub.redis() is the TLS client too
+    a:send("set written-by-node\n")
+    assert.equal("set OK", next_line(a))
+    assert.equal(":1", redis:call("EXISTS written-by-node"))
+    a:close()
+    b:close()
+    a_node:stop()
+    b_node:stop()
+  end)
+
+  it("sends the password over TLS; ?insecure=1 takes a self-signed certificate", function()
+    local redis = start_redis { tls = devcert.self_signed(), password = "tls-s3cret" }
+    local shown = ("rediss://127.0.0.1:%d?insecure=1"):format(redis.port)
+    local url = ("rediss://:tls-s3cret@127.0.0.1:%d?insecure=1"):format(redis.port)
+    local publisher, node = start_publisher(url), start_node(url)
+    wait_connected(publisher, shown)
+    wait_connected(node, shown)
+    local p, s = listener(publisher), listener(node)
+    p:send("info\n")
+    assert.equal("info " .. shown, next_line(p))
+    publish(p, "secret-free")
+    assert.equal("published secret-free", next_line(p))
+    assert.equal("v1 room secret-free", next_line(s))
+    p:close()
+    s:close()
+    publisher:stop()
+    node:stop()
+    for _, server in ipairs { publisher, node } do
+      assert.is_nil(server:log():find("tls-s3cret", 1, true), server:log())
+    end
+  end)
+
+  it("logs a certificate it cannot verify as an outage with the reason, and serves locally",
+    function()
+    local redis = start_redis { tls = devcert.make() }
+    local url = "rediss://127.0.0.1:" .. redis.port
+    local node = start_node(url)
+    local reason = node:wait_log("%[warn%] pubsub: " .. literal(url) .. ": ([^\n]*); messages "
+      .. "to other nodes are dropped until it is back; retrying in 0%.1 s\n", 10)
+    assert.equal("redis 127.0.0.1:" .. redis.port
+      .. ": certificate verify failed: self-signed certificate in certificate chain", reason)
+    local a = listener(node)
+    publish(a, "here")
+    assert.equal("v1 room here", next_line(a))
+    assert.equal("published here", next_line(a))
+    a:close()
+    node:stop()
+    assert.equal(0, node:count_log("connected to"))
+  end)
+
+  it("refuses to start with an unknown option in the URL, naming the form, hiding the password",
+    function()
+    -- A usage error (exit status 2) before the script loads.
+    local script = helper.script(PUBLISHER)
+    for bad, shown in pairs { ["rediss://127.0.0.1:1?verify=0"] = "rediss://127.0.0.1:1?verify=0",
+      ["rediss://:hunter2@127.0.0.1:1?"] = "rediss://***@127.0.0.1:1?",
+      ["redis://127.0.0.1:1?insecure=1"] = "redis://127.0.0.1:1?insecure=1" } do
+      local code, out, err = helper.run({ "serve", script, "--listen", "127.0.0.1:0",
+        "--pubsub", bad }, { timeout = 10 })
+      assert.equal(2, code, "exit status for --pubsub " .. bad .. "; stderr:\n" .. err)
+      assert.equal("", out)
+      assert.matches(USAGE .. "'" .. shown .. "'", err, 1, true)
       assert.is_nil(err:find("hunter2", 1, true), err)
     end
   end)

@@ -3,11 +3,16 @@
 -- commands, nulls and error replies, binary-safe and large values, pipelines and MULTI/EXEC,
 -- one client shared by 200 coroutines, RESP3 types, AUTH and SELECT, a refused connection, a
 -- command timeout, the server going away, pub/sub (also (un)subscribes of several coroutines in
--- one step, and of several channels), nil arguments refused, and closing with <close>. What the
--- client wrote is checked with an independent RESP client on LuaSocket where it matters.
+-- one step, and of several channels), nil arguments refused, and closing with <close>; URLs
+-- (redis:// with a password and a db, malformed ones raising without the password), and
+-- rediss:// against a redis-server that speaks only TLS (issue 14): verified against ?ca=,
+-- refused without it ("certificate verify failed: ..."), ?insecure=1, the host name checked,
+-- AUTH and SELECT, reconnecting, and a bad tls option raising. What the client wrote is checked
+-- with an independent RESP client on LuaSocket (and LuaSec) where it matters.
 local socket = require "socket"
 local helper = require "helper"
 local redis_server = require "redis_server"
+local devcert = require "devcert"
 
 -- redis-server processes (started and stopped by tests/redis_server.lua) ----------------
 
@@ -45,11 +50,13 @@ local function resp_read(client)
   error("unexpected reply line " .. line)
 end
 
--- A connection of our own to the server (authenticated if it has a password): s:call(...).
+-- A connection of our own to the server (authenticated if it has a password, over TLS if it
+-- speaks TLS): s:call(...).
 function Redis:session()
   local client = assert(socket.tcp())
   client:settimeout(10)
   assert(client:connect("127.0.0.1", self.port))
+  if self.tls then client = assert(devcert.wrap(client, self.tls.ca)) end
   local session = {
     call = function(_, ...)
       assert(client:send(resp_command(...)))
@@ -70,12 +77,13 @@ function Redis:call(...)
 end
 
 -- Starts redis-server on a free port (opts.port to choose it), with DEBUG allowed from
--- loopback, waits until it answers PING; opts.password sets --requirepass. Retries with another
--- port if the chosen one was taken.
+-- loopback, waits until it answers PING; opts.password sets --requirepass; opts.tls
+-- (certificates from devcert) makes it speak only TLS. Retries with another port if the chosen
+-- one was taken.
 local function start_redis(opts)
   opts = opts or {}
   return redis_server.start({ port = opts.port, dir = opts.dir, password = opts.password,
-    args = { "--enable-debug-command", "local" } }, Redis)
+    tls = opts.tls, args = { "--enable-debug-command", "local" } }, Redis)
 end
 
 local cleanup = redis_server.cleanup
@@ -826,5 +834,177 @@ describe("luasock.redis with a password", function()
     assert.equal("OK", session:call("SELECT", 2))
     assert.equal("in db 2", session:call("GET", "k2"))
     session:close()
+  end)
+end)
+
+describe("luasock.redis with a URL", function()
+  local server
+
+  before_each(function() server = start_redis { password = "s3cret pass" } end)
+  after_each(cleanup)
+
+  it("takes the password and db from redis://, the rest from opts", function()
+    local got = run([[
+      local r = assert(redis.connect("redis://:s3cret%20pass@127.0.0.1:${PORT}/2",
+        { protocol = 3 }))
+      report(stdout, r:set("k", "in db 2"), r.protocol, tostring(r))
+      local named = assert(redis.connect("redis://default:s3cret%20pass@127.0.0.1:${PORT}"))
+      report(stdout, named:get("k"), named:set("k", "in db 0"))
+      report(stdout, redis.connect("redis://:wrong@127.0.0.1:${PORT}"))
+    ]], { PORT = server.port })
+    assert.same(table.pack("OK", 3, "redis client (redis 127.0.0.1:" .. server.port .. ")"),
+      got[1])
+    assert.same(table.pack(nil, "OK"), got[2])
+    assert.is_nil(got[3][1])
+    assert.matches("redis 127.0.0.1:" .. server.port .. ": AUTH failed: WRONGPASS", got[3][2], 1,
+      true)
+    local session = server:session()
+    assert.equal("in db 0", session:call("GET", "k"))
+    assert.equal("OK", session:call("SELECT", 2))
+    assert.equal("in db 2", session:call("GET", "k"))
+    session:close()
+  end)
+
+  it("raises for a malformed URL, naming the form and hiding the password", function()
+    local got = run([[
+      for _, url in ipairs { "redis://:hunter2@127.0.0.1:notaport", "redis://h:1/db",
+        "redis://127.0.0.1:${PORT}?insecure=1", "rediss://127.0.0.1:${PORT}?verify=0",
+        "rediss://:hunter2@127.0.0.1:${PORT}?", "redis://hunter2@127.0.0.1" } do
+        report(stdout, pcall(redis.connect, url))
+      end
+    ]], { PORT = server.port })
+    local form = "expected redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?ca=FILE|insecure=1]"
+    local shown = { "redis://***@127.0.0.1:notaport", "redis://h:1/db",
+      "redis://127.0.0.1:" .. server.port .. "?insecure=1",
+      "rediss://127.0.0.1:" .. server.port .. "?verify=0",
+      "rediss://***@127.0.0.1:" .. server.port .. "?", "redis://***@127.0.0.1" }
+    for i, url in ipairs(shown) do
+      assert.is_false(got[i][1])
+      assert.matches("bad argument #1 to 'connect' (" .. form .. ", got '" .. url .. "')",
+        got[i][2], 1, true)
+      assert.is_nil(got[i][2]:find("hunter2", 1, true), got[i][2])
+    end
+  end)
+end)
+
+describe("luasock.redis over TLS (rediss://)", function()
+  after_each(cleanup)
+
+  it("verifies Redis against ?ca=FILE and runs commands, large values and pub/sub", function()
+    local certs = devcert.make()
+    local server = start_redis { tls = certs }
+    local got = run([[
+      local url = "rediss://127.0.0.1:${PORT}?ca=${CA}"
+      local r = assert(redis.connect(url))
+      report(stdout, r:set("k", "v"), r:get("k"), tostring(r))
+      local parts = {}
+      for i = 0, 5 * 1024 * 1024 - 1, 4 do parts[#parts + 1] = string.char(i % 256, 13, 10, 36) end
+      local big = table.concat(parts)
+      report(stdout, r:set("big", big), r:get("big") == big, r:strlen("big"))
+      report(stdout, lit(r:pipeline(function(p) p:incr("n") p:incr("n") p:get("n") end)))
+      local sub = assert(redis.connect(url, { protocol = 3 }))
+      local inbox = luasock.queue()
+      report(stdout, lit(sub:subscribe("news", function(m, c) inbox:push(c .. " " .. m) end)))
+      report(stdout, r:publish("news", "over tls"), inbox:pop(2))
+      -- QUIT closes the connection: once the client saw it, the next command connects again,
+      -- over TLS
+      report(stdout, r:quit())
+      local deadline = luasock.now() + 3
+      while not r.closed and luasock.now() < deadline do luasock.sleep(0.01) end
+      report(stdout, r.closed, r:get("k"))
+    ]], { PORT = server.port, CA = certs.ca })
+    assert.same(table.pack("OK", "v", "redis client (redis 127.0.0.1:" .. server.port .. ")"),
+      got[1])
+    assert.same(table.pack("OK", true, 5 * 1024 * 1024), got[2])
+    assert.same({ 1, 2, "2" }, items(got[3][1]))
+    assert.same({ "subscribe", "news", 1 }, items(got[4][1]))
+    assert.same(table.pack(1, "news over tls"), got[5])
+    assert.same(table.pack("OK"), got[6])
+    assert.same(table.pack(true, "v"), got[7])
+    local session = server:session()
+    assert.equal("v", session:call("GET", "k"))
+    session:close()
+  end)
+
+  it("refuses a certificate it cannot verify, and takes it with ?insecure=1", function()
+    local issued = start_redis { tls = devcert.make() }
+    local self_signed = start_redis { tls = devcert.self_signed() }
+    local got = run([[
+      report(stdout, redis.connect("rediss://127.0.0.1:${ISSUED}"))
+      report(stdout, redis.connect("127.0.0.1", ${ISSUED}, { tls = true }))
+      report(stdout, redis.connect("rediss://127.0.0.1:${SELF}"))
+      report(stdout, redis.connect("rediss://127.0.0.1:${SELF}?ca=${OTHER_CA}"))
+      for _, port in ipairs { ${ISSUED}, ${SELF} } do
+        local r = assert(redis.connect("rediss://127.0.0.1:" .. port .. "?insecure=1"))
+        report(stdout, r:ping())
+      end
+      local r = assert(redis.connect("127.0.0.1", ${SELF}, { tls = { verify = false } }))
+      report(stdout, r:ping())
+    ]], { ISSUED = issued.port, SELF = self_signed.port, OTHER_CA = issued.tls.ca })
+    local function refused(port, reason)
+      return table.pack(nil, ("redis 127.0.0.1:%d: certificate verify failed: %s"):format(port,
+        reason))
+    end
+    -- Redis sends its CA (from --tls-ca-cert-file) after its certificate: the chain ends in a
+    -- root that is not the system's
+    assert.same(refused(issued.port, "self-signed certificate in certificate chain"), got[1])
+    assert.same(refused(issued.port, "self-signed certificate in certificate chain"), got[2])
+    assert.same(refused(self_signed.port, "self-signed certificate"), got[3])
+    assert.same(refused(self_signed.port, "self-signed certificate"), got[4])
+    assert.same(table.pack("PONG"), got[5])
+    assert.same(table.pack("PONG"), got[6])
+    assert.same(table.pack("PONG"), got[7])
+  end)
+
+  it("checks the host name against the certificate (tls.server_name to choose it)", function()
+    local certs = devcert.make { "cache.test" }
+    local server = start_redis { tls = certs }
+    local got = run([[
+      report(stdout, redis.connect("rediss://localhost:${PORT}?ca=${CA}"))
+      local r = assert(redis.connect("localhost", ${PORT},
+        { tls = { ca = "${CA}", server_name = "cache.test" } }))
+      report(stdout, r:ping())
+      r = assert(redis.connect("rediss://127.0.0.1:${PORT}?ca=${CA}"))
+      report(stdout, r:ping())
+    ]], { PORT = server.port, CA = certs.ca })
+    assert.same(table.pack(nil, "redis localhost:" .. server.port
+      .. ": certificate verify failed: hostname mismatch"), got[1])
+    assert.same(table.pack("PONG"), got[2])
+    assert.same(table.pack("PONG"), got[3])
+  end)
+
+  it("sends AUTH and SELECT over TLS", function()
+    local certs = devcert.make()
+    local server = start_redis { tls = certs, password = "tls pass" }
+    local got = run([[
+      local r = assert(redis.connect("rediss://:tls%20pass@127.0.0.1:${PORT}/3?ca=${CA}"))
+      report(stdout, r:set("k", "in db 3"))
+      report(stdout, redis.connect("rediss://:wrong@127.0.0.1:${PORT}?ca=${CA}"))
+    ]], { PORT = server.port, CA = certs.ca })
+    assert.same(table.pack("OK"), got[1])
+    assert.is_nil(got[2][1])
+    assert.matches("redis 127.0.0.1:" .. server.port .. ": AUTH failed: WRONGPASS", got[2][2], 1,
+      true)
+    assert.equal("WRONGPASS", got[2][3])
+    local session = server:session()
+    assert.equal("OK", session:call("SELECT", 3))
+    assert.equal("in db 3", session:call("GET", "k"))
+    session:close()
+  end)
+
+  it("fails within its timeout against a Redis without TLS; a bad tls option raises", function()
+    local server = start_redis()
+    local got = run([[
+      local started = luasock.now()
+      local r, err = redis.connect("rediss://127.0.0.1:${PORT}?insecure=1", { timeout = 1 })
+      report(stdout, r, err, luasock.now() - started)
+      local ok, raised = pcall(redis.connect, "127.0.0.1", ${PORT}, { tls = { ca = 42 } })
+      report(stdout, ok, raised)
+    ]], { PORT = server.port })
+    assert.is_nil(got[1][1])
+    assert.matches("^redis 127%.0%.0%.1:" .. server.port .. ": ", got[1][2])
+    assert.is_true(got[1][3] < 2, "failed after " .. got[1][3] .. " s")
+    assert.is_false(got[2][1])
+    assert.matches("ca", got[2][2], 1, true)
   end)
 end)
