@@ -37,6 +37,7 @@
 #include "net.h"
 #include "peers.h"
 #include "task.h"
+#include "tls.h"
 
 /* How long a closed connection keeps reading (and dropping) input while it waits for the
  * peer's FIN; closing with unread input would make the kernel send RST, which can destroy the
@@ -60,6 +61,7 @@ struct conn_settings conn_defaults = {
 double conn_first_byte_timeout = -1;
 
 void (*conn_on_close)(lua_State *L, const char *reason);
+void (*conn_on_secured)(struct conn *c);
 
 static struct ev_loop *loop;
 static lua_State *main_L;
@@ -230,6 +232,11 @@ static void close_fd(struct conn *c)
         peers_release(&c->peer.sa);
     c->peer_counted = false;
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
+    if (c->tls != NULL) {
+        SSL_free(c->tls->ssl);
+        c->tls->ssl = NULL;
+        c->tls->handshaking = false;
+    }
     close(c->fd);
     c->fd = -1;
     c->state = CONN_CLOSED;
@@ -280,7 +287,8 @@ static void leave_open_state(struct conn *c, const char *reason)
     task_wake_all(&c->reader, reason);
     task_wake_all(&c->writer, reason);
     task_wake_all(&c->drainers, reason);
-    if (conn_on_close == NULL)
+    /* A TLS client that never completed its handshake was never seen by a handler. */
+    if (conn_on_close == NULL || (c->tls != NULL && c->tls->accepting))
         return;
     c->hook_pending = true;
     c->hook_next = NULL;
@@ -306,9 +314,74 @@ static void close_gracefully(struct conn *c, const char *reason);
 
 static void fail(struct conn *c, const char *op, int err)
 {
+    if (err == EPROTO && c->tls != NULL && c->tls->error[0] != '\0') {
+        luasock_log(LUASOCK_LOG_DEBUG, "conn %llu: %s: %s", (unsigned long long)c->id, op,
+                    c->tls->error);
+        conn_abort(c, c->tls->error);
+        return;
+    }
     luasock_log(LUASOCK_LOG_DEBUG, "conn %llu: %s: %s (%s)", (unsigned long long)c->id, op,
                 errors_string(err), errors_name(err));
     conn_abort(c, errors_string(err));
+}
+
+/* recv(2), or once TLS is up a record layer read: bytes, 0 at the end of the stream, or -1 with
+ * errno (EAGAIN; EPROTO for a TLS failure, explained in c->tls->error). */
+static ssize_t receive_some(struct conn *c, char *room, size_t space)
+{
+    if (c->tls == NULL || !c->tls->secured) {
+        ssize_t n;
+        do
+            n = recv(c->fd, room, space, 0);
+        while (n < 0 && errno == EINTR);
+        return n;
+    }
+    size_t got = 0;
+    switch (tls_read(c->tls, room, space, &got)) {
+    case TLS_OK:
+        return (ssize_t)got;
+    case TLS_CLOSED:
+        return 0;
+    case TLS_WANT_WRITE: /* a TLS 1.3 key update to answer: on_writable reads again */
+        c->tls->read_wants_write = true;
+        ev_io_start(loop, &c->wio);
+        errno = EAGAIN;
+        return -1;
+    case TLS_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case TLS_FAILED:
+        break;
+    }
+    errno = EPROTO;
+    return -1;
+}
+
+/* send(2), or once TLS is up a record layer write; as receive_some. */
+static ssize_t send_some(struct conn *c, const char *data, size_t len)
+{
+    if (c->tls == NULL || !c->tls->secured)
+        return send(c->fd, data, len, MSG_NOSIGNAL);
+    size_t wrote = 0;
+    switch (tls_write(c->tls, data, len, &wrote)) {
+    case TLS_OK:
+        return (ssize_t)wrote;
+    case TLS_WANT_READ:
+        c->tls->write_wants_read = true;
+        ev_io_start(loop, &c->rio);
+        errno = EAGAIN;
+        return -1;
+    case TLS_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+    case TLS_CLOSED:
+        errno = EPIPE;
+        return -1;
+    case TLS_FAILED:
+        break;
+    }
+    errno = EPROTO;
+    return -1;
 }
 
 /* fill: the input buffer may not grow (buf.h, max_buffers). */
@@ -332,16 +405,13 @@ static int fill(struct conn *c)
     if (room == NULL)
         return errno == ENOBUFS ? OVER_BUDGET : ENOMEM;
     size_t space = c->in.cap - c->in.end;
-    ssize_t n;
-    do
-        n = recv(c->fd, room, space, 0);
-    while (n < 0 && errno == EINTR);
-
+    ssize_t n = receive_some(c, room, space);
     if (n > 0) {
         buf_commit(&c->in, (size_t)n);
         c->heard_from = true;
-        /* A short read means the kernel had no more: skip the read that would say EAGAIN. */
-        c->readable = (size_t)n == space;
+        /* A short read means the kernel had no more: skip the read that would say EAGAIN. The
+         * socket does not signal records that OpenSSL has already taken in. */
+        c->readable = (size_t)n == space || (c->tls != NULL && tls_pending(c->tls));
         return 0;
     }
     int err = n == 0 ? 0 : errno;
@@ -608,6 +678,188 @@ static void linger_drain(struct conn *c)
         close_fd(c);
 }
 
+static void write_and_settle(struct conn *c);
+static void queued(struct conn *c);
+
+/* Accepted connections whose handshake failed: one line at info per HANDSHAKE_REPORT_SECONDS
+ * (with how many failed since the last), every one at debug, so that a flood of scanners or of
+ * plaintext clients cannot fill the log. */
+#define HANDSHAKE_REPORT_SECONDS 10.0
+
+static void log_handshake_failure(struct conn *c)
+{
+    static ev_tstamp quiet_until;
+    static unsigned long unreported;
+    char peer[128];
+    net_format(&c->peer.sa, c->peer_len, peer, sizeof peer);
+    const char *why = c->tls->error;
+    if (strncmp(why, "tls: ", 5) == 0)
+        why += 5;
+    ev_tstamp now = ev_now(loop);
+    if (now < quiet_until) {
+        unreported++;
+        luasock_log(LUASOCK_LOG_DEBUG, "conn %llu %s: tls handshake failed: %s",
+                    (unsigned long long)c->id, peer, why);
+        return;
+    }
+    if (unreported > 0)
+        luasock_log(LUASOCK_LOG_INFO, "conn %llu %s: tls handshake failed: %s (and %lu more "
+                    "since the last report, logged at debug)", (unsigned long long)c->id, peer,
+                    why, unreported);
+    else
+        luasock_log(LUASOCK_LOG_INFO, "conn %llu %s: tls handshake failed: %s",
+                    (unsigned long long)c->id, peer, why);
+    unreported = 0;
+    quiet_until = now + HANDSHAKE_REPORT_SECONDS;
+}
+
+/* c->tls->error says why. A task waiting in starttls is woken with it. */
+static void handshake_failed(struct conn *c)
+{
+    c->tls->handshaking = false;
+    c->tls->broken = true;
+    if (c->tls->accepting)
+        log_handshake_failure(c);
+    conn_abort(c, c->tls->error);
+}
+
+static void handshake_done(struct conn *c)
+{
+    struct conn_tls *t = c->tls;
+    t->handshaking = false;
+    t->secured = true;
+    c->readable = true; /* the peer's first data may have come with its last handshake record */
+    ev_io_stop(loop, &c->wio);
+    ev_io_stop(loop, &c->rio);
+    if (buf_len(&c->out) > 0)
+        queued(c);
+    if (t->accepting) {
+        t->accepting = false;
+        conn_on_secured(c);
+    } else {
+        task_resume_first(&c->writer, NULL);
+    }
+}
+
+/* starttls: what was queued before it goes out in plaintext, ahead of the handshake. Returns 0,
+ * EAGAIN, or the errno of a failure. */
+static int send_plaintext_left(struct conn *c)
+{
+    struct conn_tls *t = c->tls;
+    while (t->plain_left > 0) {
+        ssize_t n = send(c->fd, buf_head(&c->out), t->plain_left, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno == EWOULDBLOCK ? EAGAIN : errno;
+        buf_consume(&c->out, (size_t)n);
+        t->plain_left -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Takes the handshake as far as the socket allows, and watches the socket it waits for. */
+static void handshake_step(struct conn *c)
+{
+    struct conn_tls *t = c->tls;
+    int err = send_plaintext_left(c);
+    if (err == EAGAIN) {
+        ev_io_start(loop, &c->wio);
+        return;
+    }
+    if (err != 0) {
+        snprintf(t->error, sizeof t->error, "%s", errors_string(err));
+        handshake_failed(c);
+        return;
+    }
+    switch (tls_handshake(t)) {
+    case TLS_OK:
+        handshake_done(c);
+        return;
+    case TLS_WANT_READ:
+        ev_io_stop(loop, &c->wio);
+        ev_io_start(loop, &c->rio);
+        return;
+    case TLS_WANT_WRITE:
+        ev_io_start(loop, &c->wio);
+        return;
+    case TLS_CLOSED:
+    case TLS_FAILED:
+        handshake_failed(c);
+        return;
+    }
+}
+
+static struct conn_tls *new_tls(struct conn *c, SSL *ssl)
+{
+    struct conn_tls *t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    t->ssl = ssl;
+    t->handshaking = true;
+    c->tls = t;
+    return t;
+}
+
+int conn_accept_tls(struct conn *c, SSL *ssl)
+{
+    struct conn_tls *t = new_tls(c, ssl);
+    if (t == NULL)
+        return -1;
+    t->accepting = true;
+    double timeout = conn_first_byte_timeout >= 0 ? conn_first_byte_timeout : c->set.read_timeout;
+    arm(&c->rtimer, &c->rdeadline, timeout);
+    handshake_step(c);
+    return 0;
+}
+
+static int starttls_resumed(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    struct conn *c = (struct conn *)ctx;
+    const char *failure = task_failure(L);
+    if (failure == NULL) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (strcmp(failure, ERR_TIMEOUT) == 0 && c->state == CONN_OPEN) {
+        snprintf(c->tls->error, sizeof c->tls->error, "tls handshake timeout");
+        c->tls->handshaking = false;
+        c->tls->broken = true;
+        conn_abort(c, c->tls->error);
+        failure = c->tls->error;
+    }
+    lua_pushnil(L);
+    lua_pushstring(L, failure);
+    return 2;
+}
+
+int conn_handshake(struct conn *c, lua_State *L, SSL *ssl, double timeout)
+{
+    struct conn_tls *t = new_tls(c, ssl);
+    if (t == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, ERR_NO_MEMORY);
+        return 2;
+    }
+    t->plain_left = buf_len(&c->out);
+    c->rdeadline = 0; /* the read timer must not take the handshake for a read */
+    flush_list_remove(c);
+    handshake_step(c);
+    if (!t->handshaking) {
+        if (t->secured) {
+            lua_pushboolean(L, 1);
+            return 1;
+        }
+        lua_pushnil(L);
+        lua_pushstring(L, t->error);
+        return 2;
+    }
+    return task_wait(L, &c->writer, timeout, starttls_resumed, (lua_KContext)c);
+}
+
 static void on_readable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -617,6 +869,18 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
     if (c->state == CONN_CLOSING) {
         linger_drain(c);
         return;
+    }
+    if (c->tls != NULL) {
+        if (c->tls->handshaking) {
+            handshake_step(c);
+            return;
+        }
+        if (c->tls->write_wants_read) {
+            c->tls->write_wants_read = false;
+            write_and_settle(c);
+            if (c->state != CONN_OPEN)
+                return;
+        }
     }
     if (task_waiters_empty(&c->reader)) {
         ev_io_stop(loop, w);
@@ -636,9 +900,24 @@ static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
         close_fd(c); /* the peer never sent its FIN */
         return;
     }
+    if (c->tls != NULL && c->tls->handshaking) {
+        if (c->rdeadline != 0 && deadline_passed(w, c->rdeadline)) {
+            snprintf(c->tls->error, sizeof c->tls->error, "tls handshake timeout");
+            handshake_failed(c);
+        }
+        return;
+    }
     if (task_waiters_empty(&c->reader) || c->rdeadline == 0 || !deadline_passed(w, c->rdeadline))
         return;
     task_resume_first(&c->reader, ERR_TIMEOUT);
+}
+
+/* No more output: TLS says so first with its close_notify, then TCP with its FIN. */
+static void send_fin(struct conn *c)
+{
+    if (c->tls != NULL)
+        tls_close_notify(c->tls);
+    shutdown(c->fd, SHUT_WR);
 }
 
 /* Output is delivered: finish a shutdown or a close that was waiting for it. */
@@ -647,7 +926,7 @@ static void drained(struct conn *c)
     ev_io_stop(loop, &c->wio);
     if (c->state == CONN_OPEN) {
         if (c->shut_wr)
-            shutdown(c->fd, SHUT_WR);
+            send_fin(c);
         return;
     }
     ev_timer_stop(loop, &c->wtimer);
@@ -655,7 +934,7 @@ static void drained(struct conn *c)
         close_fd(c);
         return;
     }
-    shutdown(c->fd, SHUT_WR);
+    send_fin(c);
     if (!c->reading)
         drop_input(c);
     ev_io_start(loop, &c->rio);
@@ -669,11 +948,13 @@ static int write_out(struct conn *c)
 {
     while (buf_len(&c->out) > 0) {
         size_t len = buf_len(&c->out);
-        ssize_t n = send(c->fd, buf_head(&c->out), len, MSG_NOSIGNAL);
+        ssize_t n = send_some(c, buf_head(&c->out), len);
         if (n >= 0) {
             buf_consume(&c->out, (size_t)n);
-            if ((size_t)n < len)
-                return 0; /* the socket is full; a second try would only say EAGAIN */
+            /* The socket is full; a second try would only say EAGAIN. A TLS write may stop
+             * after each record. */
+            if ((size_t)n < len && c->tls == NULL)
+                return 0;
         } else if (errno != EINTR) {
             return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : errno;
         }
@@ -704,6 +985,8 @@ static void note_written(struct conn *c, size_t written)
  * settles a close or shutdown that waited for the output. Never runs Lua code. */
 static void write_and_settle(struct conn *c)
 {
+    if (c->tls != NULL && c->tls->handshaking)
+        return; /* the handshake sends what is queued once it is done */
     size_t before = buf_len(&c->out);
     int err = write_out(c);
     if (err != 0) {
@@ -720,7 +1003,7 @@ static void write_and_settle(struct conn *c)
     }
     if (buf_len(&c->out) == 0)
         drained(c);
-    else
+    else if (c->tls == NULL || !c->tls->write_wants_read)
         ev_io_start(loop, &c->wio);
 }
 
@@ -742,6 +1025,19 @@ static void on_writable(struct ev_loop *l, ev_io *w, int revents)
     (void)l;
     (void)revents;
     struct conn *c = container_of(w, struct conn, wio);
+    if (c->tls != NULL && c->state == CONN_OPEN) {
+        if (c->tls->handshaking) {
+            handshake_step(c);
+            return;
+        }
+        if (c->tls->read_wants_write) {
+            c->tls->read_wants_write = false;
+            if (buf_len(&c->out) == 0)
+                ev_io_stop(loop, w);
+            on_readable(loop, &c->rio, EV_READ);
+            return;
+        }
+    }
     if (c->state != CONN_CONNECTING) {
         write_and_settle(c);
         return;
@@ -864,6 +1160,9 @@ static void close_gracefully(struct conn *c, const char *reason)
     if (c->state != CONN_OPEN)
         return;
     leave_open_state(c, reason);
+    /* What was queued for a handshake that did not complete must never leave in plaintext. */
+    if (c->tls != NULL && !c->tls->secured)
+        buf_free(&c->out);
     ev_io_stop(loop, &c->rio);
     ev_timer_stop(loop, &c->rtimer);
     ev_timer_stop(loop, &c->wtimer);
@@ -892,7 +1191,7 @@ void conn_shutdown(struct conn *c, int how)
     if (how != SHUT_RD) {
         c->shut_wr = true;
         if (buf_len(&c->out) == 0)
-            shutdown(c->fd, SHUT_WR);
+            send_fin(c);
     }
 }
 
@@ -1071,6 +1370,11 @@ void conn_release(struct conn *c)
     buf_free(&c->in);
     buf_free(&c->out);
     drop_framer(c);
+    if (c->tls != NULL) {
+        SSL_free(c->tls->ssl);
+        free(c->tls);
+        c->tls = NULL;
+    }
 }
 
 void conn_init(struct ev_loop *l, lua_State *L)

@@ -19,6 +19,9 @@
 #include "reader.h"
 #include "task.h"
 
+struct conn_tls;
+typedef struct ssl_st SSL;
+
 #define CONN_MT "luasock.conn"
 #define CONN_MARK 0x6c7561736f636b43ULL /* "luasockC": see toconn in lconn.c */
 
@@ -51,6 +54,10 @@ struct conn;
  * or called close, else the error), with the connection's userdata on top of L: from the loop's
  * protected step on the main thread, never in the middle of the handler that closed it. */
 extern void (*conn_on_close)(lua_State *L, const char *reason);
+
+/* Starts the handler of an accepted TLS connection once its handshake has completed (server.c),
+ * from an event callback. */
+extern void (*conn_on_secured)(struct conn *c);
 
 enum conn_state {
     CONN_CONNECTING, /* outgoing, waiting for the connect to complete */
@@ -108,6 +115,7 @@ struct conn {
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */
     struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
+    struct conn_tls *tls;        /* NULL: plaintext */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
     struct conn *hook_next;
 };
@@ -132,6 +140,16 @@ void conn_release(struct conn *c);
  * with task_check_wait) until c is connected (resumed with c) or has failed or timed out
  * (resumed with nil, err; c is then closed). */
 int conn_wait_connect(struct conn *c, lua_State *L, double timeout);
+
+/* An accepted connection on a TLS listener: runs the server side of the handshake on ssl (owned
+ * from now on), within first_byte_timeout, before any handler; conn_on_secured follows, or a
+ * failure closes c (logged at debug). Returns -1 when out of memory (ssl is freed). */
+int conn_accept_tls(struct conn *c, SSL *ssl);
+
+/* conn:starttls and luasock.connect's tls: suspends the calling task (checked with
+ * task_check_wait) while the handshake on ssl (owned from now on) runs, after what was queued
+ * before has gone out in plaintext; it then gets true, or nil and the error with c closed. */
+int conn_handshake(struct conn *c, lua_State *L, SSL *ssl, double timeout);
 
 /* "conn 12 from 127.0.0.1:5555", for log lines. */
 void conn_describe(struct conn *c, char *out, size_t size);

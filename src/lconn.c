@@ -12,6 +12,7 @@
 #include "errors.h"
 #include "lresult.h"
 #include "lconn.h"
+#include "ltls.h"
 #include "net.h"
 #include "task.h"
 
@@ -384,6 +385,7 @@ void lconn_open(lua_State *L)
     luaL_newmetatable(L, CONN_MT);
     luaL_setfuncs(L, metamethods, 0);
     luaL_newlib(L, methods);
+    ltls_open(L);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
 }

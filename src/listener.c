@@ -27,7 +27,7 @@ static void on_connection(struct ev_loop *ev, ev_io *w, int revents)
         socklen_t peer_len = sizeof peer;
         int fd = accept4(l->fd, (struct sockaddr *)&peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
-            l->on_accept(fd, (struct sockaddr *)&peer, peer_len);
+            l->on_accept(l, fd, (struct sockaddr *)&peer, peer_len);
             continue;
         }
         switch (errno) {
@@ -67,8 +67,8 @@ static void on_pause_end(struct ev_loop *ev, ev_timer *w, int revents)
 }
 
 struct listener *listener_open(const char *text, const struct net_addr *addr,
-                               void (*on_accept)(int fd, const struct sockaddr *peer,
-                                                 socklen_t peer_len),
+                               void (*on_accept)(struct listener *l, int fd,
+                                                 const struct sockaddr *peer, socklen_t peer_len),
                                bool for_workers, char *err, size_t err_size)
 {
     int gai_error;
@@ -89,7 +89,13 @@ struct listener *listener_open(const char *text, const struct net_addr *addr,
     l->fd = fd;
     l->listen_in_worker = own_socket_per_worker;
     l->on_accept = on_accept;
+    l->tls = addr->tls;
     net_local_address(fd, l->name, sizeof l->name);
+    if (l->tls) {
+        memmove(l->name + 4, l->name, sizeof l->name - 4);
+        memcpy(l->name, "tls:", 4);
+        l->name[sizeof l->name - 1] = '\0';
+    }
     if (addr->kind == NET_UNIX)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", addr->path);
     ev_io_init(&l->io, on_connection, fd, EV_READ);

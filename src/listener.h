@@ -12,9 +12,11 @@ struct listener {
     ev_timer pause; /* accepting again after running out of file descriptors */
     int fd;
     bool listen_in_worker; /* fd is only bound: each worker listens on a socket of its own */
-    char name[160];      /* the bound address, e.g. "127.0.0.1:9090" */
+    bool tls;              /* accepted connections begin with a TLS handshake */
+    char name[160];      /* the bound address, e.g. "127.0.0.1:9090" or "tls:127.0.0.1:9443" */
     char unix_path[108]; /* removed on close */
-    void (*on_accept)(int fd, const struct sockaddr *peer, socklen_t peer_len);
+    void (*on_accept)(struct listener *l, int fd, const struct sockaddr *peer,
+                      socklen_t peer_len);
     struct listener *next;
 };
 
@@ -25,8 +27,8 @@ void listener_init(struct ev_loop *loop);
  * accepts: TCP addresses are only bound, and nothing is watched until
  * listener_start_in_worker. */
 struct listener *listener_open(const char *text, const struct net_addr *addr,
-                               void (*on_accept)(int fd, const struct sockaddr *peer,
-                                                 socklen_t peer_len),
+                               void (*on_accept)(struct listener *l, int fd,
+                                                 const struct sockaddr *peer, socklen_t peer_len),
                                bool for_workers, char *err, size_t err_size);
 
 /* In a worker just forked from the parent: accepts on l from now on. */

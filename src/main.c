@@ -31,7 +31,8 @@ static const char serve_usage[] =
     "Runs SCRIPT's handle(conn) in a coroutine for every accepted connection.\n"
     "\n"
     "Options:\n"
-    "  --listen ADDR          HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path; repeatable;\n"
+    "  --listen ADDR          HOST:PORT, [IPv6]:PORT, *:PORT or unix:/path, each also\n"
+    "                         after tls: (TLS; see --tls-cert); repeatable;\n"
     "                         replaces the script's 'listen' (port 0 picks a free port)\n"
     "  --max-connections N    close connections beyond N open ones at once (default: none)\n"
     "  --max-connections-per-ip N\n"
@@ -48,7 +49,10 @@ static const char serve_usage[] =
     "                         (SIGHUP reloads at any time)\n"
     "  --pubsub URL           luasock.pubsub through Redis, so that workers and other nodes\n"
     "                         share channels (default: in-process). URL:\n"
-    "                         redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n"
+    "                         redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB]\n"
+    "  --tls-cert FILE        the certificate (chain) for tls: listeners, with --tls-key;\n"
+    "                         replaces the script's tls.cert and tls.key\n"
+    "  --tls-key FILE         its private key\n"
     "  --workers N|auto       serve from N processes (auto: one per core), restarted when\n"
     "                         they die; SIGHUP and SIGTERM to the parent reach them all\n"
     "  --watchdog SECONDS     with --workers: kill and restart a worker whose loop has not\n"
@@ -110,14 +114,16 @@ static bool redis_userinfo(const char *text, const char *end)
     return true;
 }
 
-/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], checked here so that a typo is a usage error at
- * once, not a failure when the script first publishes. The password may hold any character
- * but '@' in its raw form: the last '@' ends it. */
+/* redis[s]://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTIONS], checked here so that a typo is a
+ * usage error at once, not a failure when the script first publishes. The password may hold any
+ * character but '@' in its raw form: the last '@' ends it. The options (rediss: ?insecure=1) are
+ * luasock.redis's to check. */
 static bool redis_url(const char *text)
 {
-    if (strncmp(text, "redis://", 8) != 0)
+    size_t scheme = strncmp(text, "redis://", 8) == 0 ? 8 : strncmp(text, "rediss://", 9) == 0 ? 9 : 0;
+    if (scheme == 0)
         return false;
-    const char *host = text + 8, *at = strrchr(host, '@');
+    const char *host = text + scheme, *at = strrchr(host, '@');
     if (at != NULL) {
         if (!redis_userinfo(host, at))
             return false;
@@ -134,7 +140,7 @@ static bool redis_url(const char *text)
     }
     if (*end == '/')
         end += 1 + strspn(end + 1, "0123456789");
-    return *end == '\0' && end[-1] != '/';
+    return (*end == '\0' || *end == '?') && end[-1] != '/';
 }
 
 #define MAX_WORKERS 1024
@@ -206,6 +212,10 @@ static int serve_command(int argc, char **argv)
             if (parse_workers(value, &o.workers) < 0)
                 status = usage_error(help, "--workers: expected a number from 1 to %d or "
                                            "'auto', got '%s'", MAX_WORKERS, value);
+        } else if ((value = option_value(argc, argv, &i, "--tls-cert", &missing)) != NULL) {
+            o.tls_cert = value;
+        } else if ((value = option_value(argc, argv, &i, "--tls-key", &missing)) != NULL) {
+            o.tls_key = value;
         } else if ((value = option_value(argc, argv, &i, "--pubsub", &missing)) != NULL) {
             if (!redis_url(value)) {
                 /* Whatever is wrong with it, the password is not repeated. */
@@ -238,6 +248,8 @@ static int serve_command(int argc, char **argv)
     }
     if (status < 0 && o.script == NULL)
         status = usage_error(help, "serve: missing SCRIPT");
+    if (status < 0 && (o.tls_cert == NULL) != (o.tls_key == NULL))
+        status = usage_error(help, "--tls-cert and --tls-key go together");
     if (status < 0 && o.watchdog > 0 && o.workers < 2)
         status = usage_error(help, "--watchdog needs --workers N with N of 2 or more: a single "
                                    "process has no parent to restart it");

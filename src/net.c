@@ -32,6 +32,14 @@ static int parse_port(const char *text, char *out, size_t size)
 int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
 {
     memset(addr, 0, sizeof *addr);
+    if (strncmp(text, "tls:", 4) == 0) {
+        text += 4;
+        addr->tls = true;
+        if (strncmp(text, "udp:", 4) == 0) {
+            *why = "tls is for streams: there is no tls:udp:";
+            return -1;
+        }
+    }
     if (strncmp(text, "unix:", 5) == 0) {
         addr->kind = NET_UNIX;
         if (text[5] == '\0' || strlen(text + 5) >= sizeof addr->path) {

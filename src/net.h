@@ -5,6 +5,7 @@
 #ifndef NET_H
 #define NET_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -13,13 +14,14 @@ enum net_kind { NET_TCP, NET_UDP, NET_UNIX };
 
 struct net_addr {
     enum net_kind kind;
+    bool tls;                               /* "tls:" before a TCP or unix address */
     char host[256];                         /* TCP: numeric address or name; "" = any IPv4 */
     char port[8];                           /* TCP: "0".."65535" */
     char path[sizeof(struct sockaddr_un){0}.sun_path]; /* UNIX */
 };
 
-/* Parses "HOST:PORT", "[IPv6]:PORT", "*:PORT", "unix:/path", or any of the first three after
- * "udp:". Returns 0, or -1 with *why set to a phrase for the usage message. */
+/* Parses "HOST:PORT", "[IPv6]:PORT", "*:PORT", "unix:/path", any of the first three after
+ * "udp:", or any but the udp ones after "tls:". Returns 0, or -1 with *why set to a phrase for the usage message. */
 int net_parse_addr(const char *text, struct net_addr *addr, const char **why);
 
 /* Opens a non-blocking listening socket (for NET_UDP, a bound datagram socket). Returns the fd, or -1 with errno set, or with *gai_error

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "conn.h"
 #include "guard.h"
+#include "ltls.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "script.h"
@@ -65,7 +66,7 @@ static int call_loader(const char *fn, int nargs)
 }
 
 /* Leaves the script's table on the stack, and above it its settings table once its start hook
- * has run; or the error message. */
+ * has run and its certificates have loaded; or the error message. */
 static int load_and_configure(void)
 {
     task_begin_load();
@@ -73,6 +74,11 @@ static int load_and_configure(void)
     if (rc == 0) {
         lua_pushvalue(L, -1);
         rc = call_loader("configure", 1);
+    }
+    char err[512];
+    if (rc == 0 && ltls_configure(L, script_path, err, sizeof err) < 0) {
+        lua_pushstring(L, err);
+        rc = -1;
     }
     task_end_load(rc == 0);
     return rc;
@@ -217,7 +223,7 @@ static int watch_files_in_use(lua_State *state)
     if (call_loader("local_modules", 0) < 0)
         return lua_error(state);
     const char *paths[MAX_WATCHED_FILES] = {script_path};
-    int count = 1;
+    int count = 1 + ltls_files(paths + 1, MAX_WATCHED_FILES / 2);
     lua_Integer n = (lua_Integer)lua_rawlen(state, -1);
     for (lua_Integer i = 1; i <= n && count < MAX_WATCHED_FILES; i++) {
         if (lua_rawgeti(state, -1, i) == LUA_TSTRING)

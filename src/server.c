@@ -23,6 +23,7 @@
 #include "lguard.h"
 #include "lconn.h"
 #include "listener.h"
+#include "ltls.h"
 #include "lluasock.h"
 #include "log.h"
 #include "ludp.h"
@@ -34,6 +35,7 @@
 #include "script.h"
 #include "server.h"
 #include "task.h"
+#include "tls.h"
 #include "workers.h"
 
 static struct ev_loop *loop;
@@ -201,6 +203,8 @@ static int open_runtime(void)
         return -1;
     task_init(loop, L, conn_flush_all);
     conn_init(loop, L);
+    if (tls_init() < 0)
+        return -1;
     listener_init(loop);
     udp_init(loop);
     lconn_open(L);
@@ -270,11 +274,13 @@ struct accepted {
     int fd;
     const struct sockaddr *peer;
     socklen_t peer_len;
+    bool tls;
     struct conn *conn;  /* once it owns fd */
     struct task *task;  /* its handler, to start once the protected step is over */
 };
 
-/* Makes the connection and its handler's task; runs protected (task_protected). */
+/* Makes the connection and its handler's task; runs protected (task_protected). A TLS
+ * connection gets its handler once its handshake has completed (secured). */
 static int new_handler_task(lua_State *state)
 {
     struct accepted *a = lua_touserdata(state, 1);
@@ -284,13 +290,48 @@ static int new_handler_task(lua_State *state)
     conn_attach(c, a->fd, a->peer, a->peer_len);
     c->peer_counted = max_per_ip > 0;
     a->conn = c;
+    if (a->tls)
+        return 0;
     a->task = task_new(state, 1, -1, &c->res);
     return 0;
 }
 
+/* The handler of a TLS connection whose handshake has completed; runs protected. */
+static int new_secured_task(lua_State *state)
+{
+    struct accepted *a = lua_touserdata(state, 1);
+    if (!script_push_callback(state, SCRIPT_HANDLE))
+        return luaL_error(state, "%s has no 'handle' function", script_path);
+    conn_push(state, a->conn);
+    a->task = task_new(state, 1, -1, &a->conn->res);
+    return 0;
+}
+
+static void secured(struct conn *c)
+{
+    struct accepted a = {.conn = c};
+    if (task_protected(new_secured_task, &a, "accept") == 0)
+        task_run(a.task);
+    else
+        conn_close(c);
+}
+
+/* The server side of the handshake, before any handler; out of memory, c is closed. */
+static void start_handshake(struct conn *c)
+{
+    SSL_CTX *ctx = ltls_server_context();
+    SSL *ssl = ctx != NULL ? tls_new(ctx, c->fd, true) : NULL;
+    if (ssl == NULL || conn_accept_tls(c, ssl) < 0) {
+        luasock_log(LUASOCK_LOG_WARN, "conn %llu: closed: no memory for its tls session",
+                    (unsigned long long)c->id);
+        conn_close(c);
+    }
+}
+
 /* The socket is accepted before its connection object exists, but this frame owns it until the
  * protected step has handed it over, and closes it if that step fails. */
-static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_len)
+static void on_accept(struct listener *l, int fd, const struct sockaddr *peer_addr,
+                      socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
         refuse(fd, peer_addr, peer_len, "too many connections open (--max-connections)");
@@ -307,9 +348,12 @@ static void on_accept(int fd, const struct sockaddr *peer_addr, socklen_t peer_l
         return;
     }
     net_set_nodelay(fd);
-    struct accepted a = {.fd = fd, .peer = peer_addr, .peer_len = peer_len};
+    struct accepted a = {.fd = fd, .peer = peer_addr, .peer_len = peer_len, .tls = l->tls};
     if (task_protected(new_handler_task, &a, "accept") == 0) {
-        task_run(a.task);
+        if (a.tls)
+            start_handshake(a.conn);
+        else
+            task_run(a.task);
     } else if (a.conn != NULL) {
         conn_close(a.conn);
     } else {
@@ -347,6 +391,11 @@ static int open_listener(const char *text, const char *script)
                         name, sizeof name, err, sizeof err) < 0)
             return listen_failed(err);
     } else {
+        if (addr.tls && ltls_require_server_context() == NULL) {
+            fprintf(stderr, "luasock: listen %s: no certificate: set tls = { cert = FILE, key = "
+                            "FILE } in %s, or give --tls-cert and --tls-key\n", text, script);
+            return -1;
+        }
         struct listener *l = listener_open(text, &addr, on_accept, worker_count > 1, err,
                                            sizeof err);
         if (l == NULL)
@@ -526,10 +575,13 @@ static int start(const struct serve_options *o)
     announcements = open_memstream(&announcements_text, &announcements_size);
     if (announcements == NULL || open_runtime() < 0)
         return -1;
+    conn_on_secured = secured;
     lluasock_set_worker(L, worker_count > 1 ? 0 : 1, worker_count);
     if (o->pubsub != NULL)
         lluasock_set_pubsub_url(L, o->pubsub);
     script_init(L, o->script);
+    if (o->tls_cert != NULL)
+        ltls_set_command_line(o->tls_cert, o->tls_key);
     if (script_start() < 0)
         return -1;
     max_connections = o->max_connections;

@@ -18,6 +18,7 @@ struct serve_options {
     int workers;            /* processes that serve; above 1, a parent supervises them */
     double watchdog;        /* with workers: restart one whose loop is stuck this long; 0: off */
     const char *pubsub;     /* luasock.pubsub's backend: "redis://host:port/db"; NULL: in-process */
+    const char *tls_cert, *tls_key; /* --tls-cert, --tls-key; NULL: the script's */
 };
 
 /* Both return the process exit status. */

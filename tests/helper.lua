@@ -158,6 +158,12 @@ end
 
 -- Parses the address part of a "listening on" line into a listener table.
 local function parse_listener(address)
+  local tls = address:match("^tls:(.+)$")
+  if tls then
+    local listener = parse_listener(tls)
+    listener.tls, listener.address = true, address
+    return listener
+  end
   local path = address:match("^unix:(.+)$")
   if path then return { unix = path, address = address } end
   local host, port = address:match("^%[(.+)%]:(%d+)$")

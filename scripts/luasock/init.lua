@@ -12,12 +12,28 @@ luasock.spawn_service = nil
 
 local DEFAULT_CONNECT_TIMEOUT = 30
 
--- luasock.connect(host, port [, {timeout = s, bind = address}]) -> conn | nil, err
--- One overall timeout covers the lookup and every address tried.
+-- The client tls options for host: a copy with the name to check, by default host itself.
+local function tls_options(tls, host)
+  local options = {}
+  if type(tls) == "table" then
+    for name, value in pairs(tls) do
+      options[name] = value
+    end
+  elseif tls ~= true then
+    error("luasock.connect: tls must be true or a table of options", 3)
+  end
+  options.server_name = options.server_name or host
+  return options
+end
+
+-- luasock.connect(host, port [, {timeout = s, bind = address, tls = true | {...}}])
+--   -> conn | nil, err
+-- One overall timeout covers the lookup, every address tried and the TLS handshake.
 function luasock.connect(host, port, opts)
   assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
   assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
   opts = opts or {}
+  local tls = opts.tls and tls_options(opts.tls, host)
   local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT
   -- A NaN deadline would never pass: refused here, where the caller's line is one level up.
   if timeout ~= timeout then
@@ -38,8 +54,16 @@ function luasock.connect(host, port, opts)
     end
     local conn
     conn, err = core.connect_address(address, port, left, opts.bind)
-    if conn then
+    if conn and not tls then
       return conn
+    end
+    if conn then
+      local ok
+      ok, err = conn:starttls(tls, math.max(deadline - core.now(), 0))
+      if ok then
+        return conn
+      end
+      return nil, err
     end
   end
   return nil, err

@@ -43,6 +43,35 @@ local function check_listen(path, listen)
   return listen
 end
 
+-- The fields of the `tls` table and the type of each; src/ltls.c reads them.
+local TLS_FIELDS = {
+  cert = "string", key = "string", certs = "table", ca = "string", verify_client = "boolean",
+  alpn = "table", min_version = "string", ciphers = "string", ciphersuites = "string",
+  session_tickets = "boolean", strict_sni = "boolean",
+}
+
+local function check_tls(path, tls)
+  if tls == nil then
+    return true
+  end
+  if type(tls) ~= "table" then
+    return nil, ("%s: 'tls' must be a table { cert = FILE, key = FILE, ... }"):format(path)
+  end
+  for name, value in pairs(tls) do
+    local expected = TLS_FIELDS[name]
+    if not expected then
+      return nil, ("%s: unknown tls setting '%s'"):format(path, tostring(name))
+    end
+    if type(value) ~= expected then
+      return nil, ("%s: tls.%s must be a %s"):format(path, name, expected)
+    end
+  end
+  if (tls.cert == nil) ~= (tls.key == nil) then
+    return nil, ("%s: tls.cert and tls.key go together"):format(path)
+  end
+  return true
+end
+
 -- The callbacks C calls: a plain copy, so that C reads them without running the script's
 -- metamethods.
 local CALLBACKS = { "handle", "datagram", "on_close" }
@@ -53,7 +82,11 @@ local function check_settings(path, script)
   if not listen then
     return nil, err
   end
-  local settings = { listen = listen }
+  local ok, problem = check_tls(path, script.tls)
+  if not ok then
+    return nil, problem
+  end
+  local settings = { listen = listen, tls = script.tls }
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 BIN = os.environ.get("LUASOCK_BIN", "build/luasock")
-LISTENING = re.compile(r"luasock: listening on (\S+):(\d+) \(")
+LISTENING = re.compile(r"luasock: listening on (?:tls:)?(\S+):(\d+) \(")
 SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
 
 
