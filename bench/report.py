@@ -24,6 +24,8 @@ SERVERS = {
     "luv": "Lua 5.4 + luv",
     "nginx": "nginx stream + ssl",
 }
+# Shorter names for the chart's legend, whose bars mix plain and TLS workloads.
+CHART_SERVERS = {"ref": "C reference", "node": "Node.js", "nginx": "nginx (TLS only)"}
 # The same servers on the TLS workloads (there is no luv peer; nginx runs only these).
 TLS_SERVERS = {
     "ref": "C reference (libev + OpenSSL)",
@@ -594,7 +596,7 @@ def chart(rows, png, work_dir, title):
         return "NaN" if value is None else f"{value:.4f}"
     tics, idle_tics = [], []
     with open(data, "w", encoding="utf-8") as f, open(idle, "w", encoding="utf-8") as g:
-        names = "\t".join(SERVERS[s] for s in servers)
+        names = "\t".join(CHART_SERVERS.get(s, SERVERS[s]) for s in servers)
         f.write(f"workload\t{names}\t{names}\n")
         g.write(f"workload\t{names}\n")
         for key, by_server in workloads(rows):
@@ -834,7 +836,7 @@ TLS_SERVERS_TEXT = """\
 | server | file | TLS echo |
 |---|---|---|
 | C reference | `bench/peers/ref_tls_echo.c` | libev; OpenSSL on the socket, non-blocking; one `SSL_read` into a shared 64 KiB buffer, written straight back with `SSL_write`; read-ahead, buffers released while idle (`SSL_MODE_RELEASE_BUFFERS`), no server-side session cache (TLS 1.3 resumes with stateless tickets) |
-| luasock | `examples/tls_echo.lua` | a `tls:` listener with `--tls-cert` / `--tls-key`; the handshake runs in the core before the handler |
+| luasock | `{tls_script}` | a `tls:` listener with `--tls-cert` / `--tls-key`; the handshake runs in the core before the handler |
 | Node.js | `bench/peers/tls_echo.js` | `tls.createServer`, `socket.write(chunk)` per `data` event |
 | Python asyncio | `bench/peers/tls_echo_asyncio.py` | `asyncio.Protocol` on `create_server(ssl=SSLContext)` |
 | nginx | `build/bench/run/nginx/nginx.conf`, written by `bench/run` | Debian's nginx-light with its stream module: one process (`master_process off`), `listen ... ssl`, `proxy_pass` in plain TCP to `bench/peers/ref_echo` (the usual way to put TLS in front of a plaintext service); nginx and the backend are pinned to the server's core, and their CPU time and RSS are summed |
@@ -892,6 +894,8 @@ def main():
     parser.add_argument("--rounds", default="1")
     parser.add_argument("--seconds", default="0", help="how long the measurements took")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tls-script", default="examples/tls_echo.lua",
+                        help="the script luasock serves the TLS workloads with")
     parser.add_argument("--instructions", help="the instruction counts (instructions.tsv)")
     parser.add_argument("--instr-runs", default="1")
     parser.add_argument("--only-instructions", action="store_true")
@@ -948,7 +952,7 @@ def main():
         "## Idle connections\n" + idle,
         "## TLS\n" + TLS_TEXT.format(resume_min=RESUME_MIN_PCT) + "\n" + tls_results
         + "\n\n### Idle TLS connections\n" + TLS_IDLE_TEXT + "\n" + tls_idle,
-        "### The TLS servers\n" + TLS_SERVERS_TEXT,
+        "### The TLS servers\n" + TLS_SERVERS_TEXT.format(tls_script=args.tls_script),
     ]
     if failed:
         parts.append("## Failures in this run\n" + "\n".join(failed))
