@@ -50,8 +50,8 @@
  * send the message, wait for its echo, close (close_notify, then close(2)), so msgs/s is
  * handshakes per second and a message's latency runs from its connect(2) to its echo's last
  * byte. With -R each new connection offers the session its slot's previous connection got
- * (a TLS 1.3 ticket): resumed handshakes. Opening the window closes the
- * warmed-up connections and starts the first new ones.
+ * (a TLS 1.3 ticket): resumed handshakes. Opening the window closes the warmed-up connections
+ * and starts the first new ones.
  *
  * -S takes one server process or several, PID,PID,...: a proxy and its backend count as one
  * server (their CPU times and VmRSS are summed; the core is the first one's). Every result
