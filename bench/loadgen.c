@@ -43,8 +43,24 @@
  * hold them until SIGUSR1, SIGTERM or SIGINT arrives, or D seconds pass, so that the harness can
  * read the server's RSS; then print the result line and exit.
  *
+ * TLS (-t): every connection is TLS 1.3 (OpenSSL, non-blocking, on the same loop; SNI
+ * "localhost", the server's certificate not verified: the servers' are self-signed), and the
+ * result line adds the handshakes completed in the window and how many of them resumed a
+ * session. With -N every message is a new connection (echo mode, P = 1): connect, handshake,
+ * send the message, wait for its echo, close (close_notify, then close(2)), so msgs/s is
+ * handshakes per second and a message's latency runs from its connect(2) to its echo's last
+ * byte. With -R each new connection offers the session its slot's previous connection got
+ * (a TLS 1.3 ticket): resumed handshakes. Opening the window closes the warmed-up connections
+ * and starts the first new ones.
+ *
+ * -S takes one server process or several, PID,PID,...: a proxy and its backend count as one
+ * server (their CPU times and VmRSS are summed; the core is the first one's). Every result
+ * line also gives this process's own CPU time per message (loadgen_cpu_us_per_msg): with
+ * TLS the load generator's crypto can be the bottleneck, which loadgen_core_pct shows.
+ *
  * Usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-n COUNT] [-P DEPTH] [-l]
- *                [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] [-T SETUP_SECONDS]
+ *                [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-t [-N] [-R]]
+ *                [-S SERVER_PID[,PID...]] [-T SETUP_SECONDS]
  * Exit status: 0 ok, 1 a connection failed during the run, 2 usage or setup error, 3 mismatch.
  */
 #define _GNU_SOURCE
@@ -53,6 +69,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -76,6 +94,7 @@
 #define CHAT_LINE_MAX 2048 /* a received chat line: SIZE (at most 1024) plus "<nick> " */
 #define NICK_MAX 31
 #define DRAIN_SECONDS 30 /* for what is in flight when the window ends to arrive */
+#define MAX_SERVER_PIDS 4
 
 struct options {
     const char *host, *port;
@@ -86,7 +105,10 @@ struct options {
     const char *touch_file;
     int touches;
     long long count; /* -n: messages in the window; -1: as many as fit in the duration */
-    pid_t server;
+    int tls, reconnect, resume; /* -t, -N, -R */
+    pid_t server;               /* the first of server_pids, 0 for none */
+    pid_t server_pids[MAX_SERVER_PIDS];
+    int server_count;
 };
 
 enum conn_state { CONNECTING, WARMING, READY, FAILED };
@@ -101,6 +123,10 @@ struct conn {
     char *out;               /* queued output is out[out_off, out_len) */
     size_t out_off, out_len, out_cap;
     uint64_t *stamps; /* send time (ns) of in-flight message k at stamps[k % depth] */
+    /* TLS (-t): */
+    SSL *ssl;
+    int handshaking;
+    SSL_SESSION *session; /* -R: what the slot's next connection offers to resume */
     /* Chat mode: */
     char nick[NICK_MAX + 1];
     char *line;          /* a line received in part: line[0, line_len) */
@@ -140,6 +166,8 @@ static int running; /* inside the measured window */
 static int holding; /* idle mode, after setup */
 static int next_to_open, setting_up, ready_count, live_count;
 static uint64_t window_start, window_msgs, window_sent, errors;
+static uint64_t window_handshakes, window_resumed;
+static SSL_CTX *tls_ctx;
 static uint64_t max_ns, max_at; /* the longest latency, and when (since window_start) it ended */
 static uint64_t histogram[HIST_BUCKETS];
 static struct slice *slices;
@@ -296,13 +324,89 @@ static void conn_failed(struct conn *c, const char *why)
     if (errors < 10)
         fprintf(stderr, "loadgen: connection %d failed: %s\n", c->index, why);
     errors++;
+    SSL_free(c->ssl);
+    c->ssl = NULL;
     close(c->fd);
     c->state = FAILED;
     live_count--;
 }
 
+/* Why TLS call `what` returned rc: a WANT_ condition waits for the socket (and returns 1); any
+ * other fails the connection (and returns 0). Reading is always on: a read that wants more
+ * input leaves the events as they are (a write may be waiting for writability). */
+static int tls_wait(struct conn *c, int rc, const char *what)
+{
+    int err = SSL_get_error(c->ssl, rc);
+    if (err == SSL_ERROR_WANT_WRITE) {
+        set_events(c, 1);
+        return 1;
+    }
+    if (err == SSL_ERROR_WANT_READ) {
+        if (strcmp(what, "read") != 0)
+            set_events(c, 0);
+        return 1;
+    }
+    char why[256];
+    if (err == SSL_ERROR_ZERO_RETURN) {
+        snprintf(why, sizeof why, "closed by the server (close_notify)");
+    } else if (err == SSL_ERROR_SYSCALL) {
+        snprintf(why, sizeof why, "tls %s: %s", what,
+                 errno != 0 ? strerror(errno) : "closed by the server");
+    } else {
+        char reason[200];
+        ERR_error_string_n(ERR_peek_last_error(), reason, sizeof reason);
+        snprintf(why, sizeof why, "tls %s: %s", what, reason);
+    }
+    conn_failed(c, why);
+    return 0;
+}
+
+static void flush(struct conn *c);
+
+/* Drives the handshake; once done, sends what is queued. */
+static void tls_handshake(struct conn *c)
+{
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_do_handshake(c->ssl);
+    if (rc != 1) {
+        tls_wait(c, rc, "handshake");
+        return;
+    }
+    c->handshaking = 0;
+    if (running) {
+        window_handshakes++;
+        window_resumed += (uint64_t)SSL_session_reused(c->ssl);
+    }
+    flush(c);
+}
+
+static void tls_flush(struct conn *c)
+{
+    if (c->handshaking) {
+        tls_handshake(c);
+        return;
+    }
+    while (c->out_off < c->out_len) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_write(c->ssl, c->out + c->out_off, (int)(c->out_len - c->out_off));
+        if (n <= 0) {
+            tls_wait(c, n, "write");
+            return;
+        }
+        c->out_off += (size_t)n;
+    }
+    c->out_off = c->out_len = 0;
+    set_events(c, 0);
+}
+
 static void flush(struct conn *c)
 {
+    if (c->ssl != NULL) {
+        tls_flush(c);
+        return;
+    }
     while (c->out_off < c->out_len) {
         ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
@@ -353,6 +457,28 @@ static int may_send(void)
 }
 
 static void open_next(void);
+static void open_socket(struct conn *c);
+
+/* -N: the connection's message is done; the next one goes on a new connection. */
+static void reconnect(struct conn *c, uint64_t now)
+{
+    if (c->ssl != NULL) {
+        SSL_shutdown(c->ssl); /* sends close_notify if the socket takes it now */
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    close(c->fd);
+    queue_message(c, now); /* sent once connected; its latency includes the connect */
+    open_socket(c);
+}
+
+static void next_message(struct conn *c, uint64_t now)
+{
+    if (opt.reconnect)
+        reconnect(c, now);
+    else
+        queue_message(c, now);
+}
 
 static void warmed_up(struct conn *c)
 {
@@ -372,7 +498,7 @@ static void message_done(struct conn *c, uint64_t now)
     } else if (running) {
         record_latency(c->stamps[k % (uint64_t)opt.depth], now);
         if (may_send())
-            queue_message(c, now);
+            next_message(c, now);
     }
 }
 
@@ -475,9 +601,59 @@ static void chat_bytes(struct conn *c, const char *data, size_t n, uint64_t now)
     }
 }
 
+/* Checks echoed bytes against the messages sent, and completes each whole one. */
+static void echo_bytes(struct conn *c, const char *data, size_t left, uint64_t now)
+{
+    while (left > 0) {
+        if (c->received == c->sent)
+            die(3, "connection %d: %zu bytes arrived that were never sent", c->index, left);
+        size_t take = opt.size - c->recv_off;
+        if (take > left)
+            take = left;
+        check_bytes(c, data, take);
+        c->recv_off += take;
+        data += take;
+        left -= take;
+        if (c->recv_off == opt.size) {
+            message_done(c, now);
+            if (c->state == CONNECTING && left > 0) /* -N: the connection is gone */
+                die(3, "connection %d: %zu bytes arrived after the echo", c->index, left);
+        }
+    }
+}
+
+/* Reads what OpenSSL has until it wants more input: a record it buffered would not wake the
+ * loop again. */
+static void tls_readable(struct conn *c)
+{
+    static char buf[READ_SIZE];
+    if (c->handshaking) {
+        tls_handshake(c);
+        if (c->handshaking || c->state == FAILED)
+            return;
+    }
+    for (;;) {
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_read(c->ssl, buf, sizeof buf);
+        if (n <= 0) {
+            if (tls_wait(c, n, "read") && c->out_len > c->out_off)
+                flush(c);
+            return;
+        }
+        echo_bytes(c, buf, (size_t)n, now_ns());
+        if (c->state == CONNECTING || c->state == FAILED)
+            return;
+    }
+}
+
 static void on_readable(struct conn *c)
 {
     static char buf[READ_SIZE];
+    if (c->ssl != NULL) {
+        tls_readable(c);
+        return;
+    }
     ssize_t n = recv(c->fd, buf, sizeof buf, 0);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -490,23 +666,51 @@ static void on_readable(struct conn *c)
         chat_bytes(c, buf, (size_t)n, now);
         return;
     }
-    const char *data = buf;
-    size_t left = (size_t)n;
-    while (left > 0) {
-        if (c->received == c->sent)
-            die(3, "connection %d: %zu bytes arrived that were never sent", c->index, left);
-        size_t take = opt.size - c->recv_off;
-        if (take > left)
-            take = left;
-        check_bytes(c, data, take);
-        c->recv_off += take;
-        data += take;
-        left -= take;
-        if (c->recv_off == opt.size)
-            message_done(c, now);
-    }
-    if (c->out_len > c->out_off)
+    echo_bytes(c, buf, (size_t)n, now);
+    if (c->state != CONNECTING && c->out_len > c->out_off)
         flush(c);
+}
+
+/* -R: keeps the newest session the server gave this slot's connection (TLS 1.3 sends its
+ * tickets after the handshake). */
+static int on_new_session(SSL *ssl, SSL_SESSION *session)
+{
+    struct conn *c = SSL_get_app_data(ssl);
+    SSL_SESSION_free(c->session);
+    c->session = session;
+    return 1; /* the reference is ours */
+}
+
+static void tls_setup(void)
+{
+    tls_ctx = SSL_CTX_new(TLS_client_method());
+    if (tls_ctx == NULL || !SSL_CTX_set_min_proto_version(tls_ctx, TLS1_3_VERSION))
+        die(2, "tls setup: %s", ERR_error_string(ERR_get_error(), NULL));
+    SSL_CTX_set_verify(tls_ctx, SSL_VERIFY_NONE, NULL);
+    SSL_CTX_set_mode(tls_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    if (opt.resume) {
+        SSL_CTX_set_session_cache_mode(tls_ctx,
+                                       SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(tls_ctx, on_new_session);
+    }
+}
+
+/* A TLS client on the connected socket; flush() runs the handshake. With -R it offers a copy of
+ * the slot's newest session: OpenSSL marks a TLS 1.3 session it has resumed as used up, and not
+ * every server sends a new ticket after a resumed handshake (Node.js does not), so the next
+ * connection offers the same ticket again, as the server's stateless tickets allow. */
+static void tls_start(struct conn *c)
+{
+    c->ssl = SSL_new(tls_ctx);
+    SSL_SESSION *offer = opt.resume && c->session != NULL ? SSL_SESSION_dup(c->session) : NULL;
+    if (c->ssl == NULL || !SSL_set_fd(c->ssl, c->fd) ||
+        !SSL_set_tlsext_host_name(c->ssl, "localhost") ||
+        (opt.resume && c->session != NULL && (offer == NULL || !SSL_set_session(c->ssl, offer))))
+        die(2, "tls: %s", ERR_error_string(ERR_get_error(), NULL));
+    SSL_SESSION_free(offer); /* the SSL holds its own reference */
+    SSL_set_connect_state(c->ssl);
+    SSL_set_app_data(c->ssl, c);
+    c->handshaking = 1;
 }
 
 static void on_connected(struct conn *c)
@@ -514,11 +718,18 @@ static void on_connected(struct conn *c)
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0)
+    if (err != 0 && c->received == 0)
         die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(err));
-    c->state = WARMING;
-    if (opt.senders == 0) /* a chat member waits for its welcome */
+    if (err != 0) {
+        conn_failed(c, strerror(err));
+        return;
+    }
+    /* -N: a connection after the first has its message queued already. */
+    c->state = c->received > 0 ? READY : WARMING;
+    if (c->sent == 0 && opt.senders == 0) /* a chat member waits for its welcome */
         queue_message(c, now_ns());
+    if (opt.tls)
+        tls_start(c);
     flush(c);
 }
 
@@ -530,7 +741,7 @@ static void on_event(struct conn *c, uint32_t events)
     }
     if (events & (EPOLLIN | EPOLLERR | EPOLLHUP))
         on_readable(c);
-    if ((events & EPOLLOUT) && c->state != FAILED)
+    if ((events & EPOLLOUT) && c->state != FAILED && c->state != CONNECTING)
         flush(c);
 }
 
@@ -545,11 +756,28 @@ static struct addrinfo *server_address(void)
     return ai;
 }
 
-static void open_next(void)
+/* Starts connecting c's socket (again, with -N). */
+static void open_socket(struct conn *c)
 {
     static struct addrinfo *ai;
     if (ai == NULL)
         ai = server_address();
+    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        die(2, "socket: %s (connection %d)", strerror(errno), c->index);
+    int on = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
+        die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(errno));
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
+        die(2, "epoll_ctl: %s", strerror(errno));
+    c->want_writable = 1;
+    c->state = CONNECTING;
+}
+
+static void open_next(void)
+{
     struct conn *c = &conns[next_to_open];
     c->index = next_to_open++;
     c->out_cap = opt.size * (size_t)opt.depth;
@@ -564,18 +792,7 @@ static void open_next(void)
         if (c->line == NULL || c->next_line == NULL || c->missing == NULL)
             die(2, "out of memory");
     }
-    c->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        die(2, "socket: %s (connection %d)", strerror(errno), c->index);
-    int on = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) < 0 && errno != EINPROGRESS)
-        die(2, "connect to %s:%s: %s", opt.host, opt.port, strerror(errno));
-    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT, .data.ptr = c};
-    if (epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
-        die(2, "epoll_ctl: %s", strerror(errno));
-    c->want_writable = 1;
-    c->state = CONNECTING;
+    open_socket(c);
     setting_up++;
     live_count++;
 }
@@ -668,18 +885,25 @@ static const char *stat_field(const char *buf, int n)
     return p != NULL ? p + 1 : "";
 }
 
+/* The server's processes' CPU times and VmRSS, summed. */
 static void sample_server(struct sample *s)
 {
     char buf[4096];
-    if (read_file("/proc/%d/stat", opt.server, buf, sizeof buf) < 0)
-        die(2, "server %d: cannot read /proc/%d/stat", (int)opt.server, (int)opt.server);
-    s->utime = strtoull(stat_field(buf, 14), NULL, 10);
-    s->stime = strtoull(stat_field(buf, 15), NULL, 10);
-    s->rss_kib = -1;
-    if (read_file("/proc/%d/status", opt.server, buf, sizeof buf) == 0) {
-        const char *rss = strstr(buf, "\nVmRSS:");
-        if (rss != NULL)
-            s->rss_kib = strtol(rss + 7, NULL, 10);
+    s->utime = s->stime = 0;
+    s->rss_kib = 0;
+    for (int i = 0; i < opt.server_count; i++) {
+        pid_t pid = opt.server_pids[i];
+        if (read_file("/proc/%d/stat", pid, buf, sizeof buf) < 0)
+            die(2, "server %d: cannot read /proc/%d/stat", (int)pid, (int)pid);
+        s->utime += strtoull(stat_field(buf, 14), NULL, 10);
+        s->stime += strtoull(stat_field(buf, 15), NULL, 10);
+        const char *rss = NULL;
+        if (read_file("/proc/%d/status", pid, buf, sizeof buf) == 0)
+            rss = strstr(buf, "\nVmRSS:");
+        if (rss == NULL || s->rss_kib < 0)
+            s->rss_kib = -1;
+        else
+            s->rss_kib += strtol(rss + 7, NULL, 10);
     }
 }
 
@@ -754,6 +978,7 @@ static void print_figures(const struct sample *a, const struct sample *b, double
         print_core("srv", &a->server_core, &b->server_core, user_us + sys_us, window_us);
     }
     print_core("loadgen", &a->own_core, &b->own_core, b->own_cpu_us - a->own_cpu_us, window_us);
+    printf(" loadgen_cpu_us_per_msg=%.4f", (b->own_cpu_us - a->own_cpu_us) / msgs);
     putchar('\n');
 }
 
@@ -812,6 +1037,11 @@ static void measure(void)
     uint64_t t0 = window_start = now_ns();
     running = 1;
     for (int i = 0; i < (opt.senders > 0 ? opt.senders : opt.conns); i++) {
+        if (opt.reconnect) {
+            if (may_send())
+                reconnect(&conns[i], t0);
+            continue;
+        }
         for (int k = 0; k < opt.depth && may_send(); k++)
             queue_message(&conns[i], t0);
         flush(&conns[i]);
@@ -846,6 +1076,9 @@ static void measure(void)
         printf(" senders=%d", opt.senders);
     if (opt.touches > 0)
         printf(" touches=%d", opt.touches);
+    if (opt.tls)
+        printf(" handshakes=%llu resumed=%llu", (unsigned long long)window_handshakes,
+               (unsigned long long)window_resumed);
     fputs(slice_fields, stdout);
     print_figures(&before, &after, seconds);
 }
@@ -899,14 +1132,30 @@ static void raise_fd_limit(void)
 static void usage(void)
 {
     die(2, "usage: loadgen -p PORT [-H HOST] [-c CONNS] [-s SIZE] [-d SECONDS] [-n COUNT] "
-           "[-P DEPTH] [-l] [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-S SERVER_PID] "
-           "[-T SETUP_SECONDS]");
+           "[-P DEPTH] [-l] [-i] [-C SENDERS] [-w MS] [-u FILE -r TOUCHES] [-t [-N] [-R]] "
+           "[-S SERVER_PID[,PID...]] [-T SETUP_SECONDS]");
+}
+
+/* -S PID[,PID...] */
+static void parse_servers(const char *list)
+{
+    char *end;
+    opt.server_count = 0;
+    do {
+        long pid = strtol(list, &end, 10);
+        if (end == list || pid <= 0 || opt.server_count == MAX_SERVER_PIDS ||
+            (*end != ',' && *end != '\0'))
+            usage();
+        opt.server_pids[opt.server_count++] = (pid_t)pid;
+        list = end + 1;
+    } while (*end == ',');
+    opt.server = opt.server_pids[0];
 }
 
 static void parse_options(int argc, char **argv)
 {
     int ch;
-    while ((ch = getopt(argc, argv, "H:p:c:s:d:n:P:liC:w:u:r:S:T:")) != -1) {
+    while ((ch = getopt(argc, argv, "H:p:c:s:d:n:P:liC:w:u:r:tNRS:T:")) != -1) {
         switch (ch) {
         case 'H': opt.host = optarg; break;
         case 'p': opt.port = optarg; break;
@@ -921,7 +1170,10 @@ static void parse_options(int argc, char **argv)
         case 'w': opt.slice_ms = atof(optarg); break;
         case 'u': opt.touch_file = optarg; break;
         case 'r': opt.touches = atoi(optarg); break;
-        case 'S': opt.server = (pid_t)atoi(optarg); break;
+        case 't': opt.tls = 1; break;
+        case 'N': opt.reconnect = 1; break;
+        case 'R': opt.resume = 1; break;
+        case 'S': parse_servers(optarg); break;
         case 'T': opt.setup_timeout = atof(optarg); break;
         default: usage();
         }
@@ -938,6 +1190,10 @@ static void parse_options(int argc, char **argv)
                             opt.size > 1024 || opt.line || opt.idle))
         die(2, "chat mode (-C) needs 1 to CONNS senders, CONNS >= 2 and 32 <= SIZE <= 1024, "
                "without -l or -i");
+    if (opt.reconnect && (opt.depth != 1 || opt.senders > 0 || opt.idle))
+        die(2, "-N (a new connection per message) needs echo mode with -P 1, without -i");
+    if ((opt.resume && !(opt.tls && opt.reconnect)) || (opt.tls && opt.senders > 0))
+        die(2, "-R needs -t and -N; -t works in echo, line and idle modes (not chat)");
 }
 
 int main(int argc, char **argv)
@@ -946,6 +1202,8 @@ int main(int argc, char **argv)
     setup_signals();
     raise_fd_limit();
     make_pattern();
+    if (opt.tls)
+        tls_setup();
     conns = calloc((size_t)opt.conns, sizeof *conns);
     epfd = epoll_create1(EPOLL_CLOEXEC);
     if (conns == NULL || epfd < 0)

@@ -22,8 +22,22 @@ SERVERS = {
     "node": "Node.js net",
     "asyncio": "Python asyncio",
     "luv": "Lua 5.4 + luv",
+    "nginx": "nginx stream + ssl",
+}
+# Shorter names for the chart's legend, whose bars mix plain and TLS workloads.
+CHART_SERVERS = {"ref": "C reference", "node": "Node.js", "nginx": "nginx (TLS only)"}
+# The same servers on the TLS workloads (there is no luv peer; nginx runs only these).
+TLS_SERVERS = {
+    "ref": "C reference (libev + OpenSSL)",
+    "luasock": "luasock",
+    "node": "Node.js tls",
+    "asyncio": "Python asyncio + ssl",
+    "nginx": "nginx stream + ssl → C echo",
 }
 REF = "ref"
+TLS_MODES = ("tls", "handshake", "resume", "tls_idle")
+HANDSHAKE_MODES = ("handshake", "resume")
+CERTS = {"ecdsa-p256": "ECDSA P-256", "rsa-2048": "RSA-2048"}
 
 # Targets for luasock with one worker (issue 4); each is checked per workload it names.
 THROUGHPUT_MIN = 0.95  # × the reference's msgs/s, every echo workload
@@ -35,6 +49,13 @@ IDLE_KIB_MAX = 1.5  # KiB of RSS per idle connection at 10 000 connections
 # window has a p99 above RELOAD_SLICE_P99_MAX × the whole window's p99 without reloads, and the
 # longest reload (the event loop serves nothing meanwhile) lasts at most that p99.
 RELOAD_SLICE_P99_MAX = 2
+
+# TLS targets for luasock with one worker (issue 14), each checked per TLS workload it names.
+TLS_THROUGHPUT_MIN = 0.9  # × the reference's msgs/s (handshakes/s), every TLS workload
+TLS_VS_NGINX_MIN = 1.0  # × nginx's msgs/s (handshakes/s), every TLS workload
+HANDSHAKE_CPU_MAX = 1.1  # × the reference's server CPU per full or resumed handshake
+TLS_CPU_VS_NODE_MAX = 0.8  # × Node.js's server CPU per message, TLS echo workloads
+TLS_IDLE_VS_NGINX_MAX = 1.0  # × nginx's RSS per idle TLS connection
 
 # A round is clean when other programs took at most this % of the server's core.
 CLEAN_OTHERS_MAX = 5
@@ -50,9 +71,15 @@ class Row:
         self.values = {}
         for item in fields[8:]:
             name, _, value = item.partition("=")
-            self.values[name] = float(value)
+            try:
+                self.values[name] = float(value)
+            except ValueError:
+                self.values[name] = value  # cert=ecdsa-p256: recorded for failed rows too
         if "srv_rss_kib" in self.values:
             self.values["srv_rss_mib"] = self.values["srv_rss_kib"] / 1024
+        if "srv_user_us_per_msg" in self.values:
+            self.values["srv_cpu_us_per_msg"] = (self.values["srv_user_us_per_msg"]
+                                                 + self.values["srv_sys_us_per_msg"])
 
     @property
     def ok(self):
@@ -90,7 +117,7 @@ def best_rounds(rows):
 
 
 def better(row, old):
-    if row.mode == "idle":
+    if row.mode in ("idle", "tls_idle"):
         return row.get("kib_per_conn") < old.get("kib_per_conn")
     clean, old_clean = others(row) <= CLEAN_OTHERS_MAX, others(old) <= CLEAN_OTHERS_MAX
     if clean != old_clean:
@@ -104,9 +131,22 @@ def size_label(n):
     return f"{n // 1024} KiB" if n % 1024 == 0 else f"{n} B"
 
 
+def server_label(row):
+    return (TLS_SERVERS if row.mode in TLS_MODES else SERVERS)[row.server]
+
+
 def workload_label(row):
+    cert = CERTS.get(row.values.get("cert"), "")
     if row.mode == "idle":
         return f"idle, {row.conns:,} conns"
+    if row.mode == "tls_idle":
+        return f"idle TLS, {row.conns:,} conns"
+    if row.mode == "tls":
+        return f"TLS echo, {row.conns:,} conns × {size_label(row.size)}"
+    if row.mode == "handshake":
+        return f"full handshakes, {cert}, {row.conns:,} at a time"
+    if row.mode == "resume":
+        return f"resumed handshakes, {cert}, {row.conns:,} at a time"
     if row.mode == "chat":
         senders = int(row.values.get("senders", 0))
         text = f"chat, {row.conns:,} members, {senders} senders × {size_label(row.size)} lines"
@@ -149,8 +189,14 @@ def with_ratio(value, ref, digits, is_ref):
     return f"{text} ({value / ref:.2f}×)"
 
 
+NOT_MEASURED = "Not measured in this run."
+
+
 def table(header, rows):
-    """A markdown table whose columns line up when printed."""
+    """A markdown table whose columns line up when printed (none for no rows: a run of some of
+    the workloads, `bench/run --workloads`)."""
+    if not rows:
+        return NOT_MEASURED
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
     def line(cells):
         return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
@@ -178,6 +224,19 @@ CHAT_COLUMNS = [
 ]
 
 
+# TLS echo and handshakes: a message is one round trip (with -N one connection and handshake);
+# CPU is the server's user + system time, and the load generator's own.
+TLS_COLUMNS = [
+    ("msgs/s (handshakes/s)", "msgs_per_s", 0),
+    ("p50 µs", "p50_us", 1),
+    ("p99 µs", "p99_us", 1),
+    ("server CPU µs/msg", "srv_cpu_us_per_msg", 1),
+    ("user / sys µs/msg", None, 1),
+    ("loadgen CPU µs/msg", "loadgen_cpu_us_per_msg", 1),
+    ("RSS MiB", "srv_rss_mib", 1),
+]
+
+
 def throughput_table(rows, modes, columns):
     """The workloads of the given modes, a line per server, with ratios to the reference."""
     header = (["workload", "server"] + [t for t, _, _ in columns]
@@ -189,12 +248,16 @@ def throughput_table(rows, modes, columns):
             continue
         ref = by_server.get(REF)
         for server, row in by_server.items():
-            cells = [workload_label(row) if row is first else "", SERVERS[server]]
+            cells = [workload_label(row) if row is first else "", server_label(row)]
             if not row.ok:
                 out.append(cells + [f"FAILED: {row.status[len('failed: '):]}"] +
                            [""] * (len(columns) + 1))
                 continue
             for _, field, digits in columns:
+                if field is None:  # user / sys
+                    cells.append(f"{row.get('srv_user_us_per_msg'):.{digits}f} / "
+                                 f"{row.get('srv_sys_us_per_msg'):.{digits}f}")
+                    continue
                 cells.append(with_ratio(row.get(field), ref.get(field) if ref else None, digits,
                                         server == REF))
             cells.append(f"{row.get('srv_core_pct'):.0f} / {row.get('loadgen_core_pct'):.0f}")
@@ -256,7 +319,7 @@ def instructions_table(instr_rows):
         first = True
         for server, runs in by_server.items():
             row = runs[0]
-            cells = [workload_label(row) if first else "", SERVERS[server]]
+            cells = [workload_label(row) if first else "", server_label(row)]
             first = False
             best = instr_best(runs)
             msgs = next((r.get("msgs") for r in runs if r.ok), None)
@@ -301,16 +364,16 @@ def reload_table(rows):
     return table(header, out)
 
 
-def idle_table(rows):
+def idle_table(rows, mode):
     header = ["workload", "server", "RSS at start MiB", "RSS holding MiB", "KiB per conn"]
     out = []
     for key, by_server in workloads(rows):
         first = next(iter(by_server.values()))
-        if first.mode != "idle":
+        if first.mode != mode:
             continue
         ref = by_server.get(REF)
         for server, row in by_server.items():
-            cells = [workload_label(row) if row is first else "", SERVERS[server]]
+            cells = [workload_label(row) if row is first else "", server_label(row)]
             if not row.ok:
                 out.append(cells + [f"FAILED: {row.status[len('failed: '):]}", "", ""])
                 continue
@@ -340,6 +403,7 @@ def targets_table(rows, quick):
     still = next((r for r in rows if r.mode == "watch" and r.server == "luasock"), None)
     for key, by_server in workloads(rows):
         ls, ref, luv = by_server.get("luasock"), by_server.get(REF), by_server.get("luv")
+        nginx, node = by_server.get("nginx"), by_server.get("node")
         first = next(iter(by_server.values()))
         if ls is None:
             continue
@@ -367,6 +431,29 @@ def targets_table(rows, quick):
             note = " (quick run: not at 10,000)" if quick or ls.conns < 10000 else ""
             out.append([label, f"RSS ≤ {IDLE_KIB_MAX} KiB per idle conn{note}", fmt(v, 2) + " KiB",
                         verdict(v, IDLE_KIB_MAX, True)])
+        elif first.mode in ("tls",) + HANDSHAKE_MODES:
+            what = "handshakes/s" if first.mode in HANDSHAKE_MODES else "throughput"
+            r = ratio("msgs_per_s", ref)
+            out.append([label, f"{what} ≥ {TLS_THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
+                        verdict(r, TLS_THROUGHPUT_MIN, False)])
+            r = ratio("msgs_per_s", nginx)
+            out.append(["", f"{what} ≥ nginx's", fmt(r, 2) + "×",
+                        verdict(r, TLS_VS_NGINX_MIN, False)])
+            if first.mode in HANDSHAKE_MODES:
+                kind = "full" if first.mode == "handshake" else "resumed"
+                r = ratio("srv_cpu_us_per_msg", ref)
+                out.append(["", f"server CPU per {kind} handshake ≤ {HANDSHAKE_CPU_MAX} × "
+                            "reference's", fmt(r, 2) + "×", verdict(r, HANDSHAKE_CPU_MAX, True)])
+            else:
+                r = ratio("srv_cpu_us_per_msg", node)
+                out.append(["", f"server CPU/msg ≤ {TLS_CPU_VS_NODE_MAX} × Node.js's",
+                            fmt(r, 2) + "×", verdict(r, TLS_CPU_VS_NODE_MAX, True)])
+        elif first.mode == "tls_idle":
+            r = ratio("kib_per_conn", nginx)
+            note = " (quick run: not at 5,000)" if quick or ls.conns < 5000 else ""
+            out.append([label, f"RSS per idle TLS conn ≤ nginx's{note}",
+                        f"{fmt(ls.get('kib_per_conn'), 2)} KiB = {fmt(r, 2)}×",
+                        verdict(r, TLS_IDLE_VS_NGINX_MAX, True)])
         elif first.mode == "reload":
             normal = still.get("p99_us") if still is not None else None
             worst, longest = ls.get("slice_p99_worst_us"), ls.get("reload_ms_max")
@@ -434,11 +521,14 @@ def machine(args):
         ["Lua (luv peer)", " ".join(command_output(["lua5.4", "-v"]).split()[:2])
          + f", luv {luv} (Debian lua-luv)"],
         ["valgrind (instruction counts)", command_output(["valgrind", "--version"])],
+        ["OpenSSL", command_output(["openssl", "version"])],
+        ["nginx (TLS peer)", command_output(["nginx", "-v"]).replace("nginx version: ", "")
+         + " (Debian nginx-light, libnginx-mod-stream)"],
     ]
 
 
 def failures(rows, what="round"):
-    return [f"- {SERVERS[r.server]} on {workload_label(r)}, {what} {r.round}: {r.status}"
+    return [f"- {server_label(r)} on {workload_label(r)}, {what} {r.round}: {r.status}"
             for r in rows if not r.ok]
 
 
@@ -488,6 +578,10 @@ def chart_label(row):
     """A short workload name for the chart's x axis."""
     if row.mode == "idle":
         return f"idle\\n{row.conns:,} conns"
+    if row.mode == "tls_idle":
+        return f"idle TLS\\n{row.conns:,} conns"
+    if row.mode == "tls":
+        return f"TLS echo\\n{row.conns:,} × {size_label(row.size)}"
     if row.mode == "chat":
         return f"chat\\n{row.conns:,} members × {size_label(row.size)}"
     depth = f", {row.depth} in flight" if row.depth > 1 else ""
@@ -502,14 +596,14 @@ def chart(rows, png, work_dir, title):
         return "NaN" if value is None else f"{value:.4f}"
     tics, idle_tics = [], []
     with open(data, "w", encoding="utf-8") as f, open(idle, "w", encoding="utf-8") as g:
-        names = "\t".join(SERVERS[s] for s in servers)
+        names = "\t".join(CHART_SERVERS.get(s, SERVERS[s]) for s in servers)
         f.write(f"workload\t{names}\t{names}\n")
         g.write(f"workload\t{names}\n")
         for key, by_server in workloads(rows):
             first = next(iter(by_server.values()))
-            if first.mode in ("watch", "reload"):
+            if first.mode in ("watch", "reload") + HANDSHAKE_MODES:
                 continue
-            if first.mode == "idle":
+            if first.mode in ("idle", "tls_idle"):
                 idle_tics.append(f'"{chart_label(first)}" {len(idle_tics)}')
                 g.write(key + "".join("\t" + cell(by_server.get(s), "kib_per_conn")
                                       for s in servers) + "\n")
@@ -518,6 +612,9 @@ def chart(rows, png, work_dir, title):
             f.write(key
                     + "".join("\t" + cell(by_server.get(s), "srv_user_us_per_msg") for s in servers)
                     + "".join("\t" + cell(by_server.get(s), "msgs_per_s") for s in servers) + "\n")
+    if not tics or not idle_tics:  # `bench/run --workloads` without a panel's workloads
+        print("bench: no chart: it needs a throughput and an idle workload")
+        return
     script = GNUPLOT.format(png=png, data=data, idle=idle, n=len(servers), title=title,
                             tics=", ".join(tics), idle_tics=", ".join(idle_tics))
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
@@ -527,14 +624,16 @@ INTRO = """\
 # Benchmarks
 
 `bench/run` measures luasock against minimal C echo and chat servers and three other event-loop
-servers, all in one run on one machine, over loopback. It installs missing Debian packages
-(`lua-luv`, `gnuplot-nox`, `python3`, `valgrind`), builds luasock (`scripts/setup`) and its own
-C programs (into `build/bench/`), runs each server in turn on each workload (and luasock alone on
-the reload workload), counts the instructions each server executes per message under valgrind, and
-rewrites this page and its chart. `bench/run --quick` (1 s per workload, one round, 10
-connections, 200 idle ones, 100 chat members, a tenth of the messages counted and not
-asyncio's) only checks that the harness still works, for CI, and writes to `build/bench/quick/`
-instead of here.
+servers, and over TLS against a C libev + OpenSSL echo server, Node.js, asyncio and nginx, all in
+one run on one machine, over loopback. It installs missing Debian packages (`lua-luv`,
+`gnuplot-nox`, `python3`, `valgrind`, `nginx-light`, `libnginx-mod-stream`), builds luasock
+(`scripts/setup`) and its own C programs (into `build/bench/`), runs each server in turn on each
+workload (and luasock alone on the reload workload), counts the instructions each server executes
+per message under valgrind, and rewrites this page and its chart. `bench/run --quick` (1 s per
+workload, one round, 10 connections, 200 idle ones, plain and TLS, 100 chat members, a tenth of
+the messages counted and not asyncio's) only checks that the harness still works, for CI, and
+writes to `build/bench/quick/` instead of here; `--workloads` runs some of the workloads (e.g.
+`--workloads tls`) and writes to `build/bench/partial/`.
 `bench/run --instructions` does the instruction counts alone, in about a minute, to compare
 two builds of luasock (`LUASOCK_BIN=path` names the one to run); `bench/run --help` lists the
 options.
@@ -690,12 +789,61 @@ at level info).
 def reload_text(rows):
     touched = next((r for r in rows if r.mode == "reload"), None)
     if touched is None:
-        return "Not measured in this run (it needs luasock)."
+        return ""
     return RELOAD_TEXT.format(load=f"{touched.conns} × {size_label(touched.size)}",
                               conns=touched.conns, max=RELOAD_SLICE_P99_MAX,
                               touches=fmt(touched.get("touches"), 0) if touched.ok else "several",
                               slice=fmt(touched.get("slice_ms"), 0) if touched.ok else "short")
 
+
+RESUME_MIN_PCT = 90  # bench/run's resume_min_pct
+
+TLS_TEXT = """\
+TLS 1.3 on the same loopback (OpenSSL's defaults: TLS_AES_256_GCM_SHA384, X25519). The load
+generator is the same program with `-t`: one thread, non-blocking OpenSSL on its epoll loop, SNI
+`localhost`, the certificate not verified. The certificates are made for the run: ECDSA P-256
+(`scripts/devcert`) and a self-signed RSA-2048 one (`openssl req`).
+- **TLS echo**: the echo workloads over TLS. The connections and their handshakes are set up
+  before the window: it measures the record layer.
+- **Full handshakes**: every message is a new connection: connect, full handshake, one 64 B round
+  trip, close_notify and close, with that many connections at a time. msgs/s is handshakes per
+  second; the latency runs from `connect(2)` to the echo's last byte; the server's CPU per
+  message is its CPU per handshake, which includes the TCP accept and close, the echo, and the
+  session tickets a TLS 1.3 server sends after every handshake.
+- **Resumed handshakes**: the same, each new connection resuming its predecessor's session with a
+  TLS 1.3 ticket (a key exchange still, but no certificate and no signature). It offers a copy of
+  the newest ticket it has: OpenSSL clients use a ticket once, and Node.js sends no new ticket
+  after a resumed handshake, so the same ticket is offered again, which stateless tickets allow. A
+  run in which fewer than {resume_min} % of the handshakes resumed fails.
+
+"loadgen CPU µs/msg" is the load generator's own CPU time (user + system) per message. The
+client's half of a handshake costs about as much as the server's, and each side has one core: when
+the load generator's core is near 100 % busy, it is the bottleneck, handshakes/s compares the
+servers poorly, and the server's CPU per handshake still compares them. Ratios are to the C
+reference TLS server (`bench/peers/ref_tls_echo.c`).
+"""
+
+TLS_IDLE_TEXT = """\
+As "Idle connections", over TLS: the RSS growth per connection, each after a full handshake
+(ECDSA P-256) and one 64 B round trip. The load generator runs at most 256 handshakes at a time,
+and memory a server frees after a handshake mostly stays in its heap, so a run with few
+connections overstates the figure. nginx's figure includes its backend (`ref_echo`, about
+0.1 KiB per connection); nginx allocates its connection structures (`worker_connections`) at
+start, so they are in its RSS at start, not in the growth.
+"""
+
+TLS_SERVERS_TEXT = """\
+| server | file | TLS echo |
+|---|---|---|
+| C reference | `bench/peers/ref_tls_echo.c` | libev; OpenSSL on the socket, non-blocking; one `SSL_read` into a shared 64 KiB buffer, written straight back with `SSL_write`; read-ahead, buffers released while idle (`SSL_MODE_RELEASE_BUFFERS`), no server-side session cache (TLS 1.3 resumes with stateless tickets) |
+| luasock | `{tls_script}` | a `tls:` listener with `--tls-cert` / `--tls-key`; the handshake runs in the core before the handler |
+| Node.js | `bench/peers/tls_echo.js` | `tls.createServer`, `socket.write(chunk)` per `data` event |
+| Python asyncio | `bench/peers/tls_echo_asyncio.py` | `asyncio.Protocol` on `create_server(ssl=SSLContext)` |
+| nginx | `build/bench/run/nginx/nginx.conf`, written by `bench/run` | Debian's nginx-light with its stream module: one process (`master_process off`), `listen ... ssl`, `proxy_pass` in plain TCP to `bench/peers/ref_echo` (the usual way to put TLS in front of a plaintext service); nginx and the backend are pinned to the server's core, and their CPU time and RSS are summed |
+
+Every server has TLS 1.2 and 1.3 enabled and the library's defaults otherwise (session tickets
+on); nginx 1.22's default protocols lack TLS 1.3, so its configuration names both.
+"""
 
 RESULTS_TEXT = """\
 "user instr/msg" is the user-space instructions per message that valgrind counted (next
@@ -746,6 +894,8 @@ def main():
     parser.add_argument("--rounds", default="1")
     parser.add_argument("--seconds", default="0", help="how long the measurements took")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--tls-script", default="examples/tls_echo.lua",
+                        help="the script luasock serves the TLS workloads with")
     parser.add_argument("--instructions", help="the instruction counts (instructions.tsv)")
     parser.add_argument("--instr-runs", default="1")
     parser.add_argument("--only-instructions", action="store_true")
@@ -760,8 +910,10 @@ def main():
     rows = best_rounds(all_rows)
     add_instructions(rows, instr_rows)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    targets, idle = targets_table(rows, args.quick), idle_table(rows)
+    targets, idle = targets_table(rows, args.quick), idle_table(rows, "idle")
     results = throughput_table(rows, ("echo", "line"), THROUGHPUT_COLUMNS)
+    tls_results = throughput_table(rows, ("tls",) + HANDSHAKE_MODES, TLS_COLUMNS)
+    tls_idle = idle_table(rows, "tls_idle")
     chat_results, reloads = throughput_table(rows, ("chat",), CHAT_COLUMNS), reload_table(rows)
     failed = failures(all_rows) + failures(instr_rows, "instruction count, run")
     instructions = (instructions_table(instr_rows) if instr_rows
@@ -771,7 +923,7 @@ def main():
 
     print("\nTargets\n" + targets + "\n\nResults\n" + results + "\n\nInstructions per message\n"
           + instructions + "\n\nChat\n" + chat_results + "\n\nReload under load\n" + reloads
-          + "\n\nIdle\n" + idle)
+          + "\n\nIdle\n" + idle + "\n\nTLS\n" + tls_results + "\n\nIdle TLS\n" + tls_idle)
     if failed:
         print("\nFailed\n" + "\n".join(failed))
 
@@ -787,15 +939,20 @@ def main():
         "## Machine\n" + table(["", ""], machine(args)),
         "## Targets\nFor luasock with one worker, from the ratios of this run. The throughput, "
         "user and system CPU targets apply to the three byte-echo workloads; the reload targets "
-        "are explained under \"Reload under load\". \"(close)\" marks a "
+        "are explained under \"Reload under load\"; the TLS targets (issue 14) compare the "
+        "server's CPU time (user + system) per message or per handshake. \"(close)\" marks a "
         f"figure within {CLOSE:.0%} of its bound: between runs on this machine such verdicts "
         "have gone either way.\n\n" + targets,
         "## Results\n" + RESULTS_TEXT + "\n" + results,
         "## Instructions per message\n" + (instr_text + "\n" if instr_rows else "")
         + instructions,
         "## Chat\n" + CHAT_TEXT + "\n" + chat_results,
-        "## Reload under load\n" + reload_text(rows) + "\n" + reloads,
+        "## Reload under load\n" + (reload_text(rows) + "\n" if reloads != NOT_MEASURED else "")
+        + reloads,
         "## Idle connections\n" + idle,
+        "## TLS\n" + TLS_TEXT.format(resume_min=RESUME_MIN_PCT) + "\n" + tls_results
+        + "\n\n### Idle TLS connections\n" + TLS_IDLE_TEXT + "\n" + tls_idle,
+        "### The TLS servers\n" + TLS_SERVERS_TEXT.format(tls_script=args.tls_script),
     ]
     if failed:
         parts.append("## Failures in this run\n" + "\n".join(failed))
