@@ -948,7 +948,8 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
         }
     }
     if (task_waiters_empty(&c->reader)) {
-        ev_io_stop(loop, w);
+        if (c->tls == NULL || !c->tls->write_wants_read)
+            ev_io_stop(loop, w);
         return;
     }
     /* A read error closes c and wakes the reader on its own. */
