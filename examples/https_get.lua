@@ -4,6 +4,7 @@
 -- sends an HTTP/1.0 GET for PATH and prints the response (status line, headers, body).
 -- Run: build/luasock run examples/https_get.lua [--cafile FILE] HOST [PORT] [PATH]
 local luasock = require "luasock"
+local http_fetch = require "http_fetch"
 
 local cafile, first = nil, 1
 if arg[1] == "--cafile" then
@@ -25,22 +26,4 @@ local conn, err = luasock.connect(host, port,
 if not conn then
   return fail("connect", err)
 end
-conn:settimeout(10)
-conn:send("GET ", path, " HTTP/1.0\r\nHost: ", port == 443 and host or host .. ":" .. port,
-  "\r\nConnection: close\r\n\r\n")
-
-local head
-head, err = conn:receiveuntil("\r\n\r\n")
-if not head then
-  return fail("read headers from", err)
-end
-io.write(head, "\r\n\r\n")
-
-local body, partial
-body, err, partial = conn:receive("*a")
-io.write(body or partial)
-if not body then
-  return fail("read body from", err)
-end
-conn:close()
-return head:match("^HTTP/%d%.%d 2%d%d") and 0 or 1
+return http_fetch.get(conn, port == 443 and host or host .. ":" .. port, path, fail)

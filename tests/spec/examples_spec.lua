@@ -80,11 +80,14 @@ end)
 describe("examples/tls_echo.lua", function()
   after_each(helper.cleanup)
 
-  -- The example beside a build/devcert/ of its own, as `scripts/devcert` makes it.
+  -- The example (and echo.lua, whose handler it uses) beside a build/devcert/ of its own, as
+  -- `scripts/devcert` makes it.
   local function start_example()
     local root = helper.tmpdir()
     assert(os.execute("mkdir " .. helper.shell_quote(root .. "/examples")))
-    helper.write_file(root .. "/examples/tls_echo.lua", helper.read_file("examples/tls_echo.lua"))
+    for _, name in ipairs({ "tls_echo.lua", "echo.lua" }) do
+      helper.write_file(root .. "/examples/" .. name, helper.read_file("examples/" .. name))
+    end
     local certs = devcert.make(nil, root .. "/build/devcert")
     return helper.start(root .. "/examples/tls_echo.lua", { listen = "tls:127.0.0.1:0" }), certs
   end
