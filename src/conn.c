@@ -327,17 +327,15 @@ static void fail(struct conn *c, const char *op, int err)
     conn_abort(c, errors_string(err));
 }
 
-/* recv(2), or once TLS is up a record layer read: bytes, 0 at the end of the stream, or -1 with
- * errno (EAGAIN; EPROTO for a TLS failure, explained in c->tls->error). */
-static ssize_t receive_some(struct conn *c, char *room, size_t space)
+/* The TLS halves of receive_some and send_some are kept out of line, and fill (called from two
+ * places) is inlined into read_more: with GCC's own choices, the plaintext echo took 39 more
+ * instructions per message than before TLS (cachegrind, bench/run --instructions). */
+#define OUT_OF_LINE __attribute__((noinline))
+#define IN_LINE inline __attribute__((always_inline))
+
+/* A record layer read: as receive_some. */
+static OUT_OF_LINE ssize_t receive_tls(struct conn *c, char *room, size_t space)
 {
-    if (c->tls == NULL || !c->tls->secured) {
-        ssize_t n;
-        do
-            n = recv(c->fd, room, space, 0);
-        while (n < 0 && errno == EINTR);
-        return n;
-    }
     size_t got = 0;
     switch (tls_read(c->tls, room, space, &got)) {
     case TLS_OK:
@@ -359,11 +357,22 @@ static ssize_t receive_some(struct conn *c, char *room, size_t space)
     return -1;
 }
 
-/* send(2), or once TLS is up a record layer write; as receive_some. */
-static ssize_t send_some(struct conn *c, const char *data, size_t len)
+/* recv(2), or once TLS is up a record layer read: bytes, 0 at the end of the stream, or -1 with
+ * errno (EAGAIN; EPROTO for a TLS failure, explained in c->tls->error). */
+static IN_LINE ssize_t receive_some(struct conn *c, char *room, size_t space)
 {
-    if (c->tls == NULL || !c->tls->secured)
-        return send(c->fd, data, len, MSG_NOSIGNAL);
+    if (c->tls != NULL && c->tls->secured)
+        return receive_tls(c, room, space);
+    ssize_t n;
+    do
+        n = recv(c->fd, room, space, 0);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
+/* A record layer write: as send_some. */
+static OUT_OF_LINE ssize_t send_tls(struct conn *c, const char *data, size_t len)
+{
     size_t wrote = 0;
     switch (tls_write(c->tls, data, len, &wrote)) {
     case TLS_OK:
@@ -386,6 +395,14 @@ static ssize_t send_some(struct conn *c, const char *data, size_t len)
     return -1;
 }
 
+/* send(2), or once TLS is up a record layer write; as receive_some. */
+static IN_LINE ssize_t send_some(struct conn *c, const char *data, size_t len)
+{
+    if (c->tls != NULL && c->tls->secured)
+        return send_tls(c, data, len);
+    return send(c->fd, data, len, MSG_NOSIGNAL);
+}
+
 /* fill: the input buffer may not grow (buf.h, max_buffers). */
 #define OVER_BUDGET (-1)
 
@@ -401,7 +418,7 @@ static size_t read_room(const struct conn *c)
 
 /* Reads once into the input buffer. Returns 0 when bytes or end of stream arrived, EAGAIN when
  * there was nothing, OVER_BUDGET, or the errno of a failure. */
-static int fill(struct conn *c)
+static IN_LINE int fill(struct conn *c)
 {
     char *room = buf_reserve(&c->in, read_room(c));
     if (room == NULL)

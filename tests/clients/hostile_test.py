@@ -80,22 +80,10 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import BIN, Server, require_msgpack  # noqa: E402
+from luasock_server import ASAN, BIN, Server, require_msgpack  # noqa: E402
 
 msgpack = require_msgpack()
 
-
-def is_asan_build():
-    if "asan" in BIN:
-        return True
-    try:
-        with open(BIN, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = is_asan_build()
 KiB = 1024
 MiB = 1024 * KiB
 
@@ -1649,6 +1637,23 @@ def run_scenario(name, script, protocol, attack, args):
         server.close()
 
 
+def attempt(name, attack, run):
+    """Runs one scenario (run() returns its notes) and prints its verdict: True if it passed."""
+    t0 = time.monotonic()
+    try:
+        notes = run()
+    except Failed as e:
+        print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {e}")
+        return False
+    except Exception:  # noqa: BLE001
+        print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {traceback.format_exc()}")
+        return False
+    print(f"ok {name} ({time.monotonic() - t0:.1f} s): {attack.__doc__.strip()}")
+    for note in notes:
+        print(f"    {note}")
+    return True
+
+
 def main():
     sys.setswitchinterval(0.001)  # the good clients' threads take turns quickly
     fd_ok = raise_fd_limit(IDLE_CONNECTIONS + GOOD_CLIENTS + 200)
@@ -1688,21 +1693,10 @@ def main():
                   f"tricklers, not {MIN_TRICKLERS}")
             continue
         script = scripts.get(script, script)
-        t0 = time.monotonic()
-        try:
-            notes = run_scenario(name, script, protocol, attack, args)
-        except Failed as e:
+        if attempt(name, attack, lambda: run_scenario(name, script, protocol, attack, args)):
+            passed += 1
+        else:
             failed += 1
-            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {e}")
-            continue
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {traceback.format_exc()}")
-            continue
-        passed += 1
-        print(f"ok {name} ({time.monotonic() - t0:.1f} s): {attack.__doc__.strip()}")
-        for note in notes:
-            print(f"    {note}")
     tmp.cleanup()
     print(f"total {time.monotonic() - started:.1f} s")
     print(f"{passed} passed, {failed} failed")

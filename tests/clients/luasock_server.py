@@ -18,6 +18,20 @@ LISTENING = re.compile(r"luasock: listening on (?:tls:)?(\S+):(\d+) \(")
 SANITIZER_TEXT = ("LeakSanitizer", "AddressSanitizer", "runtime error")
 
 
+def is_asan_build():
+    """Whether BIN is an AddressSanitizer build (tests allow it more time)."""
+    if "asan" in BIN:
+        return True
+    try:
+        with open(BIN, "rb") as f:
+            return b"__asan_init" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = is_asan_build()
+
+
 def require_msgpack():
     """Returns the msgpack module. The first python3 on PATH may lack it (Debian's
     python3-msgpack is for /usr/bin/python3): then the calling script starts again under that

@@ -39,12 +39,11 @@ import sys
 import tempfile
 import threading
 import time
-import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from hostile_test import (ASAN, IO_TIMEOUT, MAX_LATENCY, EchoProtocol, Failed,  # noqa: E402
-                          GoodClients, check, open_fds, raise_fd_limit, read_to_eof, ready,
-                          wait_for)
+                          GoodClients, attempt, check, open_fds, raise_fd_limit, read_to_eof,
+                          ready, wait_for)
 from tls_support import Certs, TlsServer, client_context, client_hello  # noqa: E402
 
 KiB = 1024
@@ -362,21 +361,11 @@ def main():
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             print(f"SKIP {name}: RLIMIT_NOFILE hard limit {hard} is below {HALF_OPEN + 300}")
             continue
-        t0 = time.monotonic()
-        try:
-            notes = run_scenario(name, write_script(tmp.name, first_byte_timeout), attack)
-        except Failed as e:
+        script = write_script(tmp.name, first_byte_timeout)
+        if attempt(name, attack, lambda: run_scenario(name, script, attack)):
+            passed += 1
+        else:
             failed += 1
-            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {e}")
-            continue
-        except Exception:  # noqa: BLE001
-            failed += 1
-            print(f"FAIL {name} ({time.monotonic() - t0:.1f} s): {traceback.format_exc()}")
-            continue
-        passed += 1
-        print(f"ok {name} ({time.monotonic() - t0:.1f} s): {attack.__doc__.strip()}")
-        for note in notes:
-            print(f"    {note}")
     tmp.cleanup()
     print(f"total {time.monotonic() - started:.1f} s")
     print(f"{passed} passed, {failed} failed")

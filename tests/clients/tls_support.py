@@ -15,24 +15,11 @@ import ssl
 import subprocess
 import time
 
-from luasock_server import BIN, Server
+from luasock_server import ASAN, Server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEVCERT = os.path.join(REPO, "scripts", "devcert")
 LISTENING = re.compile(r"luasock: listening on (\S+) \(")
-
-
-def is_asan_build():
-    if "asan" in BIN:
-        return True
-    try:
-        with open(BIN, "rb") as f:
-            return b"__asan_init" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = is_asan_build()
 
 
 def run(args):
