@@ -922,6 +922,7 @@ int conn_handshake(struct conn *c, lua_State *L, SSL *ssl, double timeout)
 {
     struct conn_tls *t = new_tls(c, ssl);
     if (t == NULL) {
+        conn_abort(c, ERR_NO_MEMORY);
         lua_pushnil(L);
         lua_pushstring(L, ERR_NO_MEMORY);
         return 2;
