@@ -2,7 +2,8 @@
  *
  * The input, cut at its first NUL, is the address text. On success the result must be what
  * net.h promises (fields NUL-terminated within their arrays, the port a canonical 0..65535, the
- * kind given by the "unix:" or "udp:" prefix, the host and path copied from the text) and must
+ * kind given by the "unix:" or "udp:" prefix, tls by a "tls:" before it, the host and path copied
+ * from the text) and must
  * come back unchanged when written out in canonical form and parsed again. On failure the reason
  * must be a phrase. */
 #include <stdbool.h>
@@ -60,14 +61,15 @@ static void check_host_port(const char *rest, const struct net_addr *addr)
 }
 
 /* Writes addr as text that parses back to it: the host in brackets unless it holds a ']' (then
- * it came from HOST:PORT and has no colon), so that "udp", "unix" or "" stay hosts. */
+ * it came from HOST:PORT and has no colon), so that "udp", "unix", "tls" or "" stay hosts. */
 static void format_addr(const struct net_addr *addr, char *out, size_t size)
 {
+    const char *tls = addr->tls ? "tls:" : "";
     if (addr->kind == NET_UNIX) {
-        snprintf(out, size, "unix:%s", addr->path);
+        snprintf(out, size, "%sunix:%s", tls, addr->path);
         return;
     }
-    const char *prefix = addr->kind == NET_UDP ? "udp:" : "";
+    const char *prefix = addr->kind == NET_UDP ? "udp:" : tls;
     if (addr->host[0] == '\0')
         snprintf(out, size, "%s*:%s", prefix, addr->port);
     else if (strchr(addr->host, ']') != NULL)
@@ -81,6 +83,10 @@ static void check_parsed(const char *text, const struct net_addr *addr)
     FUZZ_CHECK(terminated(addr->host, sizeof addr->host));
     FUZZ_CHECK(terminated(addr->port, sizeof addr->port));
     FUZZ_CHECK(terminated(addr->path, sizeof addr->path));
+    bool tls = strncmp(text, "tls:", 4) == 0;
+    FUZZ_CHECK(addr->tls == tls);
+    if (tls)
+        text += 4;
     if (strncmp(text, "unix:", 5) == 0) {
         FUZZ_CHECK(addr->kind == NET_UNIX);
         FUZZ_CHECK(addr->path[0] != '\0' && strcmp(addr->path, text + 5) == 0);
@@ -88,6 +94,7 @@ static void check_parsed(const char *text, const struct net_addr *addr)
         return;
     }
     bool udp = strncmp(text, "udp:", 4) == 0;
+    FUZZ_CHECK(!(udp && tls)); /* tls is for streams */
     FUZZ_CHECK(addr->kind == (udp ? NET_UDP : NET_TCP));
     FUZZ_CHECK(addr->path[0] == '\0');
     FUZZ_CHECK(canonical_port(addr->port));
@@ -120,6 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_CHECK(!"the canonical form of a parsed address parses");
         }
         FUZZ_CHECK(back->kind == addr->kind);
+        FUZZ_CHECK(back->tls == addr->tls);
         FUZZ_CHECK(strcmp(back->host, addr->host) == 0);
         FUZZ_CHECK(strcmp(back->port, addr->port) == 0);
         FUZZ_CHECK(strcmp(back->path, addr->path) == 0);

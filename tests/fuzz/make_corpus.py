@@ -262,11 +262,13 @@ def addr_seeds():
             "udp:*:9", "localhost:8080", "0.0.0.0:65535", ":80", "[]:80", "[*]:1", "[udp]:2",
             "[unix]:3", "a]:4", "[fe80::1%eth0]:443", "host: 80", "host:+80", "host:-0",
             "host:00080", "unix:relative/path", "unix:" + "p" * 107, "h" * 255 + ":1",
-            "udp:udp:5"]
+            "udp:udp:5", "tls:127.0.0.1:443", "tls:[::1]:9443", "tls:unix:/tmp/x", "tls:*:0",
+            "tls:[udp]:2", "tls:tls:3"]
     bad = ["", ":", "127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:-1", "[::1]",
            "[::1]80", "::1:80", "unix:", "unix:" + "p" * 108, "udp:", "udp:unix:/x",
            "h" * 256 + ":1", "host:80x", "host:0x50", "host:99999999999999999999", "[::1:80",
-           "host:1234567", "*:", "udp:[::1]", "tcp://host:80"]
+           "host:1234567", "*:", "udp:[::1]", "tcp://host:80", "tls:", "tls:udp:0.0.0.0:53",
+           "udp:tls:1.2.3.4:5", "tls:unix:"]
     def name(kind, i, a):
         return "%s_%02d_%s" % (kind, i, re.sub(r"[^A-Za-z0-9.]+", "_", a)[:40])
     seeds = {name("good", i, a): a.encode() for i, a in enumerate(good)}
