@@ -176,7 +176,7 @@ static void read_pair(lua_State *L, int t, const char *dir, struct server_opts *
 /* The server options of table t (relative paths from dir). Raises on a wrong type. */
 static void read_server_opts(lua_State *L, int t, const char *dir, struct server_opts *o)
 {
-    luaL_checkstack(L, 4 * MAX_CERTS + 10, "tls options");
+    luaL_checkstack(L, 5 * MAX_CERTS + 16, "tls options"); /* 5 values per certificate */
     *o = (struct server_opts){.tickets = true, .min_version = TLS1_2_VERSION};
     if (lua_getfield(L, t, "certs") == LUA_TTABLE) {
         int certs = lua_gettop(L);
