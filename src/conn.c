@@ -943,6 +943,16 @@ int conn_handshake(struct conn *c, lua_State *L, SSL *ssl, double timeout)
     return task_wait(L, &c->writer, timeout, starttls_resumed, (lua_KContext)c);
 }
 
+/* A parked connection became readable: fine if that was only TLS's own records (a late
+ * session ticket); anything else (data, the end, an error) means it cannot be reused. */
+static void parked_readable(struct conn *c)
+{
+    int err = fill(c);
+    if (err == EAGAIN && buf_len(&c->in) == 0)
+        return;
+    conn_abort(c, ERR_CLOSED);
+}
+
 static void on_readable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)l;
@@ -951,6 +961,10 @@ static void on_readable(struct ev_loop *l, ev_io *w, int revents)
     c->readable = true;
     if (c->state == CONN_CLOSING) {
         linger_drain(c);
+        return;
+    }
+    if (c->parked) {
+        parked_readable(c);
         return;
     }
     if (c->tls != NULL) {
@@ -982,6 +996,11 @@ static void on_read_timer(struct ev_loop *l, ev_timer *w, int revents)
     struct conn *c = container_of(w, struct conn, rtimer);
     if (c->state == CONN_CLOSING) {
         close_fd(c); /* the peer never sent its FIN */
+        return;
+    }
+    if (c->parked) {
+        if (c->rdeadline != 0 && deadline_passed(w, c->rdeadline))
+            conn_close(c);
         return;
     }
     if (c->tls != NULL && c->tls->handshaking) {
@@ -1345,6 +1364,35 @@ int conn_wait_drain(struct conn *c, lua_State *L, size_t mark, double timeout, l
     if (mark > c->drain_mark || task_waiters_empty(&c->drainers))
         c->drain_mark = mark;
     return task_wait(L, &c->drainers, timeout, k, (lua_KContext)c);
+}
+
+const char *conn_park(struct conn *c, double timeout)
+{
+    if (c->state != CONN_OPEN || c->eof || c->shut_wr)
+        return ERR_CLOSED;
+    if (!c->outgoing)
+        return "not an outgoing connection";
+    if (c->reading || !task_waiters_empty(&c->writer) || !task_waiters_empty(&c->drainers))
+        return "connection in use by another coroutine";
+    if (c->tls != NULL && !c->tls->secured)
+        return "tls handshake in progress";
+    if (buf_len(&c->in) > 0)
+        return "unread data in buffer";
+    c->parked = true;
+    task_disown(&c->res);
+    arm(&c->rtimer, &c->rdeadline, timeout);
+    ev_io_start(loop, &c->rio);
+    return NULL;
+}
+
+bool conn_unpark(struct conn *c, struct task *t)
+{
+    if (!c->parked || c->state != CONN_OPEN)
+        return false;
+    c->parked = false;
+    c->rdeadline = 0;
+    task_own(t, &c->res);
+    return true;
 }
 
 void conn_push(lua_State *L, struct conn *c)

@@ -112,6 +112,7 @@ struct conn {
     bool outgoing;     /* made by luasock.connect */
     bool flush_listed;
     bool backlogged;   /* the last write left bytes queued */
+    bool parked;       /* idle in a keep-alive pool (conn_park), owned by no task */
     struct conn *flush_prev, *flush_next;
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */
@@ -152,6 +153,14 @@ int conn_accept_tls(struct conn *c, SSL_CTX *ctx);
  * task_check_wait) while the handshake on ssl (owned from now on) runs, after what was queued
  * before has gone out in plaintext; it then gets true, or nil and the error with c closed. */
 int conn_handshake(struct conn *c, lua_State *L, SSL *ssl, double timeout);
+
+/* conn:setkeepalive: c waits idle, owned by no task, until conn_unpark; it is closed if the peer
+ * sends anything or closes, or after timeout seconds (below 0: none). Returns NULL, or why c
+ * cannot be kept ("unread data in buffer", ...). */
+const char *conn_park(struct conn *c, double timeout);
+
+/* Takes a parked c for task t (which then owns it). Returns false if c closed meanwhile. */
+bool conn_unpark(struct conn *c, struct task *t);
 
 /* "conn 12 from 127.0.0.1:5555", for log lines. */
 void conn_describe(struct conn *c, char *out, size_t size);

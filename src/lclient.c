@@ -245,11 +245,59 @@ static int luasock_connect_address(lua_State *L)
     return conn_wait_connect(c, L, timeout);
 }
 
+static struct conn *checkconn(lua_State *L)
+{
+    return luaL_checkudata(L, 1, CONN_MT);
+}
+
+/* luasock.core.park(conn, timeout) -> true | nil, err: conn:setkeepalive's half in C. */
+static int luasock_park(lua_State *L)
+{
+    struct conn *c = checkconn(L);
+    double timeout = task_opttimeout(L, 2, "conn:setkeepalive");
+    const char *err = conn_park(c, timeout);
+    if (err != NULL)
+        return push_error(L, err);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* luasock.core.unpark(conn) -> true, or false when it closed while it was parked. */
+static int luasock_unpark(lua_State *L)
+{
+    struct conn *c = checkconn(L);
+    struct task *t = task_current(L);
+    if (t == NULL)
+        return luaL_error(L, "luasock.connect must be called from a handler or a task");
+    lua_pushboolean(L, conn_unpark(c, t));
+    return 1;
+}
+
+/* luasock.core.parked(conn) -> whether conn waits in a pool, still open. */
+static int luasock_parked(lua_State *L)
+{
+    struct conn *c = checkconn(L);
+    lua_pushboolean(L, c->parked && c->state == CONN_OPEN);
+    return 1;
+}
+
+/* luasock.core.conn_methods() -> the table of connection methods, for those written in Lua. */
+static int luasock_conn_methods(lua_State *L)
+{
+    luaL_getmetatable(L, CONN_MT);
+    lua_getfield(L, -1, "__index");
+    return 1;
+}
+
 static const luaL_Reg functions[] = {
     {"resolve", luasock_resolve},
     {"set_nameservers", luasock_set_nameservers},
     {"connect_address", luasock_connect_address},
     {"check_tls", ltls_check_client_options},
+    {"park", luasock_park},
+    {"unpark", luasock_unpark},
+    {"parked", luasock_parked},
+    {"conn_methods", luasock_conn_methods},
     {NULL, NULL},
 };
 

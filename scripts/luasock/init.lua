@@ -1,15 +1,21 @@
 -- luasock: the module handlers get from require "luasock". Most of it is C (luasock.core:
 -- sleep, now, spawn, log, resolve, ...); what reads better in Lua lives here: connecting to a
--- host name by trying each of its addresses in turn.
+-- host name by trying each of its addresses in turn, through the keep-alive pools.
 local core = require "luasock.core"
+local pool = require "luasock.pool"
 
 local luasock = {}
 for name, value in pairs(core) do
   luasock[name] = value
 end
-luasock.connect_address = nil
-luasock.check_tls = nil
-luasock.spawn_service = nil
+for _, internal in ipairs({ "connect_address", "check_tls", "spawn_service", "park", "unpark",
+                            "parked", "conn_methods" }) do
+  luasock[internal] = nil
+end
+
+local methods = core.conn_methods()
+methods.setkeepalive = pool.setkeepalive
+methods.reused = pool.reused
 
 local DEFAULT_CONNECT_TIMEOUT = 30
 
@@ -28,19 +34,9 @@ local function tls_options(tls, host)
   return options
 end
 
--- luasock.connect(host, port [, {timeout = s, bind = address, tls = true | {...}}])
---   -> conn | nil, err
--- One overall timeout covers the lookup, every address tried and the TLS handshake.
-function luasock.connect(host, port, opts)
-  assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
-  assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
-  opts = opts or {}
-  local tls = opts.tls and tls_options(opts.tls, host)
-  local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT
-  -- A NaN deadline would never pass: refused here, where the caller's line is one level up.
-  if timeout ~= timeout then
-    error("luasock.connect: timeout is NaN; expected seconds, or nil or math.huge for none", 2)
-  end
+-- Connects to one of host's addresses, then does the TLS handshake if asked, all within one
+-- overall timeout.
+local function connect(host, port, opts, tls, timeout)
   local deadline = core.now() + timeout
   local addresses, err = core.resolve(host, { timeout = timeout })
   if not addresses then
@@ -69,6 +65,32 @@ function luasock.connect(host, port, opts)
     end
   end
   return nil, err
+end
+
+-- luasock.connect(host, port [, {timeout = s, bind = address, tls = true | {...}, pool = name}])
+--   -> conn | nil, err
+-- A connection parked under the pool name (conn:setkeepalive) is taken back if there is one.
+-- Otherwise one overall timeout covers the lookup, every address tried and the TLS handshake.
+function luasock.connect(host, port, opts)
+  assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
+  assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
+  opts = opts or {}
+  local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT
+  -- A NaN deadline would never pass: refused here, where the caller's line is one level up.
+  if timeout ~= timeout then
+    error("luasock.connect: timeout is NaN; expected seconds, or nil or math.huge for none", 2)
+  end
+  local tls = opts.tls and tls_options(opts.tls, host)
+  local name = pool.name(host, port, opts)
+  local parked = pool.take(name)
+  if parked then
+    return parked
+  end
+  local conn, err = connect(host, port, opts, tls, timeout)
+  if conn then
+    pool.register(conn, name)
+  end
+  return conn, err
 end
 
 return luasock

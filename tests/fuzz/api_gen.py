@@ -220,6 +220,10 @@ class Gen:
             (1, "local %s = %s:id()" % (self.var(), c)),
             (1, "local %s = tostring(%s)" % (self.var(), c)),
             (1, "keep(%s)" % c),
+            (1, "local %s = %s:setkeepalive(%s, %s)" % (self.var(), c,
+                                                        r.choice(["nil", "0.05", "false", "1"]),
+                                                        r.choice(["nil", "1", "2"]))),
+            (1, "local %s = %s:reused()" % (self.var(), c)),
             (1, "local %s = %s:tls()" % (self.var(), c)),
             (1, "local %s = %s:tls_session()" % (self.var(), c)),
             (1, "local %s, %s = %s:starttls(%s, %s)" % (
