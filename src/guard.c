@@ -16,13 +16,22 @@
  * C function call (string.find with a pathological pattern): the error, raised at the first
  * instruction after it, says how long it took.
  *
+ * A resume that blocks (LuaSocket's socket.sleep, os.execute) uses no CPU, so no tick sees it,
+ * yet it freezes every other connection. A thread of ours looks twenty times a second whether
+ * the same resume is still running; once it has run stall_warning seconds of wall time, the
+ * thread sets a hook on its coroutine that fires when the blocking C function returns (or at the
+ * next instruction, for Lua code): the hook logs where it was, with a traceback, once per call
+ * site. Resumes only count themselves (one increment), so the hot path pays nothing for it.
+ *
  * The memory cap refuses allocations only while a handler runs. Lua then collects garbage and
  * tries again before it raises "not enough memory" in that handler; the core's own use of the
  * main state (accepting a connection, logging an error) must never fail that way. */
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +39,7 @@
 #include <time.h>
 
 #include "guard.h"
+#include "luasock.h"
 
 #define TICK_USEC 100000
 #define TICK_SECONDS (TICK_USEC / 1e6)
@@ -50,6 +60,16 @@ static double shutdown_cpu;           /* ... when the shutdown signal arrived */
 static double late_seconds = -1;      /* how long the stop waited for a C function, once known */
 static char stop_message[400];        /* the stop's error, where it was first raised */
 static double budget_seconds;         /* 0: no budget */
+/* Stall warnings: the watcher thread reads running, innermost and stop as the signal handler
+ * does (aligned words, written by the main thread alone); the rest is atomic or written before
+ * the hook that reads it is set. */
+#define STALL_CHECK_NSEC 50000000L
+#define STALL_SITES "luasock.stall_sites" /* registry: "file:line" -> true, once logged */
+static atomic_uint resume_count;         /* guard_enter's, to tell one resume from the next */
+static _Atomic double stall_seconds = 0.2; /* below or at 0: no warnings */
+static atomic_uint stalled_resume;       /* the resume_count the hook was set for */
+static _Atomic double stalled_since;     /* monotonic time the watcher first saw it running */
+static void (*describer)(lua_State *co, char *out, size_t size);
 static size_t in_use;
 static size_t limit;
 void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -169,8 +189,105 @@ static void on_shutdown_signal(int sig)
     errno = saved;
 }
 
+static double monotonic_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs protected (it allocates, in the stalled coroutine) with the seconds it stalled: logs the
+ * stall once per call site, the first Lua frame under the hook (the caller of the C function that
+ * blocked, or the Lua code that ran on). */
+static int log_stall(lua_State *L)
+{
+    double seconds = lua_tonumber(L, 1);
+    lua_Debug site;
+    int level = 1;
+    while (lua_getstack(L, level, &site) && lua_getinfo(L, "Sl", &site) && site.currentline <= 0)
+        level++;
+    if (site.currentline <= 0)
+        return 0;
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, STALL_SITES);
+    const char *where = lua_pushfstring(L, "%s:%d", site.short_src, site.currentline);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) != LUA_TNIL)
+        return 0; /* this site has been reported */
+    lua_pop(L, 1);
+    lua_pushvalue(L, -1);
+    lua_pushboolean(L, 1);
+    lua_rawset(L, -4);
+    char who[160] = "the script";
+    if (describer != NULL && running != NULL)
+        describer(running, who, sizeof who);
+    luaL_traceback(L, L, NULL, level);
+    luasock_log(LUASOCK_LOG_WARN, "event loop blocked for %.1f s by %s (%s)\n%s", seconds, where,
+                who, lua_tostring(L, -1));
+    return 0;
+}
+
+/* Set by the watcher thread on the coroutine that has run too long: fires when its blocking C
+ * function returns, or at its next instruction. A stop decided meanwhile keeps its own hook. */
+static void on_stall(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    if (running != NULL && stop != NOT_STOPPED) {
+        lua_sethook(L, stop_runaway, LUA_MASKCOUNT, 1);
+        return;
+    }
+    lua_sethook(L, NULL, 0, 0);
+    if (running == NULL || atomic_load(&resume_count) != atomic_load(&stalled_resume))
+        return; /* a later resume: the stall is over */
+    lua_pushcfunction(L, log_stall);
+    lua_pushnumber(L, monotonic_seconds() - atomic_load(&stalled_since));
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+        lua_pop(L, 1);
+}
+
+static void *watch_stalls(void *unused)
+{
+    (void)unused;
+    unsigned seen = 0;
+    double seen_at = 0;
+    bool flagged = false;
+    for (;;) {
+        nanosleep(&(struct timespec){0, STALL_CHECK_NSEC}, NULL);
+        double now = monotonic_seconds(), limit = atomic_load(&stall_seconds);
+        unsigned count = atomic_load(&resume_count);
+        lua_State *co = innermost;
+        if (running == NULL || co == NULL || count != seen) {
+            seen = count;
+            seen_at = now;
+            flagged = false;
+            continue;
+        }
+        if (flagged || limit <= 0 || now - seen_at < limit || stop != NOT_STOPPED)
+            continue;
+        flagged = true;
+        atomic_store(&stalled_since, seen_at);
+        atomic_store(&stalled_resume, count);
+        lua_sethook(co, on_stall, LUA_MASKCOUNT | LUA_MASKRET, 1);
+    }
+    return NULL;
+}
+
+void guard_set_stall_warning(double seconds)
+{
+    atomic_store(&stall_seconds, seconds);
+}
+
+void guard_set_describer(void (*describe)(lua_State *co, char *out, size_t size))
+{
+    describer = describe;
+}
+
 void guard_start(void)
 {
+    pthread_t watcher;
+    if (pthread_create(&watcher, NULL, watch_stalls, NULL) == 0)
+        pthread_detach(watcher);
+    else
+        luasock_log(LUASOCK_LOG_WARN, "stall warnings are off: no thread to watch the loop");
     struct sigaction sa = {.sa_handler = on_tick, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGPROF, &sa, NULL);
@@ -189,6 +306,10 @@ void guard_watch_shutdown_signals(void)
 lua_State *guard_enter(lua_State *co)
 {
     lua_State *outer = running;
+    /* Only this thread writes it: no locked increment needed. */
+    atomic_store_explicit(&resume_count,
+                          atomic_load_explicit(&resume_count, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
     ticked = 0;
     stop_message[0] = '\0';
     stop = NOT_STOPPED;

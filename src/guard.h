@@ -17,9 +17,16 @@ void guard_set_cpu_budget(double seconds);
 /* bytes == 0: no limit. */
 void guard_set_memory_limit(size_t bytes);
 
-/* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
- * inherited). */
+/* Starts the CPU-time ticks and the stall watcher in this process (again after a fork: interval
+ * timers and threads are not inherited). */
 void guard_start(void);
+
+/* stall_warning: a resume that runs this many seconds of wall time (blocked in a C call, or
+ * busy) is logged with where it was, once per call site. At or below 0: never. */
+void guard_set_stall_warning(double seconds);
+
+/* How a stall warning names what stalled: describe(co, ...) for the task's coroutine co. */
+void guard_set_describer(void (*describe)(lua_State *co, char *out, size_t size));
 
 /* After libev's watchers for SIGTERM and SIGINT have started: notes their arrival too, so that
  * a resume that runs on for a second after one is stopped. libev still gets the signals. */

@@ -20,6 +20,7 @@
 #define DEFAULT_MAX_MEMORY ((size_t)1 << 30)
 #define DEFAULT_MAX_BUFFERS ((size_t)256 << 20)
 #define DEFAULT_FIRST_BYTE_TIMEOUT 10.0
+#define DEFAULT_STALL_WARNING 0.2
 #define MAX_WATCHED_FILES 64
 
 static lua_State *L;
@@ -115,6 +116,7 @@ static double time_setting(const char *name, double fallback)
 static void apply_settings(void)
 {
     guard_set_cpu_budget(time_setting("cpu_budget", DEFAULT_CPU_BUDGET));
+    guard_set_stall_warning(time_setting("stall_warning", DEFAULT_STALL_WARNING));
     guard_set_memory_limit(size_setting("max_memory", DEFAULT_MAX_MEMORY));
     buf_set_budget(size_setting("max_buffers", DEFAULT_MAX_BUFFERS));
     conn_first_byte_timeout = time_setting("first_byte_timeout", DEFAULT_FIRST_BYTE_TIMEOUT);

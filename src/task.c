@@ -551,8 +551,25 @@ static int task_tostring(lua_State *L)
     return 1;
 }
 
+/* For stall warnings: "conn 4", or what else the task running on co serves. */
+static void describe_running(lua_State *co, char *out, size_t size)
+{
+    struct task *t = task_current(co);
+    if (t == NULL) {
+        snprintf(out, size, "the script");
+    } else if (t->served == NULL) {
+        snprintf(out, size, "a spawned task");
+    } else {
+        t->served->ops->describe(t->served, out, size);
+        char *from = strstr(out, " from ");
+        if (from != NULL)
+            *from = '\0';
+    }
+}
+
 void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
 {
+    guard_set_describer(describe_running);
     loop = l;
     main_L = L;
     after_step = after;

@@ -10,7 +10,7 @@ local SIZE_SETTINGS = {
   max_buffers = 0,
 }
 local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "cpu_budget",
-  "soft_queue_seconds" }
+  "soft_queue_seconds", "stall_warning" }
 
 -- The longest timeout the core accepts (TASK_MAX_TIMEOUT): NaN, -math.huge and absurd values are
 -- mistakes, and would break libev's timers.
