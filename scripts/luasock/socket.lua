@@ -239,41 +239,40 @@ function Tcp:send(data, i, j)
   return j
 end
 
--- receive([pattern [, prefix]]): the data, or nil, err, partial (with the prefix, as LuaSocket).
+-- receive([pattern [, prefix]]): the data, or nil, err, partial. As in LuaSocket the partial
+-- result starts with the prefix (luasock's leaves it out), and a byte a select kept comes first.
 function Tcp:receive(pattern, prefix)
   pattern = pattern or "*l"
   prefix = prefix or ""
   local conn = self.conn
   if not conn then return nil, "closed", prefix end
   local held = self.held
+  local lead = prefix .. (held or "")
+  local line = pattern == "*l" or pattern == "l"
   local data, err, partial
-  if held then
+  if held and pattern == 0 then
+    return prefix
+  elseif held and line and held == "\n" then
     self.held = nil
-    if type(pattern) == "number" then
-      if pattern == 0 then
-        self.held = held
-        return prefix
-      end
-      data, err, partial = conn:receive(pattern - 1, prefix .. held)
-    elseif (pattern == "*l" or pattern == "l") and held == "\n" then
-      return prefix
-    elseif pattern == "*l" or pattern == "l" then
-      data, err, partial = conn:receive(pattern)
-      if data and not (held == "\r" and data == "") then data = held .. data end
-      if data then data = prefix .. data end
-    else
-      data, err, partial = conn:receive(pattern, prefix .. held)
+    return prefix
+  elseif held and line then
+    -- The kept byte cannot go in as a prefix: a "\r" before the "\n" is part of the ending.
+    self.held = nil
+    data, err, partial = conn:receive(pattern)
+    if data then
+      data = (held == "\r" and data == "") and prefix or lead .. data
     end
   else
-    data, err, partial = conn:receive(pattern, prefix)
+    self.held = nil
+    local count = held and type(pattern) == "number" and pattern - 1
+    data, err, partial = conn:receive(count or pattern)
+    if data then data = lead .. data end
   end
   if data then
     self.received = self.received + #data - #prefix
     return data
   end
-  partial = partial or ""
-  if partial:sub(1, #prefix) ~= prefix then partial = prefix .. partial end
-  return nil, err, partial
+  return nil, err, lead .. (partial or "")
 end
 
 function Tcp:close()
