@@ -56,16 +56,16 @@ end
 -- try, newtry, protect, skip (C in LuaSocket's socket.core)
 ---------------------------------------------------------------------------------------------
 
--- The error a `try` raises, so `protect` tells it from a real error.
+-- The error a `try` raises, so `protect` tells it from a real error: { message }, as LuaSocket.
 local TryError = {
-  __tostring = function(e) return tostring(e.err) end,
+  __tostring = function(e) return tostring(e[1]) end,
 }
 
 function M.newtry(finalizer)
   return function(...)
     if (...) then return ... end
-    if type(finalizer) == "function" then finalizer() end
-    error(setmetatable({ err = (select(2, ...)) }, TryError), 0)
+    if finalizer then finalizer() end
+    error(setmetatable({ (select(2, ...)) }, TryError), 0)
   end
 end
 
@@ -74,7 +74,7 @@ M.try = M.newtry()
 local function protected(ok, ...)
   if ok then return ... end
   local e = ...
-  if getmetatable(e) == TryError then return nil, e.err end
+  if getmetatable(e) == TryError then return nil, e[1] end
   error(e, 0)
 end
 
