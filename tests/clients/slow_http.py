@@ -1,9 +1,10 @@
-"""slow_http.py -- an HTTP server on 127.0.0.1 that answers every GET after a delay (a helper
+"""slow_http.py -- an HTTP server on 127.0.0.1 that answers GETs after a delay (a helper
 for tests/spec/socket_compat_spec.lua, not a test).
 
 Usage: python3 tests/clients/slow_http.py DELAY_SECONDS
 It binds 127.0.0.1:0, prints the port on stdout (one line) when ready, and answers each request
-in a thread of its own, after DELAY_SECONDS, with the body "hello PATH". It runs until killed.
+in a thread of its own: a GET after DELAY_SECONDS with the body "hello PATH", a POST at once with
+"posted " and the request body (status 201). It runs until killed.
 """
 import sys
 import time
@@ -18,6 +19,14 @@ class Handler(BaseHTTPRequestHandler):
         body = ("hello " + self.path).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        data = self.rfile.read(int(self.headers["Content-Length"]))
+        body = b"posted " + data
+        self.send_response(201)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

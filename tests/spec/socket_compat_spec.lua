@@ -34,7 +34,7 @@ end
 
 -- The server every test talks to: lines are echoed, except the commands
 --   http PORT      50 socket.http requests at once to 127.0.0.1:PORT; reports how many came
---                  back right and the seconds they took
+--                  back right, the seconds they took, and the body and code of a POST
 --   smtp PORT      socket.smtp.send of one message with two recipients; reports its results
 --   sleep S        socket.sleep(S), then reports "slept"
 --   partial        sends "abc" with no newline
@@ -56,7 +56,9 @@ function commands.http(conn, port)
     local ok, body, code = task:join()
     if ok and body == "hello /r" .. i and code == 200 then good = good + 1 end
   end
-  report(conn, good, socket.gettime() - started)
+  local elapsed = socket.gettime() - started
+  local body, code = http.request("http://127.0.0.1:" .. port .. "/form", "a=1&b=2")
+  report(conn, good, elapsed, body, code)
 end
 function commands.smtp(conn, port)
   report(conn, smtp.send {
@@ -133,6 +135,8 @@ describe("luasock.socket", function()
       .. "(%.1f s one after another); slowest echo meanwhile %.1f ms",
       result[2], 50 * 0.5, slowest * 1000))
     assert.equal(50, result[1])
+    assert.equal("posted a=1&b=2", result[3])
+    assert.equal(201, result[4])
     assert.is_true(result[2] < 5, "50 requests took " .. result[2] .. " s")
     assert.is_true(slowest < 0.25, "an echo took " .. slowest .. " s")
     server:stop()
