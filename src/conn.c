@@ -1390,6 +1390,7 @@ bool conn_unpark(struct conn *c, struct task *t)
     if (!c->parked || c->state != CONN_OPEN)
         return false;
     c->parked = false;
+    c->reused++;
     c->rdeadline = 0;
     task_own(t, &c->res);
     return true;
@@ -1473,7 +1474,7 @@ static const struct task_resource_ops resource_ops = {resource_close, resource_d
 
 struct conn *conn_new(lua_State *L)
 {
-    struct conn *c = lua_newuserdatauv(L, sizeof *c, 0);
+    struct conn *c = lua_newuserdatauv(L, sizeof *c, 1);
     *c = (struct conn){.mark = CONN_MARK, .fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED,
                        .set = conn_defaults, .close_reason = ERR_CLOSED};
     luaL_setmetatable(L, CONN_MT);

@@ -113,6 +113,7 @@ struct conn {
     bool flush_listed;
     bool backlogged;   /* the last write left bytes queued */
     bool parked;       /* idle in a keep-alive pool (conn_park), owned by no task */
+    unsigned reused;   /* times conn_unpark handed it out again */
     struct conn *flush_prev, *flush_next;
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */
@@ -126,7 +127,8 @@ struct conn {
 void conn_init(struct ev_loop *loop, lua_State *L);
 
 /* Pushes a new connection userdata that owns no socket yet, anchored so that it lives while it
- * is open. Raises (out of memory) before anything is acquired: create it before the socket. */
+ * is open. Raises (out of memory) before anything is acquired: create it before the socket. Its
+ * one user value is the name of the keep-alive pool it belongs to (outgoing ones). */
 struct conn *conn_new(lua_State *L);
 
 /* Gives the connection its connected socket fd. Cannot raise. */

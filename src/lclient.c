@@ -201,19 +201,21 @@ static int bind_local(int fd, const char *host, int family)
     return rc;
 }
 
-/* luasock.core.connect_address(ip, port, timeout, bind) -> conn | nil, err. The connection
+/* luasock.core.connect_address(ip, port, timeout, bind, pool) -> conn | nil, err. The connection
  * object comes first, so that nothing acquired afterwards (the socket, the address list) is
- * left behind by a raise. */
+ * left behind by a raise; it keeps its pool's name as its user value (no allocation). */
 static int luasock_connect_address(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
     lua_Integer port = luaL_checkinteger(L, 2);
     double timeout = task_opttimeout(L, 3, "luasock.connect");
     const char *bind_host = luaL_optstring(L, 4, NULL);
+    luaL_checkstring(L, 5);
     luaL_argcheck(L, port > 0 && port <= 65535, 2, "port must be 1 to 65535");
     struct task *t = task_check_wait(L, "luasock.connect");
     struct conn *c = conn_new(L);
-
+    lua_pushvalue(L, 5);
+    lua_setiuservalue(L, -2, 1);
     char service[8];
     snprintf(service, sizeof service, "%d", (int)port);
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
@@ -281,6 +283,21 @@ static int luasock_parked(lua_State *L)
     return 1;
 }
 
+/* luasock.core.pool_name(conn) -> the name of the pool it was made for, or nil (accepted). */
+static int luasock_pool_name(lua_State *L)
+{
+    checkconn(L);
+    lua_getiuservalue(L, 1, 1);
+    return 1;
+}
+
+/* conn:reused() -> how many times a pool handed conn out again. */
+static int conn_reused(lua_State *L)
+{
+    lua_pushinteger(L, checkconn(L)->reused);
+    return 1;
+}
+
 /* luasock.core.conn_methods() -> the table of connection methods, for those written in Lua. */
 static int luasock_conn_methods(lua_State *L)
 {
@@ -297,6 +314,8 @@ static const luaL_Reg functions[] = {
     {"park", luasock_park},
     {"unpark", luasock_unpark},
     {"parked", luasock_parked},
+    {"pool_name", luasock_pool_name},
+    {"reused", conn_reused},
     {"conn_methods", luasock_conn_methods},
     {NULL, NULL},
 };

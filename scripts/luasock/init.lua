@@ -9,13 +9,13 @@ for name, value in pairs(core) do
   luasock[name] = value
 end
 for _, internal in ipairs({ "connect_address", "check_tls", "spawn_service", "park", "unpark",
-                            "parked", "conn_methods" }) do
+                            "parked", "pool_name", "reused", "conn_methods" }) do
   luasock[internal] = nil
 end
 
 local methods = core.conn_methods()
 methods.setkeepalive = pool.setkeepalive
-methods.reused = pool.reused
+methods.reused = core.reused
 
 local DEFAULT_CONNECT_TIMEOUT = 30
 
@@ -36,7 +36,7 @@ end
 
 -- Connects to one of host's addresses, then does the TLS handshake if asked, all within one
 -- overall timeout.
-local function connect(host, port, opts, tls, timeout)
+local function connect(host, port, opts, tls, timeout, name)
   local deadline = core.now() + timeout
   local addresses, err = core.resolve(host, { timeout = timeout })
   if not addresses then
@@ -51,7 +51,7 @@ local function connect(host, port, opts, tls, timeout)
       return nil, "timeout"
     end
     local conn
-    conn, err = core.connect_address(address, port, left, opts.bind)
+    conn, err = core.connect_address(address, port, left, opts.bind, name)
     if conn and not tls then
       return conn
     end
@@ -86,11 +86,7 @@ function luasock.connect(host, port, opts)
   if parked then
     return parked
   end
-  local conn, err = connect(host, port, opts, tls, timeout)
-  if conn then
-    pool.register(conn, name)
-  end
-  return conn, err
+  return connect(host, port, opts, tls, timeout, name)
 end
 
 return luasock

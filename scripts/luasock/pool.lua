@@ -1,8 +1,10 @@
 -- luasock.pool: the keep-alive pools of outgoing connections. conn:setkeepalive parks a
--- connection under the pool name luasock.connect gave it, and a later luasock.connect with the
--- same name takes it back instead of connecting again. Parking is the core's (core.park): a
--- parked connection belongs to no task, and the core closes it if its peer speaks or closes, or
--- when its idle time is up; what is left here is the lists, newest last.
+-- connection under the pool name luasock.connect gave it (the connection keeps it, in C), and a
+-- later luasock.connect with the same name takes it back instead of connecting again. Parking is
+-- the core's (core.park): a parked connection belongs to no task, and the core closes it if its
+-- peer speaks or closes, or when its idle time is up; what is left here is the lists, newest
+-- last. Nothing here allocates between a connection's socket and its owner: at the memory cap,
+-- a raise there would leave the socket open until its task ends.
 local core = require "luasock.core"
 
 local pool = {}
@@ -10,12 +12,11 @@ local pool = {}
 local DEFAULT_IDLE = 60 -- seconds a parked connection may wait to be reused
 local DEFAULT_SIZE = 30 -- parked connections kept per pool name
 
-local lists = {}                                      -- name -> parked conns, newest last
-local names = setmetatable({}, { __mode = "k" })      -- conn -> its pool name
-local reuses = setmetatable({}, { __mode = "k" })     -- conn -> times it was taken back
+local lists = {} -- name -> parked conns, newest last
 
--- The name luasock.connect files conn under: the caller's, or host:port. TLS connections have
--- pools of their own, so that a plaintext one is never handed to a caller who asked for TLS.
+-- The name luasock.connect files a connection under: the caller's, or host:port. TLS
+-- connections have pools of their own, so that a plaintext one is never handed to a caller who
+-- asked for TLS.
 function pool.name(host, port, opts)
   local name = opts.pool or (host .. ":" .. port)
   if type(name) ~= "string" then
@@ -30,14 +31,9 @@ function pool.take(name)
   while list and #list > 0 do
     local conn = table.remove(list)
     if core.unpark(conn) then
-      reuses[conn] = (reuses[conn] or 0) + 1
       return conn
     end
   end
-end
-
-function pool.register(conn, name)
-  names[conn] = name
 end
 
 -- Forgets the connections of list that closed while parked.
@@ -55,7 +51,7 @@ end
 
 -- conn:setkeepalive([idle [, size]]) -> true | nil, err
 function pool.setkeepalive(conn, idle, size)
-  local name = names[conn]
+  local name = core.pool_name(conn)
   if not name then
     return nil, "not a connection made by luasock.connect"
   end
@@ -66,20 +62,17 @@ function pool.setkeepalive(conn, idle, size)
   local list = lists[name] or {}
   lists[name] = list
   prune(list)
+  -- The list grows before the connection is parked: a raise here leaves it with its task.
+  list[#list + 1] = conn
   local ok, err = core.park(conn, idle == nil and DEFAULT_IDLE or idle)
   if not ok then
+    list[#list] = nil
     return nil, err
   end
-  list[#list + 1] = conn
   while #list > size do
     table.remove(list, 1):close()
   end
   return true
-end
-
--- conn:reused() -> how many times the pool handed conn out again (0 for a new connection).
-function pool.reused(conn)
-  return reuses[conn] or 0
 end
 
 return pool
