@@ -281,13 +281,17 @@ void guard_set_describer(void (*describe)(lua_State *co, char *out, size_t size)
     describer = describe;
 }
 
-void guard_start(void)
+void guard_watch_stalls(void)
 {
     pthread_t watcher;
     if (pthread_create(&watcher, NULL, watch_stalls, NULL) == 0)
         pthread_detach(watcher);
     else
         luasock_log(LUASOCK_LOG_WARN, "stall warnings are off: no thread to watch the loop");
+}
+
+void guard_start(void)
+{
     struct sigaction sa = {.sa_handler = on_tick, .sa_flags = SA_RESTART};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGPROF, &sa, NULL);

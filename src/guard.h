@@ -17,9 +17,13 @@ void guard_set_cpu_budget(double seconds);
 /* bytes == 0: no limit. */
 void guard_set_memory_limit(size_t bytes);
 
-/* Starts the CPU-time ticks and the stall watcher in this process (again after a fork: interval
- * timers and threads are not inherited). */
+/* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
+ * inherited). */
 void guard_start(void);
+
+/* Starts the thread that watches for stalls (stall_warning) in a process that serves: not in the
+ * --workers parent, which must stay single-threaded to fork its workers cleanly. */
+void guard_watch_stalls(void);
 
 /* stall_warning: a resume that runs this many seconds of wall time (blocked in a C call, or
  * busy) is logged with where it was, once per call site. At or below 0: never. */

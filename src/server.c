@@ -560,6 +560,7 @@ static void become_worker(int id)
     }
     udp_start_listeners_in_worker();
     guard_start();
+    guard_watch_stalls();
     task_release_load_tasks();
     lluasock_set_worker(L, id, worker_count);
     task_protected(reseed_random, NULL, "reseeding math.random");
@@ -607,6 +608,7 @@ static int start(const struct serve_options *o)
 static int start_workers(void)
 {
     if (worker_count == 1) {
+        guard_watch_stalls();
         print_announcements();
         return 0;
     }
