@@ -17,11 +17,14 @@
  * instruction after it, says how long it took.
  *
  * A resume that blocks (LuaSocket's socket.sleep, os.execute) uses no CPU, so no tick sees it,
- * yet it freezes every other connection. A thread of ours looks twenty times a second whether
- * the same resume is still running; once it has run stall_warning seconds of wall time, the
- * thread sets a hook on its coroutine that fires when the blocking C function returns (or at the
- * next instruction, for Lua code): the hook logs where it was, with a traceback, once per call
- * site. Resumes only count themselves (one increment), so the hot path pays nothing for it.
+ * yet it freezes every other connection. A wall-clock timer (ITIMER_REAL) looks twenty times a
+ * second whether the same resume is still running; once it has run stall_warning seconds, the
+ * signal handler sets a hook on its coroutine that fires when the blocking C function returns
+ * (or at the next instruction, for Lua code): the hook logs where it was, with a traceback, once
+ * per call site. Resumes only count themselves. The timer stops itself after a second without
+ * a resume, so an idle server is not woken, and the next resume starts it again. Not a thread:
+ * with a second thread, glibc's send, recv and malloc take their multi-threaded paths, which
+ * cost the 64 B echo 150 instructions per message (cachegrind).
  *
  * The memory cap refuses allocations only while a handler runs. Lua then collects garbage and
  * tries again before it raises "not enough memory" in that handler; the core's own use of the
@@ -29,9 +32,7 @@
 #include <errno.h>
 #include <ev.h>
 #include <lauxlib.h>
-#include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,15 +61,16 @@ static double shutdown_cpu;           /* ... when the shutdown signal arrived */
 static double late_seconds = -1;      /* how long the stop waited for a C function, once known */
 static char stop_message[400];        /* the stop's error, where it was first raised */
 static double budget_seconds;         /* 0: no budget */
-/* Stall warnings: the watcher thread reads running, innermost and stop as the signal handler
- * does (aligned words, written by the main thread alone); the rest is atomic or written before
- * the hook that reads it is set. */
-#define STALL_CHECK_NSEC 50000000L
+/* Stall warnings: set by the timer's signal handler, read by the hook it sets. */
+#define STALL_CHECK_USEC 50000
+#define STALL_IDLE_CHECKS 20 /* checks without a resume before the timer stops itself */
 #define STALL_SITES "luasock.stall_sites" /* registry: "file:line" -> true, once logged */
-static atomic_uint resume_count;         /* guard_enter's, to tell one resume from the next */
-static _Atomic double stall_seconds = 0.2; /* below or at 0: no warnings */
-static atomic_uint stalled_resume;       /* the resume_count the hook was set for */
-static _Atomic double stalled_since;     /* monotonic time the watcher first saw it running */
+static volatile unsigned resume_count;      /* guard_enter's, to tell one resume from the next */
+static volatile sig_atomic_t stall_timer_on;
+static bool stall_watching;                 /* this process serves: guard_watch_stalls */
+static double stall_seconds = 0.2;          /* at or below 0: no warnings */
+static volatile unsigned stalled_resume;    /* the resume_count the hook was set for */
+static double stalled_since;                /* monotonic time the timer first saw it running */
 static void (*describer)(lua_State *co, char *out, size_t size);
 static size_t in_use;
 static size_t limit;
@@ -236,44 +238,52 @@ static void on_stall(lua_State *L, lua_Debug *ar)
         return;
     }
     lua_sethook(L, NULL, 0, 0);
-    if (running == NULL || atomic_load(&resume_count) != atomic_load(&stalled_resume))
+    if (running == NULL || resume_count != stalled_resume)
         return; /* a later resume: the stall is over */
     lua_pushcfunction(L, log_stall);
-    lua_pushnumber(L, monotonic_seconds() - atomic_load(&stalled_since));
+    lua_pushnumber(L, monotonic_seconds() - stalled_since);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK)
         lua_pop(L, 1);
 }
 
-static void *watch_stalls(void *unused)
+static void set_stall_timer(bool on)
 {
-    (void)unused;
-    unsigned seen = 0;
-    double seen_at = 0;
-    bool flagged = false;
-    for (;;) {
-        nanosleep(&(struct timespec){0, STALL_CHECK_NSEC}, NULL);
-        double now = monotonic_seconds(), limit = atomic_load(&stall_seconds);
-        unsigned count = atomic_load(&resume_count);
-        lua_State *co = innermost;
-        if (running == NULL || co == NULL || count != seen) {
-            seen = count;
-            seen_at = now;
-            flagged = false;
-            continue;
-        }
-        if (flagged || limit <= 0 || now - seen_at < limit || stop != NOT_STOPPED)
-            continue;
+    struct itimerval every = {{0, on ? STALL_CHECK_USEC : 0}, {0, on ? STALL_CHECK_USEC : 0}};
+    stall_timer_on = on;
+    setitimer(ITIMER_REAL, &every, NULL);
+}
+
+static void on_stall_check(int sig)
+{
+    (void)sig;
+    static unsigned seen;
+    static int idle_checks;
+    static double seen_at;
+    static bool flagged;
+    int saved = errno;
+    double now = monotonic_seconds();
+    lua_State *co = innermost;
+    if (running == NULL || co == NULL) {
+        if (++idle_checks >= STALL_IDLE_CHECKS)
+            set_stall_timer(false);
+    } else if (resume_count != seen) {
+        idle_checks = 0;
+        seen = resume_count;
+        seen_at = now;
+        flagged = false;
+    } else if (!flagged && stall_seconds > 0 && now - seen_at >= stall_seconds &&
+               stop == NOT_STOPPED) {
         flagged = true;
-        atomic_store(&stalled_since, seen_at);
-        atomic_store(&stalled_resume, count);
+        stalled_since = seen_at;
+        stalled_resume = seen;
         lua_sethook(co, on_stall, LUA_MASKCOUNT | LUA_MASKRET, 1);
     }
-    return NULL;
+    errno = saved;
 }
 
 void guard_set_stall_warning(double seconds)
 {
-    atomic_store(&stall_seconds, seconds);
+    stall_seconds = seconds;
 }
 
 void guard_set_describer(void (*describe)(lua_State *co, char *out, size_t size))
@@ -283,11 +293,10 @@ void guard_set_describer(void (*describe)(lua_State *co, char *out, size_t size)
 
 void guard_watch_stalls(void)
 {
-    pthread_t watcher;
-    if (pthread_create(&watcher, NULL, watch_stalls, NULL) == 0)
-        pthread_detach(watcher);
-    else
-        luasock_log(LUASOCK_LOG_WARN, "stall warnings are off: no thread to watch the loop");
+    struct sigaction sa = {.sa_handler = on_stall_check, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGALRM, &sa, NULL);
+    stall_watching = true;
 }
 
 void guard_start(void)
@@ -310,10 +319,9 @@ void guard_watch_shutdown_signals(void)
 lua_State *guard_enter(lua_State *co)
 {
     lua_State *outer = running;
-    /* Only this thread writes it: no locked increment needed. */
-    atomic_store_explicit(&resume_count,
-                          atomic_load_explicit(&resume_count, memory_order_relaxed) + 1,
-                          memory_order_relaxed);
+    resume_count++;
+    if (!stall_timer_on && stall_watching && stall_seconds > 0)
+        set_stall_timer(true);
     ticked = 0;
     stop_message[0] = '\0';
     stop = NOT_STOPPED;

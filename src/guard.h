@@ -21,8 +21,8 @@ void guard_set_memory_limit(size_t bytes);
  * inherited). */
 void guard_start(void);
 
-/* Starts the thread that watches for stalls (stall_warning) in a process that serves: not in the
- * --workers parent, which must stay single-threaded to fork its workers cleanly. */
+/* Watches for stalls (stall_warning) in a process that serves (not the --workers parent): a
+ * wall-clock timer, running while resumes do. */
 void guard_watch_stalls(void);
 
 /* stall_warning: a resume that runs this many seconds of wall time (blocked in a C call, or
