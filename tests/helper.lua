@@ -17,6 +17,7 @@ helper.IO_TIMEOUT = 5      -- timeout of every client socket
 
 local live_servers = {}    -- started and not yet reaped, to kill on cleanup
 local temp_dirs = {}       -- made by helper.tmpdir, removed on cleanup
+local spawned = {}         -- helper.spawn's processes, killed on cleanup
 local current_dir          -- the temp directory of the running test
 
 -- Quotes one word for /bin/sh.
@@ -389,6 +390,30 @@ function helper.run(args, opts)
   return code, read_file(out), read_file(err)
 end
 
+-- Runs RUN_PRELUDE .. opts.prelude .. source as a `luasock run` script (opts.timeout as for
+-- helper.run); fails unless it exits 0; returns its report lines, decoded.
+function helper.run_reports(source, opts)
+  opts = opts or {}
+  local script = helper.script(helper.RUN_PRELUDE .. (opts.prelude or "") .. source)
+  local code, out, err = helper.run({ "run", script }, opts)
+  assert(code == 0, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
+  local reports = {}
+  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
+  return reports
+end
+
+-- Starts `command` (a shell command line, run with exec, in opts.dir if given) in the
+-- background for a test; returns {pid =, pipe =}, pipe being its stdout. helper.cleanup kills
+-- it.
+function helper.spawn(command, opts)
+  local cd = opts and opts.dir and "cd " .. shell_quote(opts.dir) .. " && " or ""
+  local pipe = assert(io.popen("echo $$; " .. cd .. "exec " .. command, "r"))
+  renew_sentinel()
+  local process = { pipe = pipe, pid = assert(tonumber(pipe:read("l")), "no pid from the shell") }
+  spawned[#spawned + 1] = process
+  return process
+end
+
 -- A port that was free a moment ago: bind 127.0.0.1:0, read the port, close.
 function helper.free_port()
   local probe = assert(socket.bind("127.0.0.1", 0))
@@ -448,6 +473,11 @@ end
 -- Kills servers a failed test left running and removes every temp directory.
 function helper.cleanup()
   for server in pairs(live_servers) do server:kill() end
+  for _, process in ipairs(spawned) do
+    os.execute("kill " .. process.pid .. " 2>/dev/null")
+    process.pipe:close()
+  end
+  spawned = {}
   for _, dir in ipairs(temp_dirs) do os.execute("rm -rf " .. shell_quote(dir)) end
   temp_dirs, current_dir = {}, nil
 end

@@ -11,24 +11,18 @@
 local socket = require "socket"
 local helper = require "helper"
 
-local RUN_PRELUDE = helper.RUN_PRELUDE
 local fill = helper.fill
 
--- Name servers started by start_dns, stopped by cleanup; the test's default one.
-local dns_servers = {}
+-- The test's default name server (start_dns; helper.cleanup stops them).
 local default_dns
 
 -- Starts tests/clients/slow_dns.py, which answers slow.test and the names in `slow_names`
 -- after `delay` seconds (default 1.5) and everything else at once; returns its port.
 local function start_dns(delay, slow_names)
-  local command = string.format(
-    "echo $$; exec timeout 60 python3 tests/clients/slow_dns.py %s 55 %s </dev/null",
-    delay or 1.5, table.concat(slow_names or {}, " "))
-  local pipe = assert(io.popen(command, "r"))
-  local dns = { pipe = pipe, pid = assert(tonumber(pipe:read("l")), "no pid from the shell") }
-  dns_servers[#dns_servers + 1] = dns
-  dns.port = assert(tonumber(pipe:read("l")), "slow_dns.py did not print its port")
-  return dns.port
+  local dns = helper.spawn(string.format(
+    "timeout 60 python3 tests/clients/slow_dns.py %s 55 %s </dev/null", delay or 1.5,
+    table.concat(slow_names or {}, " ")))
+  return assert(tonumber(dns.pipe:read("l")), "slow_dns.py did not print its port")
 end
 
 -- The port of the test's default name server (started on first use).
@@ -37,15 +31,11 @@ local function dns()
   return default_dns
 end
 
--- Runs RUN_PRELUDE .. source with `luasock run`, asking dns() for names; requires exit 0 and
--- returns the decoded report lines. opts as for helper.run.
+-- helper.run_reports, asking dns() for names. opts as for helper.run.
 local function run(source, opts)
-  local prelude = RUN_PRELUDE .. "assert(luasock.set_nameservers('127.0.0.1:" .. dns() .. "')); "
-  local code, out, err = helper.run({ "run", helper.script(prelude .. source) }, opts)
-  assert.equal(0, code, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
-  local reports = {}
-  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
-  return reports
+  local all = { prelude = "assert(luasock.set_nameservers('127.0.0.1:" .. dns() .. "')); " }
+  for name, value in pairs(opts or {}) do all[name] = value end
+  return helper.run_reports(source, all)
 end
 
 -- A handler script: `source` with ${DNS} set to dns()'s port (for a start hook that calls
@@ -78,14 +68,10 @@ local function make_netns()
   return name
 end
 
--- after_each of every test: stops the name servers, removes the namespaces, then the rest.
+-- after_each of every test: removes the namespaces, then the rest (the name servers too).
 local function cleanup()
-  for _, dns in ipairs(dns_servers) do
-    os.execute("kill " .. dns.pid .. " 2>/dev/null")
-    dns.pipe:close()
-  end
   for _, name in ipairs(namespaces) do sh("ip netns del " .. name) end
-  dns_servers, namespaces, default_dns = {}, {}, nil
+  namespaces, default_dns = {}, nil
   helper.cleanup()
 end
 

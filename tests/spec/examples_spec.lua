@@ -116,30 +116,17 @@ describe("examples/tls_echo.lua", function()
   end)
 end)
 
--- `openssl s_server -HTTP` processes: each file in their directory is a complete response.
-local s_servers = {}
-
--- Starts one in `dir` with the certificate `certs`; returns it with the port it took.
+-- Starts an `openssl s_server -HTTP` in `dir` (each file there is a complete response) with the
+-- certificate `certs`; returns it with the port it took.
 local function start_s_server(certs, dir)
-  local out = ("%s/s_server%d.out"):format(helper.tmpdir(), #s_servers + 1)
-  local pipe = assert(io.popen(("echo $$; cd %s && exec openssl s_server -HTTP -accept "
-    .. "127.0.0.1:0 -cert %s -key %s >%s 2>&1 </dev/null"):format(helper.shell_quote(dir),
-    helper.shell_quote(certs.cert), helper.shell_quote(certs.key), helper.shell_quote(out))))
-  local server = { pid = assert(tonumber(pipe:read("l"))), pipe = pipe }
-  s_servers[#s_servers + 1] = server
+  local out = helper.tmpdir() .. "/s_server.out"
+  local server = helper.spawn(("openssl s_server -HTTP -accept 127.0.0.1:0 -cert %s -key %s "
+    .. ">%s 2>&1 </dev/null"):format(helper.shell_quote(certs.cert),
+    helper.shell_quote(certs.key), helper.shell_quote(out)), { dir = dir })
   server.port = tonumber(helper.eventually(function()
     return helper.read_file(out):match("ACCEPT 127%.0%.0%.1:(%d+)")
   end, 5, "openssl s_server's ACCEPT line"))
   return server
-end
-
-local function stop_s_servers()
-  for _, server in ipairs(s_servers) do
-    os.execute("kill " .. server.pid .. " 2>/dev/null")
-    server.pipe:close()
-  end
-  s_servers = {}
-  helper.cleanup()
 end
 
 local function https_get(...)
@@ -156,7 +143,7 @@ local function response(status)
 end
 
 describe("examples/https_get.lua", function()
-  after_each(stop_s_servers)
+  after_each(helper.cleanup)
 
   it("verifies the server against --cafile, prints the exact response and exits 0", function()
     local certs = devcert.make()

@@ -25,12 +25,7 @@ local BACKEND = [[
 -- Runs RUN_PRELUDE .. source (with ${NAME}s filled) with `luasock run`; returns the decoded
 -- report lines, requiring exit 0.
 local function run(source, vars)
-  local script = helper.script(helper.RUN_PRELUDE .. fill(source, vars))
-  local code, out, err = helper.run({ "run", script }, { timeout = 20 })
-  assert.equal(0, code, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
-  local reports = {}
-  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
-  return reports
+  return helper.run_reports(fill(source, vars))
 end
 
 -- A client script's helper: one request on conn, its answer.

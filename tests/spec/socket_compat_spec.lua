@@ -9,27 +9,14 @@ local helper = require "helper"
 
 local fill = helper.fill
 
--- Python helper servers started by start_helper, stopped after each test.
-local helpers = {}
-
--- Starts `python3 tests/clients/NAME ARGS...`, which prints its port; returns the port.
+-- Starts `python3 tests/clients/NAME ARGS...` (helper.cleanup stops it), which prints its
+-- port; returns the port.
 local function start_helper(name, ...)
   local words = {}
   for i, arg in ipairs({ ... }) do words[i] = helper.shell_quote(arg) end
-  local command = string.format("echo $$; exec timeout 120 python3 tests/clients/%s %s </dev/null",
-    name, table.concat(words, " "))
-  local pipe = assert(io.popen(command, "r"))
-  local started = { pipe = pipe, pid = assert(tonumber(pipe:read("l")), "no pid from the shell") }
-  helpers[#helpers + 1] = started
-  return assert(tonumber(pipe:read("l")), name .. " did not print its port")
-end
-
-local function stop_helpers()
-  for _, started in ipairs(helpers) do
-    os.execute("kill " .. started.pid .. " 2>/dev/null")
-    started.pipe:close()
-  end
-  helpers = {}
+  local started = helper.spawn(string.format("timeout 120 python3 tests/clients/%s %s </dev/null",
+    name, table.concat(words, " ")))
+  return assert(tonumber(started.pipe:read("l")), name .. " did not print its port")
 end
 
 -- The server every test talks to: lines are echoed, except the commands
@@ -109,19 +96,12 @@ end
 -- is a closed local port, and localhost comes from /etc/hosts); requires exit 0 and returns
 -- the decoded report lines.
 local function run(source)
-  local prelude = helper.RUN_PRELUDE .. "assert(luasock.set_nameservers('127.0.0.1:1')); "
-  local code, out, err = helper.run({ "run", helper.script(prelude .. source) })
-  assert.equal(0, code, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
-  local reports = {}
-  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
-  return reports
+  local prelude = "assert(luasock.set_nameservers('127.0.0.1:1')); "
+  return helper.run_reports(source, { prelude = prelude })
 end
 
 describe("luasock.socket", function()
-  after_each(function()
-    stop_helpers()
-    helper.cleanup()
-  end)
+  after_each(helper.cleanup)
 
   it("runs 50 socket.http requests at once while another client's echo stays fast", function()
     local port = start_helper("slow_http.py", 0.5)

@@ -64,32 +64,17 @@ local function luasec(server)
   return wrap(server:connect())
 end
 
--- `openssl s_server` processes started by s_server(), killed by cleanup.
-local s_servers = {}
-
 -- Starts `openssl s_server -rev` (answers every line reversed) with the devcert server pair;
 -- returns its port.
 local function s_server()
   local dir = certs()
-  local out = dir .. "/s_server" .. (#s_servers + 1) .. ".out"
-  local command = string.format("echo $$; exec openssl s_server -accept 127.0.0.1:0 -rev "
-    .. "-cert %s -key %s >%s 2>&1 </dev/null", helper.shell_quote(dir .. "/server.pem"),
-    helper.shell_quote(dir .. "/server.key"), helper.shell_quote(out))
-  local pipe = assert(io.popen(command, "r"))
-  local process = { pipe = pipe, pid = assert(tonumber(pipe:read("l")), "no pid") }
-  s_servers[#s_servers + 1] = process
+  local out = helper.tmpdir() .. "/s_server.out"
+  helper.spawn(string.format("openssl s_server -accept 127.0.0.1:0 -rev -cert %s -key %s >%s "
+    .. "2>&1 </dev/null", helper.shell_quote(dir .. "/server.pem"),
+    helper.shell_quote(dir .. "/server.key"), helper.shell_quote(out)))
   return tonumber(helper.eventually(function()
     return helper.read_file(out):match("ACCEPT 127%.0%.0%.1:(%d+)")
   end, helper.START_TIMEOUT, "s_server's ACCEPT line"))
-end
-
-local function cleanup()
-  for _, process in ipairs(s_servers) do
-    os.execute("kill " .. process.pid .. " 2>/dev/null")
-    process.pipe:close()
-  end
-  s_servers = {}
-  helper.cleanup()
 end
 
 -- Runs RUN_PRELUDE .. source (with ${NAME}s from vars, and ${CA} set to the test CA) with
@@ -97,12 +82,7 @@ end
 local function run(source, vars)
   local all = { CA = certs() .. "/ca.pem", DIR = certs() }
   for name, value in pairs(vars or {}) do all[name] = value end
-  local script = helper.script(helper.RUN_PRELUDE .. fill(source, all))
-  local code, out, err = helper.run({ "run", script }, { timeout = 60 })
-  assert.equal(0, code, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
-  local reports = {}
-  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
-  return reports
+  return helper.run_reports(fill(source, all), { timeout = 60 })
 end
 
 -- The server pair as a script's tls table (relative to the script, which is beside it).
@@ -134,7 +114,7 @@ local ECHO = REPORT_TLS .. [[
   }]]
 
 describe("a TLS server with a LuaSec client", function()
-  after_each(cleanup)
+  after_each(helper.cleanup)
 
   it("echoes lines, then serves '*l', a count and '*a' up to close_notify", function()
     local server = tls_server(REPORT_TLS .. [[
@@ -268,7 +248,7 @@ describe("a TLS server with a LuaSec client", function()
 end)
 
 describe("luasock.connect with tls", function()
-  after_each(cleanup)
+  after_each(helper.cleanup)
 
   it("connects to a luasock TLS server with the test CA, and ALPN is agreed", function()
     local server = tls_server(ECHO, {
@@ -572,7 +552,7 @@ local STARTTLS_SERVER = [[
   }]]
 
 describe("conn:starttls", function()
-  after_each(cleanup)
+  after_each(helper.cleanup)
 
   it("upgrades an accepted plaintext connection for a LuaSec client", function()
     local server = tls_server(STARTTLS_SERVER, { TLS = TLS }, { listen = "127.0.0.1:0" })

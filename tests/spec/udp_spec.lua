@@ -4,17 +4,10 @@
 local socket = require "socket"
 local helper = require "helper"
 
-local RUN_PRELUDE = helper.RUN_PRELUDE
 local fill = helper.fill
 
--- Runs RUN_PRELUDE .. source with `luasock run`, requires exit 0; returns the decoded reports.
-local function run(source)
-  local code, out, err = helper.run { "run", helper.script(RUN_PRELUDE .. source) }
-  assert.equal(0, code, "the client script failed; stdout:\n" .. out .. "\nstderr:\n" .. err)
-  local reports = {}
-  for line in out:gmatch("[^\n]+") do reports[#reports + 1] = helper.decode_report(line) end
-  return reports
-end
+-- Runs a client script; requires exit 0; returns the decoded reports.
+local run = helper.run_reports
 
 -- The host and port of the server's UDP listener ("udp:HOST:PORT" in its listening line).
 local function udp_address(server)
