@@ -14,6 +14,7 @@
 
 #include "conn.h"
 #include "errors.h"
+#include "lconn.h"
 #include "lresult.h"
 #include "lclient.h"
 #include "ltls.h"
@@ -247,15 +248,10 @@ static int luasock_connect_address(lua_State *L)
     return conn_wait_connect(c, L, timeout);
 }
 
-static struct conn *checkconn(lua_State *L)
-{
-    return luaL_checkudata(L, 1, CONN_MT);
-}
-
 /* luasock.core.park(conn, timeout) -> true | nil, err: conn:setkeepalive's half in C. */
 static int luasock_park(lua_State *L)
 {
-    struct conn *c = checkconn(L);
+    struct conn *c = lconn_check(L);
     double timeout = task_opttimeout(L, 2, "conn:setkeepalive");
     const char *err = conn_park(c, timeout);
     if (err != NULL)
@@ -267,7 +263,7 @@ static int luasock_park(lua_State *L)
 /* luasock.core.unpark(conn) -> true, or false when it closed while it was parked. */
 static int luasock_unpark(lua_State *L)
 {
-    struct conn *c = checkconn(L);
+    struct conn *c = lconn_check(L);
     struct task *t = task_current(L);
     if (t == NULL)
         return luaL_error(L, "luasock.connect must be called from a handler or a task");
@@ -278,7 +274,7 @@ static int luasock_unpark(lua_State *L)
 /* luasock.core.parked(conn) -> whether conn waits in a pool, still open. */
 static int luasock_parked(lua_State *L)
 {
-    struct conn *c = checkconn(L);
+    struct conn *c = lconn_check(L);
     lua_pushboolean(L, c->parked && c->state == CONN_OPEN);
     return 1;
 }
@@ -286,7 +282,7 @@ static int luasock_parked(lua_State *L)
 /* luasock.core.pool_name(conn) -> the name of the pool it was made for, or nil (accepted). */
 static int luasock_pool_name(lua_State *L)
 {
-    checkconn(L);
+    lconn_check(L);
     lua_getiuservalue(L, 1, 1);
     return 1;
 }
@@ -294,7 +290,7 @@ static int luasock_pool_name(lua_State *L)
 /* conn:reused() -> how many times a pool handed conn out again. */
 static int conn_reused(lua_State *L)
 {
-    lua_pushinteger(L, checkconn(L)->reused);
+    lua_pushinteger(L, lconn_check(L)->reused);
     return 1;
 }
 

@@ -30,6 +30,11 @@ static struct conn *toconn(lua_State *L)
     return c;
 }
 
+struct conn *lconn_check(lua_State *L)
+{
+    return toconn(L);
+}
+
 /* A second coroutine reading the same connection is a mistake, refused before anything of the
  * first reader's changes. */
 static int start_read(lua_State *L, struct conn *c, struct read_req *req, const char *prefix,

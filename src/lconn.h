@@ -4,6 +4,11 @@
 
 #include <lua.h>
 
+struct conn;
+
 void lconn_open(lua_State *L);
+
+/* The connection at argument 1, or raises (the check every connection method makes). */
+struct conn *lconn_check(lua_State *L);
 
 #endif

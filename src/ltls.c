@@ -16,6 +16,7 @@
 
 #include "conn.h"
 #include "errors.h"
+#include "lconn.h"
 #include "lresult.h"
 #include "ltls.h"
 #include "net.h"
@@ -620,11 +621,6 @@ static bool expect_name(SSL *ssl, const struct client_opts *o)
 
 /* ---- the methods ---- */
 
-static struct conn *checkconn(lua_State *L)
-{
-    return luaL_checkudata(L, 1, CONN_MT);
-}
-
 /* Closes c and returns nil, err: a starttls that fails leaves no half-secured stream. */
 static int refuse(lua_State *L, struct conn *c, const char *err)
 {
@@ -687,7 +683,7 @@ static SSL *server_ssl(lua_State *L, struct conn *c, int opts, char *err, size_t
 /* conn:starttls([opts [, timeout]]) -> true | nil, err */
 static int conn_starttls(lua_State *L)
 {
-    struct conn *c = checkconn(L);
+    struct conn *c = lconn_check(L);
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
     double timeout = lua_isnoneornil(L, 3) ? c->set.read_timeout
@@ -751,7 +747,7 @@ static void set_peer_certificate(lua_State *L, SSL *ssl)
  * verified]} | nil on a plaintext connection */
 static int conn_tls(lua_State *L)
 {
-    SSL *ssl = secured_ssl(checkconn(L));
+    SSL *ssl = secured_ssl(lconn_check(L));
     if (ssl == NULL) {
         lua_pushnil(L);
         return 1;
@@ -784,7 +780,7 @@ static int session_gc(lua_State *L)
 /* conn:tls_session() -> session | nil: for {tls = {session = s}} on a later connect. */
 static int conn_tls_session(lua_State *L)
 {
-    SSL *ssl = secured_ssl(checkconn(L));
+    SSL *ssl = secured_ssl(lconn_check(L));
     SSL_SESSION **box = lua_newuserdatauv(L, sizeof *box, 0);
     *box = NULL;
     luaL_setmetatable(L, SESSION_MT);
