@@ -5,6 +5,7 @@ Not a test itself: the *_test.py files next to it import it. The binary is $LUAS
 temp file, which is polled for the "listening on" line to learn the real port.
 `stop_and_check` stops a server and checks its exit status and log, counting into `Checks`.
 """
+import importlib
 import os
 import re
 import signal
@@ -32,17 +33,20 @@ def is_asan_build():
 ASAN = is_asan_build()
 
 
-def require_msgpack():
-    """Returns the msgpack module. The first python3 on PATH may lack it (Debian's
-    python3-msgpack is for /usr/bin/python3): then the calling script starts again under that
-    one."""
+def require_debian_module(name):
+    """Returns the module `name`. The first python3 on PATH may lack it (Debian's python3-*
+    packages are for /usr/bin/python3): then the calling script starts again under that one."""
     try:
-        import msgpack
+        return importlib.import_module(name)
     except ImportError:
         if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
             os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
         raise
-    return msgpack
+
+
+def require_msgpack():
+    """Returns the msgpack module (Debian's python3-msgpack)."""
+    return require_debian_module("msgpack")
 
 
 class Server:
