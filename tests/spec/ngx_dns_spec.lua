@@ -5,7 +5,8 @@
 -- NXDOMAIN as errcode 3, a slow answer that holds up only its own handler (another client is
 -- answered meanwhile, and 20 slow queries at once take about one delay), and a truncated
 -- answer whose TCP retry meets a peer that closes mid-reply: a clean error, twice on the same
--- resolver, and the resolver still answers afterwards.
+-- resolver, and the resolver still answers afterwards; the address helpers on ngx.re.sub
+-- (arpa_str, compress_ipv6_addr, expand_ipv6_addr) and reverse_query.
 local socket = require "socket"
 local helper = require "helper"
 
@@ -14,7 +15,7 @@ local PARALLEL = 20
 
 -- The handler runs one command per line: "query NAME [aaaa]", "tcp_query NAME", "truncated"
 -- (twice, then a plain query, on one resolver), "parallel" (PARALLEL slow queries at once),
--- "ping".
+-- "arpa" (the library's address helpers, which use ngx.re.sub, and a PTR query), "ping".
 local SERVER = [[
 local ngx = require "luasock.ngx"
 local resolver = require "${MODULE}"
@@ -57,6 +58,12 @@ function commands.parallel(conn)
   end
   ngx.update_time()
   report(conn, good, ngx.now() - started)
+end
+function commands.arpa(conn)
+  local answers = new():reverse_query("127.0.0.1")
+  report(conn, resolver.arpa_str("127.0.0.1"), resolver.compress_ipv6_addr("1:0:0:0:0:0:0:1"),
+    resolver.compress_ipv6_addr("0:0:0:0:0:0:0:1"), resolver.expand_ipv6_addr("::1"),
+    answers and answers.errcode)
 end
 function commands.ping(conn) report(conn, "pong") end
 return { handle = function(conn)
@@ -131,6 +138,11 @@ for _, module in ipairs { "resty.dns.resolver", "nginx.dns.resolver" } do
       local tcp = ask("tcp_query slow.test")
       assert.is_nil(tcp[1])
       assert.matches(want, tcp[2])
+    end)
+
+    it("builds reverse names with ngx.re.sub and sends a PTR query", function()
+      assert.same({ "1.0.0.127.in-addr.arpa", "1::1", "::1", "0:0:0:0:0:0:0:1", 3 },
+        { table.unpack(ask("arpa"), 1, 5) })
     end)
   end)
 end
