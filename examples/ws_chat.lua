@@ -109,13 +109,16 @@ local function frame_error(sock, err)
   send_close(sock, too_big and 1009 or 1002, err)
 end
 
--- Joins a finished text message; returns false when the member must go.
+-- Broadcasts a member's finished text message; returns false when the member must go.
 local function say(conn, sock, text)
   if not utf8.len(text) then
     send_close(sock, 1007, "text is not UTF-8")
     return false
   end
-  broadcast("<" .. members[conn] .. "> " .. text:gsub("%c", ""))
+  text = text:gsub("%c", "") -- no control characters for the others' screens
+  if text ~= "" then
+    broadcast("<" .. members[conn] .. "> " .. text)
+  end
   return true
 end
 
