@@ -325,7 +325,14 @@ local function park(link, err, partial)
   local parking = link.parking
   local ok
   if err == "interrupted" and partial == "" then
-    ok, err = link.conn:setkeepalive(parking.idle, parking.size)
+    -- Protected: a raise here (at max_memory) would leave setkeepalive waiting for an answer.
+    local called, parked, problem = pcall(link.conn.setkeepalive, link.conn, parking.idle,
+      parking.size)
+    if called then
+      ok, err = parked, problem
+    else
+      err = tostring(parked)
+    end
   elseif err == "interrupted" then
     err = "unread data in buffer"
   end
@@ -590,7 +597,7 @@ function Client:setkeepalive(idle, size)
   end
   -- From here on the client is closed: its connection goes to the pool, or is closed.
   self.closing, self.closed = true, true
-  local result = done:pop()
+  local result = done:pop(self.timeout) or { nil, "timeout" }
   if not result[1] then
     return nil, self.name .. ": " .. result[2]
   end
