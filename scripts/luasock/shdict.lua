@@ -151,9 +151,10 @@ local function live(self, key)
   end
 end
 
--- Stores value under key. mode: "set" (always), "add" (only if absent), "replace" (only if
--- present); safe: never drop an unexpired item for room. Returns OpenResty's ok, err, forcible.
-local function store(self, mode, safe, key, value, exptime, flags)
+-- Stores value under key for `method`. mode: "set" (always), "add" (only if absent), "replace"
+-- (only if present); safe: never drop an unexpired item for room. Returns OpenResty's ok, err,
+-- forcible.
+local function store(self, method, mode, safe, key, value, exptime, flags)
   local err
   key, err = check_key(key)
   if not key then
@@ -164,8 +165,8 @@ local function store(self, mode, safe, key, value, exptime, flags)
     return nil, "bad value type", false
   end
   -- Raised at the level of the method's caller: store is called from the method.
-  local expires = expiry(exptime, mode, 3, 4)
-  flags = check_flags(flags, mode, 4)
+  local expires = expiry(exptime, method, 3, 4)
+  flags = check_flags(flags, method, 4)
   local old = self.items[key]
   local present = old and not expired(old, luasock.now())
   if mode == "add" and present then
@@ -240,32 +241,32 @@ end
 
 function Dict:set(key, value, exptime, flags)
   check_dict(self, "set")
-  return store(self, "set", false, key, value, exptime, flags)
+  return store(self, "set", "set", false, key, value, exptime, flags)
 end
 
 function Dict:safe_set(key, value, exptime, flags)
   check_dict(self, "safe_set")
-  return store(self, "set", true, key, value, exptime, flags)
+  return store(self, "safe_set", "set", true, key, value, exptime, flags)
 end
 
 function Dict:add(key, value, exptime, flags)
   check_dict(self, "add")
-  return store(self, "add", false, key, value, exptime, flags)
+  return store(self, "add", "add", false, key, value, exptime, flags)
 end
 
 function Dict:safe_add(key, value, exptime, flags)
   check_dict(self, "safe_add")
-  return store(self, "add", true, key, value, exptime, flags)
+  return store(self, "safe_add", "add", true, key, value, exptime, flags)
 end
 
 function Dict:replace(key, value, exptime, flags)
   check_dict(self, "replace")
-  return store(self, "replace", false, key, value, exptime, flags)
+  return store(self, "replace", "replace", false, key, value, exptime, flags)
 end
 
 function Dict:delete(key)
   check_dict(self, "delete")
-  return store(self, "set", false, key, nil)
+  return store(self, "delete", "set", false, key, nil)
 end
 
 -- dict:incr(key, value [, init [, init_ttl]]) -> new value, nil, forcible | nil, err
@@ -290,7 +291,7 @@ function Dict:incr(key, value, init, init_ttl)
       return nil, "not found"
     end
     local ok, forcible
-    ok, err, forcible = store(self, "set", false, key, init + value, init_ttl or 0)
+    ok, err, forcible = store(self, "incr", "set", false, key, init + value, init_ttl or 0)
     if not ok then
       return nil, err, forcible
     end

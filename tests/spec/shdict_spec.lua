@@ -175,7 +175,8 @@ describe("ngx.shared.DICT (luasock.shdict)", function()
     assert.same(table.pack(true, nil, "not found"), reports[8])
   end)
 
-  it("evicts the least recently used when full: set is forcible, safe_set and safe_add are not", function()
+  it("evicts the least recently used when full: set is forcible, safe_set and safe_add are not",
+    function()
     -- Items of 64 + 2 + 100 bytes: 6 fit in 1000.
     local reports = run([[
       local value = ("x"):rep(100)
@@ -256,7 +257,8 @@ describe("the shared_dicts setting", function()
     server:stop()
   end)
 
-  it("keeps the contents across a SIGHUP reload; a reload with a bad size fails and keeps the old script", function()
+  it("keeps the contents across a SIGHUP reload; a bad size fails the reload, the old script serves",
+    function()
     local script = cache_handler("v1")
     local server = helper.start(script)
     local client = server:connect()
