@@ -2,7 +2,8 @@
 -- the client's connection and redis.connect with the same session (host, port, user, password,
 -- db, protocol) takes it back without AUTH, HELLO or SELECT, which Redis's own CLIENT LIST and
 -- commandstats show; a different db or protocol gets a connection of its own; a client with
--- subscriptions or commands in flight is refused; a parked client is closed to its caller.
+-- subscriptions or commands in flight is refused; a parked client is closed to its caller; the
+-- parked connection outlives the handler that parked it.
 -- Against a real redis-server (tests/redis_server.lua) through `luasock run` scripts.
 local helper = require "helper"
 local redis_server = require "redis_server"
@@ -51,6 +52,25 @@ describe("luasock.redis on the keep-alive pool", function()
     assert.same(table.pack(20, 20, true, true), reports[1])
     assert.same(table.pack(1, "2", true), reports[2], "CLIENT LIST: one connection, in db 2")
     assert.same(table.pack("1", "1", "20"), reports[3], "one AUTH and one SELECT for 20 SETs")
+  end)
+
+  it("lets the handler of each request take the connection the previous one parked", function()
+    local app = helper.start(helper.handler(helper.fill([[
+      local redis = require "luasock.redis"
+      return { handle = function(conn)
+        local r = assert(redis.connect("127.0.0.1", ${PORT}, { password = "${PASSWORD}" }))
+        report(conn, r:incr("requests"), r:client("id"), r:reused(), r:setkeepalive(10))
+      end }
+    ]], { PORT = server.port, PASSWORD = PASSWORD })))
+    local first
+    for i = 1, 10 do
+      local client = app:connect()
+      local got = helper.read_report(client)
+      client:close()
+      first = first or got[2]
+      assert.same(table.pack(i, first, i - 1, true), got)
+    end
+    app:stop()
   end)
 
   it("gives a different db, protocol or password a connection of its own", function()
