@@ -360,7 +360,7 @@ local function read_replies(self, link)
       local message = self.name .. ": " .. err
       fail_pending(link, message)
       if link.parking then
-        link.parking.done:push({ nil, message }) -- interrupted in the middle of a reply
+        link.parking.done:push({ nil, err }) -- interrupted in the middle of a reply
       end
       if self.link == link then
         self.closed = true
