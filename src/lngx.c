@@ -140,13 +140,20 @@ static void parse_options(lua_State *L, const char *options, uint32_t *flags, bo
     }
 }
 
-static int compile_error(lua_State *L, const char *pattern, int code, PCRE2_SIZE offset)
+/* The message names the pattern by its first PATTERN_SHOWN bytes: a pattern too big for the
+ * memory left must not need as much again for its error message. */
+#define PATTERN_SHOWN 64
+
+static int compile_error(lua_State *L, const char *pattern, size_t len, int code,
+                         PCRE2_SIZE offset)
 {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(code, message, sizeof message);
     lua_pushnil(L);
-    lua_pushfstring(L, "failed to compile regex \"%s\": %s at offset %I", pattern,
-                    (const char *)message, (lua_Integer)offset);
+    lua_pushlstring(L, pattern, len > PATTERN_SHOWN ? PATTERN_SHOWN : len);
+    lua_pushfstring(L, "failed to compile regex \"%s%s\": %s at offset %I", lua_tostring(L, -1),
+                    len > PATTERN_SHOWN ? "..." : "", (const char *)message, (lua_Integer)offset);
+    lua_remove(L, -2);
     return 2;
 }
 
@@ -168,7 +175,7 @@ static int ngxcore_regex(lua_State *L)
     PCRE2_SIZE offset;
     re->code = pcre2_compile((PCRE2_SPTR)pattern, len, flags, &code, &offset, c->compile);
     if (re->code == NULL)
-        return compile_error(L, pattern, code, offset);
+        return compile_error(L, pattern, len, code, offset);
     /* Without JIT support (or memory for it) the interpreter runs the same pattern. */
     if (jit)
         pcre2_jit_compile(re->code, PCRE2_JIT_COMPLETE);
