@@ -123,7 +123,10 @@ function M.match(subject, regex, options, ctx, res)
   local n
   n, err = entry.re:exec(subject, start(ctx), offsets)
   if not n then
-    return nil, err
+    if err then
+      return nil, err
+    end
+    return nil
   end
   if ctx then
     ctx.pos = offsets[2] + 1
@@ -140,7 +143,10 @@ function M.find(subject, regex, options, ctx, nth)
   local n
   n, err = entry.re:exec(subject, start(ctx), offsets)
   if not n then
-    return nil, nil, err
+    if err then
+      return nil, nil, err
+    end
+    return nil
   end
   if ctx then
     ctx.pos = offsets[2] + 1
