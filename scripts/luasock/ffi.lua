@@ -21,7 +21,8 @@ local ctypes = {} -- declaration -> ctype
 local function new(ctype, n)
   local size = ctype.size
   if not size then
-    if math.type(n) ~= "integer" or n < 0 then
+    n = math.tointeger(n)
+    if not n or n < 0 then
       error("ffi.new: " .. ctype.name .. " needs a size (a non-negative integer), got "
         .. tostring(n), 3)
     end
@@ -78,6 +79,16 @@ function ffi.new(decl, n, ...)
   return new(ctype, n)
 end
 
+-- len as an integer from 0 to size, or raises naming `what` (a string, a buffer).
+local function check_length(len, size, what)
+  local n = math.tointeger(len)
+  if not n or n < 0 or n > size then
+    error("ffi.string: length " .. tostring(len) .. " out of range for " .. what .. " of " .. size
+      .. " bytes", 3)
+  end
+  return n
+end
+
 -- ffi.string(buf [, len]): len bytes of a buffer (or of a Lua string), or a buffer up to its
 -- first zero byte.
 function ffi.string(buf, len)
@@ -85,18 +96,13 @@ function ffi.string(buf, len)
     if len == nil then
       return buf:match("^[^\0]*")
     end
-    if math.type(len) ~= "integer" or len < 0 or len > #buf then
-      error("ffi.string: length " .. tostring(len) .. " out of range for a string of "
-        .. #buf .. " bytes", 2)
-    end
-    return buf:sub(1, len)
+    return buf:sub(1, check_length(len, #buf, "a string"))
   end
   if type(buf) ~= "userdata" then
     refuse("ffi.string of a " .. type(buf))
   end
-  if len ~= nil and (math.type(len) ~= "integer" or len < 0 or len > #buf) then
-    error("ffi.string: length " .. tostring(len) .. " out of range for a buffer of " .. #buf
-      .. " bytes", 2)
+  if len ~= nil then
+    len = check_length(len, #buf, "a buffer")
   end
   local s = core.bytes_string(buf, len)
   return s
