@@ -202,9 +202,38 @@ static int bind_local(int fd, const char *host, int family)
     return rc;
 }
 
-/* luasock.core.connect_address(ip, port, timeout, bind, pool) -> conn | nil, err. The connection
- * object comes first, so that nothing acquired afterwards (the socket, the address list) is
- * left behind by a raise; it keeps its pool's name as its user value (no allocation). */
+/* Where connect_address connects: a numeric IP address and port, or "unix:/path" (the port is
+ * then ignored). Returns false when host is neither. */
+static bool connect_target(const char *host, lua_Integer port, struct sockaddr_storage *to,
+                           socklen_t *len)
+{
+    if (strncmp(host, "unix:", 5) == 0) {
+        struct sockaddr_un *sun = (struct sockaddr_un *)to;
+        if (host[5] == '\0' || strlen(host + 5) >= sizeof sun->sun_path)
+            return false;
+        sun->sun_family = AF_UNIX;
+        strcpy(sun->sun_path, host + 5);
+        *len = sizeof *sun;
+        return true;
+    }
+    if (port <= 0 || port > 65535)
+        return false;
+    char service[8];
+    snprintf(service, sizeof service, "%d", (int)port);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
+    struct addrinfo *addr;
+    if (getaddrinfo(host, service, &hints, &addr) != 0)
+        return false;
+    memcpy(to, addr->ai_addr, addr->ai_addrlen);
+    *len = addr->ai_addrlen;
+    freeaddrinfo(addr);
+    return true;
+}
+
+/* luasock.core.connect_address(address, port, timeout, bind, pool) -> conn | nil, err. address
+ * is a numeric IP address or "unix:/path". The connection object comes first, so that nothing
+ * acquired afterwards (the socket) is left behind by a raise; it keeps its pool's name as its
+ * user value (no allocation). */
 static int luasock_connect_address(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
@@ -212,34 +241,29 @@ static int luasock_connect_address(lua_State *L)
     double timeout = task_opttimeout(L, 3, "luasock.connect");
     const char *bind_host = luaL_optstring(L, 4, NULL);
     luaL_checkstring(L, 5);
-    luaL_argcheck(L, port > 0 && port <= 65535, 2, "port must be 1 to 65535");
+    struct sockaddr_storage to = {0};
+    socklen_t to_len;
+    if (!connect_target(host, port, &to, &to_len))
+        return luaL_argerror(L, 1, "not a numeric address and port 1 to 65535, or unix:/path");
     struct task *t = task_check_wait(L, "luasock.connect");
     struct conn *c = conn_new(L);
     lua_pushvalue(L, 5);
     lua_setiuservalue(L, -2, 1);
-    char service[8];
-    snprintf(service, sizeof service, "%d", (int)port);
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST};
-    struct addrinfo *addr;
-    if (getaddrinfo(host, service, &hints, &addr) != 0) {
-        conn_discard(c);
-        return luaL_argerror(L, 1, "not a numeric address");
-    }
-    int fd = socket(addr->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int family = to.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int rc = -1;
-    if (fd >= 0 && (bind_host == NULL || bind_local(fd, bind_host, addr->ai_family) == 0))
-        rc = connect(fd, addr->ai_addr, addr->ai_addrlen);
+    if (fd >= 0 && (bind_host == NULL || family == AF_UNIX || bind_local(fd, bind_host, family) == 0))
+        rc = connect(fd, (struct sockaddr *)&to, to_len);
     if (rc < 0 && errno != EINPROGRESS) {
         int err = errno;
         if (fd >= 0)
             close(fd);
-        freeaddrinfo(addr);
         conn_discard(c);
         return push_error(L, errors_string(err));
     }
-    net_set_nodelay(fd);
-    conn_attach(c, fd, addr->ai_addr, addr->ai_addrlen);
-    freeaddrinfo(addr);
+    if (family != AF_UNIX)
+        net_set_nodelay(fd);
+    conn_attach(c, fd, (struct sockaddr *)&to, to_len);
     c->outgoing = true;
     c->heard_from = true; /* we speak first: no first-byte timeout on our reads */
     task_own(t, &c->res);

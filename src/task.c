@@ -11,6 +11,7 @@
 #include "container.h"
 #include "errors.h"
 #include "guard.h"
+#include "lresult.h"
 #include "luasock.h"
 #include "task.h"
 
@@ -544,6 +545,26 @@ static int task_join(lua_State *L)
     return task_wait(L, &t->joiners, -1, join_resumed, 0);
 }
 
+static void cancel(struct task *t);
+
+/* task:cancel() -> true | nil, err: ends a spawned task that waits or has not started yet, as
+ * a reload does (ngx.thread.kill): its pending __close handlers run, its connections close, and
+ * its joiner gets true with no results. A running task, and a connection's handler, are refused:
+ * the one would be cut mid-instruction, the other is its connection's to end. */
+static int task_cancel(lua_State *L)
+{
+    struct task *t = luaL_checkudata(L, 1, TASK_MT);
+    if (t->done)
+        return push_error(L, "already done");
+    if (t->served != NULL || t->service)
+        return push_error(L, "not a spawned task");
+    if (t == task_current(L) || (t->started && lua_status(t->co) != LUA_YIELD))
+        return push_error(L, "running");
+    cancel(t);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int task_tostring(lua_State *L)
 {
     struct task *t = luaL_checkudata(L, 1, TASK_MT);
@@ -588,6 +609,8 @@ void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
     lua_newtable(L);
     lua_pushcfunction(L, task_join);
     lua_setfield(L, -2, "join");
+    lua_pushcfunction(L, task_cancel);
+    lua_setfield(L, -2, "cancel");
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
     ev_prepare_init(&step_watcher, step);

@@ -38,7 +38,12 @@ end
 -- overall timeout.
 local function connect(host, port, opts, tls, timeout, name)
   local deadline = core.now() + timeout
-  local addresses, err = core.resolve(host, { timeout = timeout })
+  local addresses, err
+  if host:sub(1, 5) == "unix:" then
+    addresses = { host }
+  else
+    addresses, err = core.resolve(host, { timeout = timeout })
+  end
   if not addresses then
     return nil, err
   end
@@ -68,11 +73,17 @@ local function connect(host, port, opts, tls, timeout, name)
 end
 
 -- luasock.connect(host, port [, {timeout = s, bind = address, tls = true | {...}, pool = name}])
---   -> conn | nil, err
+--   -> conn | nil, err; host may be "unix:/path", without a port.
 -- A connection parked under the pool name (conn:setkeepalive) is taken back if there is one.
 -- Otherwise one overall timeout covers the lookup, every address tried and the TLS handshake.
 function luasock.connect(host, port, opts)
   assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
+  if host:sub(1, 5) == "unix:" then
+    if type(port) == "table" then
+      port, opts = nil, port
+    end
+    port = port or 0
+  end
   assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
   opts = opts or {}
   local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT

@@ -18,7 +18,7 @@ local lists = {} -- name -> parked conns, newest last
 -- connections have pools of their own, so that a plaintext one is never handed to a caller who
 -- asked for TLS.
 function pool.name(host, port, opts)
-  local name = opts.pool or (host .. ":" .. port)
+  local name = opts.pool or (port == 0 and host or host .. ":" .. port)
   if type(name) ~= "string" then
     error("luasock.connect: pool must be a string", 3)
   end
