@@ -4,7 +4,8 @@
 -- matches), the options, and errors returned as nil and a message (bad regex, bad template,
 -- "d") or raised (unknown option). A served script shows that a catastrophic pattern fails with
 -- "match limit exceeded" within a second while the server goes on serving, and that a pattern
--- too big for max_memory gets an error, not an abort.
+-- too big for max_memory gets an error, not an abort; a match needing more than 64 MiB of
+-- backtracking frames fails with "heap limit exceeded".
 local helper = require "helper"
 
 local PRELUDE = "local re = require 'luasock.ngx_re'; "
@@ -184,6 +185,7 @@ describe("ngx.re", function()
       report(stdout, pcall(re.match, "x", "x", "q"))
       report(stdout, pcall(re.match, "x", nil))
       report(stdout, re.match("x", "x", "", { pos = 10 }))
+      report(stdout, re.match(string.rep("a", 2000000), "^(a|b)*c"))
     ]=])
     assert.same(table.pack(nil, 'failed to compile regex "(": missing closing parenthesis at offset 1'),
       got[1])
@@ -202,6 +204,8 @@ describe("ngx.re", function()
     assert.matches("string expected, got nil", got[9][2])
     assert.is_nil(got[10][1])
     assert.matches("^pcre_exec%(%) failed: %-33 %(bad offset", got[10][2])
+    -- 2 million nested alternatives need more than the 64 MiB of backtracking frames allowed
+    assert.same(table.pack(nil, "pcre_exec() failed: -63 (heap limit exceeded)"), got[11])
   end)
 
   it("keeps a bounded cache of compiled patterns", function()
