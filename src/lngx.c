@@ -1,5 +1,5 @@
 /* lngx.c -- luasock.ngxcore: the parts of OpenResty's ngx API that need C. Digests (OpenSSL EVP),
- * CRC-32 (zlib), base64 with nginx's rules, compiled PCRE2 regexes for ngx.re
+ * CRC-32 (zlib), base64 (base64.c), compiled PCRE2 regexes for ngx.re
  * (scripts/luasock/ngx_re.lua), and the byte buffer behind the ffi subset's char[?]
  * (scripts/luasock/ffi.lua). Internal: scripts reach it through require "luasock.ngx". */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -12,6 +12,7 @@
 #include <pcre2.h>
 #include <zlib.h>
 
+#include "base64.h"
 #include "guard.h"
 #include "lngx.h"
 #include "lresult.h"
@@ -314,78 +315,29 @@ static int ngxcore_crc32(lua_State *L)
     return 1;
 }
 
-static const char base64_digits[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 /* ngxcore.encode_base64(s [, no_padding]) -> the standard alphabet, "=" padded unless told. */
 static int ngxcore_encode_base64(lua_State *L)
 {
     size_t len;
     const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    bool pad = !lua_toboolean(L, 2);
     luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, (len + 2) / 3 * 4);
-    size_t n = 0;
-    for (; len >= 3; s += 3, len -= 3) {
-        out[n++] = base64_digits[s[0] >> 2];
-        out[n++] = base64_digits[((s[0] & 3) << 4) | (s[1] >> 4)];
-        out[n++] = base64_digits[((s[1] & 15) << 2) | (s[2] >> 6)];
-        out[n++] = base64_digits[s[2] & 63];
-    }
-    if (len > 0) {
-        unsigned next = len == 2 ? s[1] : 0;
-        out[n++] = base64_digits[s[0] >> 2];
-        out[n++] = base64_digits[((s[0] & 3) << 4) | (next >> 4)];
-        if (len == 2)
-            out[n++] = base64_digits[(next & 15) << 2];
-        else if (pad)
-            out[n++] = '=';
-        if (pad)
-            out[n++] = '=';
-    }
-    luaL_pushresultsize(&b, n);
+    char *out = luaL_buffinitsize(L, &b, BASE64_ENCODED_SIZE(len));
+    luaL_pushresultsize(&b, base64_encode(out, s, len, !lua_toboolean(L, 2)));
     return 1;
 }
 
-static int base64_value(unsigned char c)
-{
-    const char *p = c != '\0' ? strchr(base64_digits, c) : NULL;
-    return p != NULL ? (int)(p - base64_digits) : -1;
-}
-
-/* ngxcore.decode_base64(s) -> bytes | nil. nginx's rules (ngx_decode_base64): the digits end at
- * the first "=" and whatever follows it is ignored, padding is optional, and any other byte
- * before it, or a lone sixth of a byte at the end, makes the input invalid. */
+/* ngxcore.decode_base64(s) -> bytes | nil (base64.h says what is invalid). */
 static int ngxcore_decode_base64(lua_State *L)
 {
-    size_t len, n = 0;
-    const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &len);
-    while (n < len && s[n] != '=') {
-        if (base64_value(s[n]) < 0) {
-            lua_pushnil(L);
-            return 1;
-        }
-        n++;
-    }
-    if (n % 4 == 1) {
+    size_t len, n;
+    const char *s = luaL_checklstring(L, 1, &len);
+    luaL_Buffer b;
+    unsigned char *out = (unsigned char *)luaL_buffinitsize(L, &b, BASE64_DECODED_SIZE(len));
+    if (base64_decode(out, s, len, &n) < 0) {
         lua_pushnil(L);
         return 1;
     }
-    luaL_Buffer b;
-    char *out = luaL_buffinitsize(L, &b, n / 4 * 3 + 2);
-    size_t m = 0;
-    uint32_t bits = 0;
-    int count = 0;
-    for (size_t i = 0; i < n; i++) {
-        bits = (bits << 6) | (uint32_t)base64_value(s[i]);
-        count += 6;
-        if (count >= 8) {
-            count -= 8;
-            out[m++] = (char)(bits >> count);
-            bits &= (1u << count) - 1;
-        }
-    }
-    luaL_pushresultsize(&b, m);
+    luaL_pushresultsize(&b, n);
     return 1;
 }
 
