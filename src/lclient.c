@@ -303,6 +303,16 @@ static int luasock_parked(lua_State *L)
     return 1;
 }
 
+/* luasock.core.interrupt(conn) -> whether a coroutine was waiting in conn:receive. It returns
+ * nil, "interrupted" and its partial input on the next loop step, as after a timeout: for a
+ * client library (luasock.redis) whose reader coroutine must let go of a connection it parks. */
+static int luasock_interrupt(lua_State *L)
+{
+    struct conn *c = lconn_check(L);
+    lua_pushboolean(L, task_wake_first(&c->reader, "interrupted"));
+    return 1;
+}
+
 /* luasock.core.pool_name(conn) -> the name of the pool it was made for, or nil (accepted). */
 static int luasock_pool_name(lua_State *L)
 {
@@ -334,6 +344,7 @@ static const luaL_Reg functions[] = {
     {"park", luasock_park},
     {"unpark", luasock_unpark},
     {"parked", luasock_parked},
+    {"interrupt", luasock_interrupt},
     {"pool_name", luasock_pool_name},
     {"reused", conn_reused},
     {"conn_methods", luasock_conn_methods},

@@ -21,6 +21,7 @@
 #include "errors.h"
 #include "guard.h"
 #include "lguard.h"
+#include "lngx.h"
 #include "lconn.h"
 #include "listener.h"
 #include "ltls.h"
@@ -199,6 +200,7 @@ static int open_runtime(void)
     lguard_install(L);
     luaL_requiref(L, "luasock.core", luaopen_luasock, 0);
     lua_pop(L, 1);
+    lngx_preload(L);
     if (resolver_init(loop) < 0)
         return -1;
     task_init(loop, L, conn_flush_all);

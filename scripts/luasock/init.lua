@@ -9,7 +9,7 @@ for name, value in pairs(core) do
   luasock[name] = value
 end
 for _, internal in ipairs({ "connect_address", "check_tls", "spawn_service", "park", "unpark",
-                            "parked", "pool_name", "reused", "conn_methods" }) do
+                            "parked", "pool_name", "reused", "conn_methods", "interrupt" }) do
   luasock[internal] = nil
 end
 

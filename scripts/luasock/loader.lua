@@ -1,6 +1,8 @@
 -- luasock.loader: loads a handler script into an environment of its own, runs its start hook
 -- and checks the table it returns. `luasock serve` and `luasock check` both go through here, so
 -- they accept and refuse exactly the same scripts.
+local shdict = require "luasock.shdict"
+
 local M = {}
 
 -- Settings a script may set, with the smallest value each accepts.
@@ -72,6 +74,28 @@ local function check_tls(path, tls)
   return true
 end
 
+-- shared_dicts = { name = size }: the sizes in bytes (luasock.shdict), or nil and the error.
+local function check_shared_dicts(path, dicts)
+  if dicts == nil then
+    return {}
+  elseif type(dicts) ~= "table" then
+    return nil, ("%s: 'shared_dicts' must be a table like { cache = \"10m\" }"):format(path)
+  end
+  local sizes = {}
+  for name, size in pairs(dicts) do
+    if type(name) ~= "string" or name == "" then
+      return nil, ("%s: shared_dicts: names must be non-empty strings, not %s"):format(path,
+        tostring(name))
+    end
+    sizes[name] = shdict.parse_size(size)
+    if not sizes[name] then
+      return nil, ('%s: shared_dicts.%s: size must be like "10m" or a number of bytes')
+        :format(path, name)
+    end
+  end
+  return sizes
+end
+
 -- The callbacks C calls: a plain copy, so that C reads them without running the script's
 -- metamethods.
 local CALLBACKS = { "handle", "datagram", "on_close" }
@@ -86,7 +110,12 @@ local function check_settings(path, script)
   if not ok then
     return nil, problem
   end
-  local settings = { listen = listen, tls = script.tls }
+  local dicts
+  dicts, problem = check_shared_dicts(path, script.shared_dicts)
+  if not dicts then
+    return nil, problem
+  end
+  local settings = { listen = listen, tls = script.tls, shared_dicts = dicts }
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then
@@ -193,8 +222,14 @@ function M.load_program(path, ...)
   return loadfile(path, "t", env)
 end
 
--- Runs the start hook, then reads the settings it may have changed.
+-- Makes the script's shared dicts (so that its start hook can use them), runs the start hook,
+-- then reads the settings it may have changed.
 function M.configure(path, script)
+  local dicts, problem = check_shared_dicts(path, script.shared_dicts)
+  if not dicts then
+    return nil, problem
+  end
+  shdict.declare(dicts)
   if script.start then
     local ok, err = xpcall(script.start, debug.traceback)
     if not ok then

@@ -7,6 +7,7 @@
 --   r:get("k")                               --> "v"  (nil for a missing key)
 --   r:pipeline(function(p) p:incr("n") p:get("n") end)  --> { 1, "1" }
 --   r:subscribe("news", function(message, channel) ... end)
+--   r:setkeepalive(60)   -- parks the connection for the next redis.connect with the same options
 --
 -- Every Redis command is a method (lower case), and r:call("NAME", ...) sends any other. A
 -- command returns its reply, or nil and the error: Redis's own message ("WRONGTYPE ...") or the
@@ -16,6 +17,7 @@
 -- the order they are called, and a reader coroutine hands each reply to the coroutine that
 -- waits for it. RESP2 is spoken by default; { protocol = 3 } switches to RESP3 (HELLO 3).
 local luasock = require "luasock"
+local core = require "luasock.core"
 
 local M = {}
 
@@ -93,11 +95,15 @@ end
 
 local DOUBLES = { inf = math.huge, ["-inf"] = -math.huge, nan = 0 / 0 }
 
--- Reads one reply: its value (NULL for a null), or nil and a connection or protocol error.
-function read_reply(conn)
-  local line, err = conn:receive("*l")
+-- Reads one reply (whose first line may have been read already): its value (NULL for a null),
+-- or nil and a connection or protocol error.
+function read_reply(conn, line)
+  local err
   if not line then
-    return nil, err
+    line, err = conn:receive("*l")
+    if not line then
+      return nil, err
+    end
   end
   local kind, rest = line:sub(1, 1), line:sub(2)
   if kind == "+" or kind == "(" then
@@ -312,15 +318,50 @@ end
 
 -- Replies ------------------------------------------------------------------------------------
 
+-- Ends the reader of a link that r:setkeepalive interrupted between two replies: parks its
+-- connection, or closes it if the interruption found input (a reply nobody asked for) or the
+-- connection closed; tells setkeepalive how it went.
+local function park(link, err, partial)
+  local parking = link.parking
+  local ok
+  if err == "interrupted" and partial == "" then
+    -- Protected: a raise here (at max_memory) would leave setkeepalive waiting for an answer.
+    local called, parked, problem = pcall(link.conn.setkeepalive, link.conn, parking.idle,
+      parking.size)
+    if called then
+      ok, err = parked, problem
+    else
+      err = tostring(parked)
+    end
+  elseif err == "interrupted" then
+    err = "unread data in buffer"
+  end
+  if not ok then
+    link.conn:close()
+  end
+  parking.done:push({ ok, err })
+end
+
 -- The reader coroutine owns a link (a connection and the commands waiting on it): it hands
--- replies out in order until the connection fails. By then the client may have a newer link.
+-- replies out in order until the connection fails, or r:setkeepalive parks it. By then the
+-- client may have a newer link.
 local function read_replies(self, link)
   while true do
-    local reply, err = read_reply(link.conn)
+    local line, err, partial = link.conn:receive("*l")
+    if not line and link.parking then
+      return park(link, err, partial)
+    end
+    local reply
+    if line then
+      reply, err = read_reply(link.conn, line)
+    end
     if err then
       link.conn:close()
       local message = self.name .. ": " .. err
       fail_pending(link, message)
+      if link.parking then
+        link.parking.done:push({ nil, err }) -- interrupted in the middle of a reply
+      end
       if self.link == link then
         self.closed = true
         if self.on_disconnect and not self.closing then
@@ -518,6 +559,56 @@ function Client:sunsubscribe(...)
   return unsubscribe(self, "shards", args)
 end
 
+local MAX_IDLE = 1e9 -- seconds: the longest idle time the pool accepts (TASK_MAX_TIMEOUT)
+
+local function is_idle_time(idle)
+  return idle == nil or idle == false or (type(idle) == "number" and idle == idle
+    and idle > -math.huge and (idle <= MAX_IDLE or idle == math.huge))
+end
+
+-- r:setkeepalive([idle [, size]]) -> true | nil, err: parks the client's connection in the
+-- keep-alive pool (conn:setkeepalive) and closes the client. A later redis.connect with the
+-- same host, port, username, password, db, protocol and tls takes it back without AUTH, HELLO
+-- or SELECT. Refused while the client has subscriptions or commands in flight. The connection
+-- belongs to the reader coroutine, which is waiting for a reply: it is interrupted, and parks
+-- the connection as it ends.
+function Client:setkeepalive(idle, size)
+  if not is_idle_time(idle) then
+    error("bad argument #1 to 'setkeepalive' (idle time in seconds, or nil, false or "
+      .. "math.huge for none)", 2)
+  elseif size ~= nil and (math.type(size) ~= "integer" or size < 1) then
+    error("bad argument #2 to 'setkeepalive' (pool size must be a positive integer)", 2)
+  elseif not coroutine.isyieldable() then
+    error("r:setkeepalive must be called from a handler or a luasock.spawn coroutine", 2)
+  end
+  local link = self.link
+  if self.closed or self.opening then
+    return nil, self.name .. ": closed"
+  elseif subscribed(self) then
+    return nil, self.name .. ": cannot keep a connection alive while it has subscriptions"
+  elseif link.first <= link.last then
+    return nil, self.name .. ": cannot keep a connection alive while commands are in flight"
+  end
+  local done = luasock.queue()
+  link.parking = { idle = idle, size = size, done = done }
+  if not core.interrupt(link.conn) then
+    link.parking = false
+    return nil, self.name .. ": its reader is not waiting for replies"
+  end
+  -- From here on the client is closed: its connection goes to the pool, or is closed.
+  self.closing, self.closed = true, true
+  local result = done:pop(self.timeout) or { nil, "timeout" }
+  if not result[1] then
+    return nil, self.name .. ": " .. result[2]
+  end
+  return true
+end
+
+-- r:reused() -> how many times the pool handed the client's connection out before (0: a new one).
+function Client:reused()
+  return self.link and self.link.reused or 0
+end
+
 function Client:close()
   self.closing = true
   if not self.closed then
@@ -636,7 +727,7 @@ function open(self)
     -- A bad option (a tls table luasock.connect rejects) raises in the caller, not here, where
     -- the caller would wait for ever.
     local called, conn, err = pcall(luasock.connect, opts.host, opts.port,
-      { timeout = self.timeout, tls = opts.tls })
+      { timeout = self.timeout, tls = opts.tls, pool = self.pool })
     if not called then
       connected:push({ raise = conn })
       return
@@ -649,8 +740,10 @@ function open(self)
     conn:setoption("soft_queue", MAX_QUEUED)
     -- channels, patterns, shards: the subscriptions Redis holds for this connection, as its
     -- confirmations read so far say (subscriptions: how many in all).
+    -- parking: set by r:setkeepalive while the reader ends.
     local link = { conn = conn, pending = {}, first = 1, last = 0,
-      channels = {}, patterns = {}, shards = {}, subscriptions = 0 }
+      channels = {}, patterns = {}, shards = {}, subscriptions = 0,
+      reused = conn:reused(), parking = false }
     self.link, self.closed = link, false
     connected:push(true)
     read_replies(self, link)
@@ -661,6 +754,8 @@ function open(self)
     error(ok.raise, 0)
   elseif ok ~= true then
     return nil, ok
+  elseif self.link.reused > 0 then
+    return true -- from the pool: authenticated, in its db, speaking its protocol already
   end
   local done, err, code = handshake(self, opts)
   if not done then
@@ -689,6 +784,10 @@ function M.connect(host, port, opts)
   host, port = opts.host, opts.port
   local self = setmetatable({
     name = ("redis %s:%d"):format(host, port),
+    -- A parked connection is only taken back by a client that would leave it in the same
+    -- session state: the same user, password, db and protocol (luasock.connect adds tls).
+    pool = ("redis %s:%d %q %q %s %s"):format(host, port, opts.username or "",
+      opts.password or "", opts.db or 0, opts.protocol or 2),
     opts = opts,
     protocol = opts.protocol or 2,
     timeout = opts.timeout or DEFAULT_TIMEOUT,

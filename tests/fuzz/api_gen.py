@@ -243,6 +243,7 @@ class Gen:
             (2, "local %s = S.q:pop(%s)" % (self.var(), self.timeout())),
             (1, "local %s = S.q:len()" % self.var()),
             (1, "local %s = S.tasks[%d]\nif %s then local _ = tostring(%s) end" % (t, k, t, t)),
+            (1, "local %s = S.tasks[%d]\nif %s then local _ = %s:cancel() end" % (t, k, t, t)),
             (2, "connect_to(%s, %s)" % (r.choice(["OWN_PORT", "CLOSED_PORT", "OWN_PORT"]),
                                        self.timeout())),
             (1, "connect_to(%s, %s, %s)" % (r.choice(["OWN_PORT", "CLOSED_PORT"]),

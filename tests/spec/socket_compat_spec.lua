@@ -22,6 +22,7 @@ end
 -- The server every test talks to: lines are echoed, except the commands
 --   http PORT      50 socket.http requests at once to 127.0.0.1:PORT; reports how many came
 --                  back right, the seconds they took, and the body and code of a POST
+--   get PORT N     one socket.http request for /gN; reports its body and code
 --   smtp PORT      socket.smtp.send of one message with two recipients; reports its results
 --   sleep S        socket.sleep(S), then reports "slept"
 --   partial        sends "abc" with no newline
@@ -46,6 +47,11 @@ function commands.http(conn, port)
   local elapsed = socket.gettime() - started
   local body, code = http.request("http://127.0.0.1:" .. port .. "/form", "a=1&b=2")
   report(conn, good, elapsed, body, code)
+end
+function commands.get(conn, arg)
+  local port, n = arg:match("^(%d+) (%d+)$")
+  local body, code = http.request("http://127.0.0.1:" .. port .. "/g" .. n)
+  report(conn, body, code)
 end
 function commands.smtp(conn, port)
   report(conn, smtp.send {
@@ -118,6 +124,32 @@ describe("luasock.socket", function()
     assert.equal("posted a=1&b=2", result[3])
     assert.equal(201, result[4])
     assert.is_true(result[2] < 5, "50 requests took " .. result[2] .. " s")
+    assert.is_true(slowest < 0.25, "an echo took " .. slowest .. " s")
+    server:stop()
+  end)
+
+  it("serves 50 handlers that each make a socket.http request at once", function()
+    local port = start_helper("slow_http.py", 0.5)
+    local server = helper.start(helper.handler(SERVER))
+    local clients = {}
+    for i = 1, 50 do
+      clients[i] = server:connect()
+      clients[i]:settimeout(20)
+    end
+    local other = server:connect()
+    local started = socket.gettime()
+    for i, client in ipairs(clients) do
+      assert(client:send("get " .. port .. " " .. i .. "\n"))
+    end
+    local slowest = ping_for(other, 0.4)
+    for i, client in ipairs(clients) do
+      assert.same(table.pack("hello /g" .. i, 200), helper.read_report(client))
+    end
+    local elapsed = socket.gettime() - started
+    print(string.format("\n50 handlers, one socket.http request each, answered after 0.5 s: "
+      .. "%.3f s in all (%.1f s one after another); slowest echo meanwhile %.1f ms",
+      elapsed, 50 * 0.5, slowest * 1000))
+    assert.is_true(elapsed < 5, "50 handlers took " .. elapsed .. " s")
     assert.is_true(slowest < 0.25, "an echo took " .. slowest .. " s")
     server:stop()
   end)
