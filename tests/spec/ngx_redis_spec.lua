@@ -146,8 +146,9 @@ for _, module in ipairs { "resty.redis", "nginx.redis" } do
     local function ask(command)
       local client = server:connect()
       assert(client:send(command .. "\n"))
-      local got = helper.read_report(client)
+      local ok, got = pcall(helper.read_report, client)
       client:close()
+      assert(ok, tostring(got) .. "; the server's log:\n" .. server:log())
       return got
     end
 
