@@ -196,8 +196,12 @@ local function receive_pending(self, pattern)
   return self.conn:receive(pattern, pending)
 end
 
--- receive([pattern]) -> data | nil, err, partial: "*l" (the default), "*a" or a byte count.
+-- receive([pattern]) -> data | nil, err, partial: "*l" (the default), "*a" or a byte count
+-- (a number, or a string of digits, as OpenResty takes it: nginx.memcached passes one).
 function Tcp:receive(pattern)
+  if type(pattern) == "string" and pattern:find("^%s*%d") then
+    pattern = math.tointeger(tonumber(pattern)) or pattern
+  end
   local conn = self.conn
   if not conn then
     return nil, "closed"
@@ -216,7 +220,8 @@ end
 
 -- receiveany(max) -> 1 to max bytes of what has arrived | nil, err
 function Tcp:receiveany(max)
-  if math.type(max) ~= "integer" or max < 1 then
+  max = math.tointeger(tonumber(max))
+  if not max or max < 1 then
     error("bad argument #1 to 'receiveany' (positive integer expected)", 2)
   end
   local conn = self.conn
