@@ -445,6 +445,17 @@ function helper.ask(client, line)
   return reply
 end
 
+-- Sends `command` on a new connection to `server` and returns the report line it answers,
+-- decoded; when none comes, fails with the server's log.
+function helper.request_report(server, command)
+  local client = server:connect()
+  assert(client:send(command .. "\n"))
+  local ok, got = pcall(helper.read_report, client)
+  client:close()
+  assert(ok, tostring(got) .. "; the server's log:\n" .. server:log())
+  return got
+end
+
 -- Reads lines from a client until one equals `want`; returns the lines skipped before it.
 function helper.expect_line(client, want)
   local skipped = {}

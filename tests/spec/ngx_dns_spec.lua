@@ -95,12 +95,7 @@ for _, module in ipairs { "resty.dns.resolver", "nginx.dns.resolver" } do
     after_each(helper.cleanup)
 
     local function ask(command)
-      local client = server:connect()
-      assert(client:send(command .. "\n"))
-      local ok, got = pcall(helper.read_report, client)
-      client:close()
-      assert(ok, tostring(got) .. "; the server's log:\n" .. server:log())
-      return got
+      return helper.request_report(server, command)
     end
 
     it("answers A queries: one address, two, none for AAAA, NXDOMAIN", function()

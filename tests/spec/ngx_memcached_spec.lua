@@ -102,12 +102,7 @@ for _, module in ipairs { "resty.memcached", "nginx.memcached" } do
     after_each(helper.cleanup)
 
     local function ask(command)
-      local client = server:connect()
-      assert(client:send(command .. "\n"))
-      local ok, got = pcall(helper.read_report, client)
-      client:close()
-      assert(ok, tostring(got) .. "; the server's log:\n" .. server:log())
-      return got
+      return helper.request_report(server, command)
     end
 
     it("sets, gets, adds, counts, deletes and flushes", function()

@@ -144,12 +144,7 @@ for _, module in ipairs { "resty.redis", "nginx.redis" } do
     after_each(redis_server.cleanup)
 
     local function ask(command)
-      local client = server:connect()
-      assert(client:send(command .. "\n"))
-      local ok, got = pcall(helper.read_report, client)
-      client:close()
-      assert(ok, tostring(got) .. "; the server's log:\n" .. server:log())
-      return got
+      return helper.request_report(server, command)
     end
 
     it("runs commands: strings, ngx.null, error replies, lists, hashes, binary values", function()
