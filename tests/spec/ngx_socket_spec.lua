@@ -20,6 +20,8 @@ local BACKEND = [[
       if not line or line == "quit" then return end
       if line == "stream" then
         conn:send("hello, world! -agentzh\r\n--abcedhb blah blah\n")
+      elseif line == "flood" then
+        conn:send("head|", string.rep("x", 3 * 1024 * 1024))
       elseif line == "silence" then
         conn:receive("*l")
       else
@@ -133,6 +135,22 @@ describe("ngx.socket.tcp", function()
     end
     -- The last connect used another pool name (host:port): a second connection.
     assert.same(table.pack("2", 0), reports[11])
+  end)
+
+  it("stops a record kept in Lua at 1 MiB: 'line too long', that socket closed, the server serving", function()
+    local reports = run([[
+      local sock = assert(ngx.socket.connect("127.0.0.1", ${PORT}))
+      sock:send("flood\n")
+      report(stdout, sock:receiveuntil("|")(100))
+      local data, err, partial = sock:receiveuntil("never")()
+      report(stdout, data, err, #partial > 1024 * 1024, sock:receive())
+      local other = assert(ngx.socket.connect("127.0.0.1", ${PORT}))
+      other:send("still\n")
+      report(stdout, other:receive())
+    ]], { PORT = server.port })
+    assert.same(table.pack("head"), reports[1])
+    assert.same(table.pack(nil, "line too long", true, nil, "closed"), reports[2])
+    assert.same(table.pack("2 still"), reports[3])
   end)
 
   it("refuses to park a connection with unread data, and closes it", function()
