@@ -9,13 +9,13 @@
 -- member's connection (close codes 1002, 1003, 1007, 1009). The room pings every member each
 -- PING_INTERVAL seconds, so a live browser answers within READ_TIMEOUT and a vanished one is
 -- dropped.
---   luasock serve examples/ws_chat.lua     then open http://127.0.0.1:9094/
+--   luasock serve examples/ws_chat.lua     then open http://127.0.0.1:9096/
 local luasock = require "luasock"
 local ngx = require "luasock.ngx"
 local protocol = require "nginx.websocket.protocol"
 
 local M = {
-  listen = "127.0.0.1:9094",
+  listen = "127.0.0.1:9096",
   idle_timeout = 10, -- for the HTTP request; members get READ_TIMEOUT below
   max_line = 8192,
 }
