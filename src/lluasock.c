@@ -10,6 +10,7 @@
 #include "lqueue.h"
 #include "lluasock.h"
 #include "lresult.h"
+#include "lvalues.h"
 #include "log.h"
 #include "ludp.h"
 #include "luasock.h"
@@ -156,6 +157,7 @@ int luaopen_luasock(lua_State *L)
     lclient_open(L);
     ludp_open(L);
     lqueue_open(L);
+    lvalues_open(L);
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L); /* survives reloads: the module is loaded once per process */

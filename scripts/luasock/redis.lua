@@ -22,7 +22,7 @@ local core = require "luasock.core"
 local M = {}
 
 -- A nil inside an array or map reply (Lua tables cannot hold nil).
-M.null = setmetatable({}, { __tostring = function() return "redis.null" end })
+M.null = require("luasock").null -- one null for every codec and client (= ngx.null)
 
 local NULL = M.null
 local DEFAULT_TIMEOUT = 5
