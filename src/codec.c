@@ -478,8 +478,10 @@ static int decode_value(struct dec *d, int depth)
     return unpack_value(d);
 }
 
-enum codec_status codec_decode(lua_State *L, const char *data, size_t len, const char **err)
+enum codec_status codec_decode(lua_State *L, const char *data, size_t len, bool exact,
+                               const char **err)
 {
+    (void)exact;
     /* Scanning first refuses ext types and reserved bytes, and learns how deep the value goes.
      * Without a size limit a truncated value is "more", so here it reads as malformed. */
     struct codec_limits none = {SIZE_MAX, INT_MAX, SIZE_MAX};

@@ -7,6 +7,7 @@
 #ifndef CODEC_H
 #define CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -80,8 +81,11 @@ enum codec_status codec_framer_scan(struct codec_framer *f, const char *data, si
                                     const char **err);
 
 /* Decodes data[0..len), which must be exactly one value accepted by codec_frame (its max_depth
- * bounds the recursion here), and pushes it on L. Returns CODEC_OK, or CODEC_ERROR with *err and
- * nothing pushed. Raises no Lua error except out of memory. */
-enum codec_status codec_decode(lua_State *L, const char *data, size_t len, const char **err);
+ * bounds the recursion here), and pushes it on L. With exact, arrays and maps come back marked,
+ * bin as luasock.bytes, integers above 2^63-1 as luasock.uint64 (see lvalues.h). Returns
+ * CODEC_OK, or CODEC_ERROR with *err and nothing pushed. Raises no Lua error except out of
+ * memory. */
+enum codec_status codec_decode(lua_State *L, const char *data, size_t len, bool exact,
+                               const char **err);
 
 #endif

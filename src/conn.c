@@ -602,7 +602,7 @@ static int take_object(struct conn *c, lua_State *L)
          * under it. The value stays buffered until it has decoded. */
         unsigned epoch = c->read_epoch;
         const char *frame = lua_pushlstring(L, buf_head(&c->in), frame_len);
-        status = codec_decode(L, frame, frame_len, &err);
+        status = codec_decode(L, frame, frame_len, false, &err);
         check_epoch(c, L, epoch);
         lua_remove(L, status == CODEC_OK ? -2 : -1);
         if (status == CODEC_OK) {

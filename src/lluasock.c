@@ -109,7 +109,7 @@ static int luasock_decode(lua_State *L)
     enum codec_status status = codec_frame(data, len, &limits, &frame_len, &err);
     if (status == CODEC_OK && frame_len != len)
         err = "trailing bytes after the value";
-    else if (status == CODEC_OK && codec_decode(L, data, len, &err) == CODEC_OK)
+    else if (status == CODEC_OK && codec_decode(L, data, len, false, &err) == CODEC_OK)
         return 1;
     return push_error(L, err);
 }

@@ -142,18 +142,18 @@ static void round_trip(const char *data, size_t len, size_t total)
     /* Not exactly one value: refused, with nothing pushed. */
     if (total > len) {
         char *longer = copy_of(data, total);
-        FUZZ_CHECK(codec_decode(L, longer, total, &err) == CODEC_ERROR && err != NULL);
+        FUZZ_CHECK(codec_decode(L, longer, total, false, &err) == CODEC_ERROR && err != NULL);
         FUZZ_CHECK(lua_gettop(L) == 0);
         free(longer);
     }
     char *shorter = copy_of(data, len - 1);
-    FUZZ_CHECK(codec_decode(L, shorter, len - 1, &err) == CODEC_ERROR && err != NULL);
+    FUZZ_CHECK(codec_decode(L, shorter, len - 1, false, &err) == CODEC_ERROR && err != NULL);
     FUZZ_CHECK(lua_gettop(L) == 0);
     free(shorter);
 
     char *value = copy_of(data, len);
     err = NULL;
-    enum codec_status st = codec_decode(L, value, len, &err);
+    enum codec_status st = codec_decode(L, value, len, false, &err);
     free(value);
     if (st != CODEC_OK) {
         /* The only framed values Lua cannot hold: a map with a nil or NaN key. */
@@ -181,7 +181,7 @@ static void round_trip(const char *data, size_t len, size_t total)
     FUZZ_CHECK(codec_frame(bytes, buf_len(&first), &encode_limits, &frame_len, &err) == CODEC_OK);
     FUZZ_CHECK(frame_len == buf_len(&first));
     err = NULL;
-    if (codec_decode(L, bytes, frame_len, &err) != CODEC_OK) {
+    if (codec_decode(L, bytes, frame_len, false, &err) != CODEC_OK) {
         fprintf(stderr, "decoding a re-encoded value failed: %s\n", err);
         FUZZ_CHECK(!"a re-encoded value decodes");
     }

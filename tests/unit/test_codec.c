@@ -78,7 +78,7 @@ static bool round_trips(const char *code)
     bool ok = codec_encode(L, -1, &out, &defaults, &err) == CODEC_OK
               && codec_frame(buf_head(&out), buf_len(&out), &defaults, &frame_len, &err) == CODEC_OK
               && frame_len == buf_len(&out)
-              && codec_decode(L, buf_head(&out), frame_len, &err) == CODEC_OK && same(-2, -1);
+              && codec_decode(L, buf_head(&out), frame_len, false, &err) == CODEC_OK && same(-2, -1);
     if (!ok)
         fprintf(stderr, "round trip of %s: %s\n", code, err);
     ok = ok && lua_gettop(L) == top + 2;
@@ -137,7 +137,7 @@ static size_t nested(char *out, int depth, bool maps)
 static bool decodes_nested(const char *bytes, size_t len, int depth)
 {
     const char *err;
-    if (codec_decode(L, bytes, len, &err) != CODEC_OK)
+    if (codec_decode(L, bytes, len, false, &err) != CODEC_OK)
         return false;
     int found = 0;
     while (lua_istable(L, -1)) {
@@ -179,7 +179,7 @@ static void test_scalars(void)
     struct buf out = {0};
     const char *err;
     CHECK(encode_lua("0/0", &out, &defaults, &err) == CODEC_OK);
-    CHECK(codec_decode(L, buf_head(&out), buf_len(&out), &err) == CODEC_OK);
+    CHECK(codec_decode(L, buf_head(&out), buf_len(&out), false, &err) == CODEC_OK);
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) != lua_tonumber(L, -1));
     lua_pop(L, 1);
     buf_free(&out);
@@ -230,7 +230,7 @@ static void test_tables(void)
 
     /* An array with a nil element (from another language) decodes with a hole. */
     const char *err;
-    CHECK(codec_decode(L, BYTES("\x93\x01\xc0\x03"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\x93\x01\xc0\x03"), false, &err) == CODEC_OK);
     CHECK(lua_istable(L, -1));
     CHECK(lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_rawgeti(L, -2, 2) == LUA_TNIL
           && lua_rawgeti(L, -3, 3) == LUA_TNUMBER);
@@ -282,41 +282,41 @@ static void test_decode_edges(void)
     int top = lua_gettop(L);
 
     /* packb(2**64 - 1): no Lua integer holds it, so it comes back as the nearest float. */
-    CHECK(codec_decode(L, BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), false, &err) == CODEC_OK);
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 18446744073709551616.0);
     lua_pop(L, 1);
 
-    CHECK(codec_decode(L, BYTES("\xca\x3f\xc0\x00\x00"), &err) == CODEC_OK); /* float32 1.5 */
+    CHECK(codec_decode(L, BYTES("\xca\x3f\xc0\x00\x00"), false, &err) == CODEC_OK); /* float32 1.5 */
     CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 1.5);
     lua_pop(L, 1);
 
     /* An int8 holding a positive number. */
-    CHECK(codec_decode(L, BYTES("\xd0\x05"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\xd0\x05"), false, &err) == CODEC_OK);
     CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 5);
     lua_pop(L, 1);
 
-    CHECK(codec_decode(L, BYTES("\xa3" "a\0b"), &err) == CODEC_OK);
+    CHECK(codec_decode(L, BYTES("\xa3" "a\0b"), false, &err) == CODEC_OK);
     CHECK(lua_rawlen(L, -1) == 3 && memcmp(lua_tostring(L, -1), "a\0b", 3) == 0);
     lua_pop(L, 1);
 
-    CHECK(codec_decode(L, BYTES("\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x81\xc0\x01"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
-    CHECK(codec_decode(L, BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), &err)
+    CHECK(codec_decode(L, BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), false, &err)
           == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
-    CHECK(codec_decode(L, BYTES("\xd4\x01\x02"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\xd4\x01\x02"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "unsupported type");
-    CHECK(codec_decode(L, BYTES("\x92\x01\xc7\x01\x05\x00"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\x01\xc7\x01\x05\x00"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "unsupported type");
-    CHECK(codec_decode(L, BYTES("\x92\xc1\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\xc1\x01"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(codec_decode(L, BYTES("\x92\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x92\x01"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(codec_decode(L, BYTES("\x01\x02"), &err) == CODEC_ERROR); /* two values, not one */
+    CHECK(codec_decode(L, BYTES("\x01\x02"), false, &err) == CODEC_ERROR); /* two values, not one */
     CHECK_STR(err, "malformed");
-    CHECK(codec_decode(L, BYTES("\xdd\xff\xff\xff\xff"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\xdd\xff\xff\xff\xff"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(codec_decode(L, "", 0, &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, "", 0, false, &err) == CODEC_ERROR);
     CHECK(lua_gettop(L) == top);
 }
 
@@ -344,7 +344,7 @@ static void test_frame_pieces(void)
     CHECK(codec_frame(buf_head(&out) + len, buf_len(&out) - len, &defaults, &frame_len, &err)
           == CODEC_OK);
     CHECK(frame_len == buf_len(&out) - len);
-    CHECK(codec_decode(L, buf_head(&out) + len, frame_len, &err) == CODEC_OK);
+    CHECK(codec_decode(L, buf_head(&out) + len, frame_len, false, &err) == CODEC_OK);
     CHECK(lua_getfield(L, -1, "x") == LUA_TSTRING && strcmp(lua_tostring(L, -1), "second") == 0);
     lua_pop(L, 2);
     buf_free(&out);
@@ -424,7 +424,7 @@ static void test_depth(void)
             CHECK(decodes_nested(bytes, len, depths[i]));
         }
     }
-    CHECK(codec_decode(L, BYTES("\x81\x01\x81\xc0\x01"), &err) == CODEC_ERROR);
+    CHECK(codec_decode(L, BYTES("\x81\x01\x81\xc0\x01"), false, &err) == CODEC_ERROR);
     CHECK(lua_gettop(L) == top);
 
     /* Deep and wide: every level has siblings before and after the way down. */
@@ -527,7 +527,7 @@ static void test_items(void)
     CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
     lua_gc(L, LUA_GCCOLLECT);
     size_t before = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
-    CHECK(codec_decode(L, bytes, len, &err) == CODEC_OK);
+    CHECK(codec_decode(L, bytes, len, false, &err) == CODEC_OK);
     size_t after = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
     printf("the costliest value at the default limits: %zu bytes of Lua heap\n", after - before);
     CHECK(after - before < 8 * (size_t)CODEC_DEFAULT_MAX_SIZE);
