@@ -2,7 +2,15 @@
 -- MessagePack value like {op = "add", args = {1, 2}}; each answer is {ok = true, result = 3} or
 -- {ok = false, error = "unknown op"}. Any MessagePack client can talk to it (see
 -- tests/clients/objects_test.py for Python's msgpack.Unpacker on a socket).
+-- Environment: OBJECTS_CODEC=pickle or json makes it speak pickle (Python's pickle.dumps and
+-- pickle.loads) or JSON lines instead (the script's object_codec); OBJECTS_EXACT=1 decodes
+-- exactly (exact_objects), so that what is echoed comes back as it was sent.
 local M = { listen = "127.0.0.1:9094" }
+
+function M.start()
+  M.object_codec = os.getenv("OBJECTS_CODEC") or M.object_codec
+  M.exact_objects = os.getenv("OBJECTS_EXACT") == "1"
+end
 
 local function sum(args)
   local total = 0
