@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the fuzz targets: tests/fuzz/corpus/{codec,reader,addr}/.
+"""Writes the seed corpora of the fuzz targets: tests/fuzz/corpus/{codec,reader,addr,pickle}/.
 
 The files are checked in; rerun this after changing it (it empties those directories first).
 Seeds are named after what they hold, so that a failing one in `ctest -R fuzz` says what broke.
@@ -10,8 +10,12 @@ Crashes found by fuzzing go in regressions/<target>/ instead, by hand, never rew
   reader  the header described in fuzz_reader.c (request, limit, delimiter, split seed), then
           the stream
   addr    --listen address text, good and bad
+  pickle  pickles written by Python's pickle (every protocol, optimized by pickletools too) and
+          hostile ones by hand
 """
 import os
+import pickle
+import pickletools
 import re
 import shutil
 import struct
@@ -276,6 +280,91 @@ def addr_seeds():
     return seeds
 
 
+# ---- pickle: by Python's pickle, and by hand ----
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def pickle_seeds():
+    s = {}
+    l = [1, "shared"]
+    values = {
+        "none": None, "true": True, "ints": [0, 1, -1, 255, 256, 65535, 65536, -2**31, 2**31 - 1,
+                                             2**31, 2**63 - 1, -2**63, 2**63, 2**64 - 1],
+        "floats": [0.0, -0.0, 1.5, float("inf"), float("-inf"), float("nan"), 1e300, 5e-324],
+        "strs": ["", "hi", "h\u00e9llo \\ \n \r \x00", "\U0001f600", "\ud800", "x" * 300],
+        "tutorial_dict": {1: "hi", 2: "there"},
+        "nested": {"a": [1, (2, 3), {"b": None}], "c": (), "d": [], "e": {}},
+        "shared": [l, l, (l,)],
+        "tuples": [(), (1,), (1, 2), (1, 2, 3), (1, 2, 3, 4)],
+        "deep_99": None,
+    }
+    deep = []
+    for _ in range(98):
+        deep = [deep]
+    values["deep_99"] = deep
+    recursive = []
+    recursive.append(recursive)
+    values["recursive_list"] = recursive
+    for name, value in values.items():
+        for protocol in range(6):
+            data = pickle.dumps(value, protocol=protocol)
+            s["py_%s_p%d" % (name, protocol)] = data
+            s["py_%s_p%d_optimized" % (name, protocol)] = pickletools.optimize(data)
+    for protocol in (3, 4, 5):
+        s["py_bytes_p%d" % protocol] = pickle.dumps([b"\x00bin", b"x" * 300], protocol=protocol)
+    for protocol in (4, 5):
+        s["py_sets_p%d" % protocol] = pickle.dumps([{1, "a", (2, 3)}, frozenset({b"b"})],
+                                                   protocol=protocol)
+    s["py_bytearray_p5"] = pickle.dumps(bytearray(b"ba"), protocol=5)
+    s["py_big_frame_p4"] = pickle.dumps(["x" * 10, "y" * 70000], protocol=4)
+    for protocol in range(6):
+        s["evil_reduce_p%d" % protocol] = pickle.dumps(Evil(), protocol=protocol)
+        s["evil_set_p%d" % protocol] = pickle.dumps({1, 2}, protocol=protocol)
+    for name, op in [("global", b"c"), ("stack_global", b"\x93"), ("reduce", b"R"),
+                     ("build", b"b"), ("inst", b"i"), ("obj", b"o"), ("newobj", b"\x81"),
+                     ("newobj_ex", b"\x92"), ("ext1", b"\x82"), ("ext2", b"\x83"),
+                     ("ext4", b"\x84"), ("persid", b"P"), ("binpersid", b"Q"),
+                     ("next_buffer", b"\x97"), ("readonly_buffer", b"\x98"), ("string", b"S"),
+                     ("unknown", b"\xff")]:
+        s["refused_" + name] = b"\x80\x04N" + op + b"."
+    u64 = lambda n: n.to_bytes(8, "little")
+    s["memo_get_missing"] = b"\x80\x04h\x05."
+    s["memo_long_get_missing"] = b"\x80\x04N\x94j\x07\x00\x00\x00."
+    s["memo_put_empty"] = b"p0\n."
+    s["memoize_after_put"] = b"K\x07q\x05K\x08\x94(h\x05h\x01t."
+    s["huge_binunicode8"] = b"\x80\x04\x8d" + u64(2**62) + b"abc."
+    s["huge_binbytes8"] = b"\x80\x04\x8e" + u64(2**63) + b"abc."
+    s["huge_bytearray8"] = b"\x80\x05\x96" + u64(2**40)
+    s["huge_frame"] = b"\x80\x04\x95" + u64(2**40) + b"N."
+    s["huge_binunicode"] = b"\x80\x03X\xff\xff\xff\xff"
+    s["frame_crossed"] = b"\x80\x04\x95" + u64(3) + b"\x8c\x05hello."
+    s["frame_in_frame"] = b"\x80\x04\x95" + u64(10) + b"\x95" + u64(1) + b"N."
+    s["deep_101_lists"] = b"]" * 101 + b"a" * 100 + b"."
+    s["marks_200"] = b"(" * 200 + b"N."
+    s["stack_of_lists"] = b"]" * 1000 + b"."
+    s["pop_mark_via_pop"] = b"K\x01(0\x85."
+    s["pop_mark"] = b"K\x01(K\x021."
+    s["dict_odd"] = b"}(K\x01u."
+    s["append_to_dict"] = b"}K\x01" + b"a."
+    s["none_key"] = b"}(NK\x01u."
+    s["nan_member"] = b"\x8f(G\x7f\xf8\x00\x00\x00\x00\x00\x00\x90."
+    s["long1_9_bytes"] = b"\x8a\x09" + b"\xff" * 8 + b"\x00."
+    s["long1_too_big"] = b"\x8a\x09" + b"\x00" * 8 + b"\x01."
+    s["long4_redundant"] = b"\x8b\x10\x00\x00\x00" + b"\x00" * 16 + b"."
+    s["int_text_bad"] = b"I1x\n."
+    s["float_text"] = b"F-1e+300\n."
+    s["unicode_escapes"] = b"V\\u00e9\\\\u\\U0001F600\xff\n."
+    s["unicode_bad_escape"] = b"V\\U00110000\n."
+    s["proto_6"] = b"\x80\x06N."
+    s["stop_empty"] = b"."
+    s["trailing"] = b"N.N."
+    s["truncated"] = pickle.dumps({"a": [1, 2, 3]}, protocol=4)[:-3]
+    return s
+
+
 def write(target, seeds):
     path = os.path.join(HERE, "corpus", target)
     shutil.rmtree(path, ignore_errors=True)
@@ -290,3 +379,4 @@ if __name__ == "__main__":
     write("codec", codec_seeds())
     write("reader", reader_seeds())
     write("addr", addr_seeds())
+    write("pickle", pickle_seeds())
