@@ -496,9 +496,11 @@ static enum codec_status scan_memo(struct pickle_scanner *s, const struct codec_
     }
     if (frame(s) < 1)
         return fail(s, ERR_STACK);
-    if (op->code == 0x94 && s->memo_count >= UINT32_MAX)
-        return fail(s, ERR_MEMO);
-    return memo_put(s, key, s->stack[s->height - 1]) ? CODEC_OK : fail(s, ERR_NO_MEMORY);
+    if (!memo_put(s, key, s->stack[s->height - 1]))
+        return fail(s, ERR_NO_MEMORY);
+    /* Python's pickler memoizes each value once at most; more slots than values pushed is a
+     * pickle making work for us. This bounds the memo by max_items too. */
+    return s->memo_count > s->items ? fail(s, CODEC_ERR_TOO_MANY_ITEMS) : CODEC_OK;
 }
 
 /* Containers: built from the entries since a MARK, from the top n, or added to. */
@@ -529,7 +531,6 @@ static enum codec_status scan_container(struct pickle_scanner *s,
             if (s->stack[i].depth > deepest)
                 deepest = s->stack[i].depth;
         s->height -= n;
-        s->items -= 1; /* the push below is the same values, grouped */
         return push(s, lim, K_VALUE, deepest + 1);
     case 'a':
     case 's': {

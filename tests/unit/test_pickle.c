@@ -359,6 +359,10 @@ static void test_limits(void)
     CHECK(pickle_scan(&s, BYTES("NNNNNN."), &small, &n, &err) == CODEC_ERROR);
     CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
     pickle_scanner_release(&s);
+    /* More memo slots than values pushed. */
+    CHECK(pickle_scan(&s, BYTES("Nq\x01q\x02."), &defaults, &n, &err) == CODEC_ERROR);
+    CHECK_STR(err, CODEC_ERR_TOO_MANY_ITEMS);
+    pickle_scanner_release(&s);
     /* Deep nesting at the server's limits: 100 lists in lists pass, 101 do not. */
     char deep[512];
     for (int depth = 100; depth <= 101; depth++) {
