@@ -486,8 +486,8 @@ static enum codec_status scan_memo(struct pickle_scanner *s, const struct codec_
     uint32_t key;
     if (op->code == 0x94)
         key = (uint32_t)s->memo_count;
-    else
-        parse_memo_key(op, &key);
+    else if (!parse_memo_key(op, &key))
+        return fail(s, ERR_MALFORMED);
     if (op->code == 'g' || op->code == 'h' || op->code == 'j') {
         struct pickle_memo_slot *slot = memo_find(s, key);
         if (slot == NULL || !slot->used)

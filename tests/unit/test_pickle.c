@@ -300,6 +300,9 @@ static void test_stack_and_memo(void)
     REFUSED(BYTES("\x80\x04h\x00."), "pickle: GET of a memo slot never PUT");
     REFUSED(BYTES("\x80\x04N\x94j\x01\x00\x00\x00."), "pickle: GET of a memo slot never PUT");
     REFUSED(BYTES("g7\n."), "pickle: GET of a memo slot never PUT");
+    REFUSED(BYTES("Np1x\n."), "pickle: malformed argument");
+    REFUSED(BYTES("Np-1\n."), "pickle: malformed argument");
+    REFUSED(BYTES("Np4294967296\n."), "pickle: malformed argument");
     REFUSED(BYTES("p1\n."), "pickle: stack underflow or wrong kind of value");
     REFUSED(BYTES("."), "pickle: stack underflow or wrong kind of value");
     REFUSED(BYTES("Na."), "pickle: stack underflow or wrong kind of value");
