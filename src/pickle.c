@@ -638,7 +638,8 @@ enum codec_status pickle_scan(struct pickle_scanner *s, const char *data, size_t
                               const struct codec_limits *limits, size_t *frame_len,
                               const char **err)
 {
-    if (s->pos > len)
+    /* Bytes it had scanned are gone: whatever it kept is about other bytes. */
+    if (s->pos + (s->seen ? 1 + s->seen : 0) > len)
         pickle_scanner_release(s);
     if (s->status == CODEC_MORE)
         s->status = scan_resume(s, (const unsigned char *)data, len, limits);

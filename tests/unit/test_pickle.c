@@ -400,7 +400,15 @@ static void test_trickle(void)
         CHECK(ok && n == mixed[f].len);
         pickle_scanner_release(&s);
     }
+    /* Fewer bytes than it scanned (a text argument's included): it starts over. */
+    struct pickle_scanner s;
+    size_t n = 0;
     const char *err = NULL;
+    pickle_scanner_init(&s);
+    CHECK(pickle_scan(&s, BYTES("NVabcdef"), &defaults, &n, &err) == CODEC_MORE);
+    CHECK(pickle_scan(&s, BYTES("NVab"), &defaults, &n, &err) == CODEC_MORE);
+    CHECK(pickle_scan(&s, BYTES("NVab\n."), &defaults, &n, &err) == CODEC_OK && n == 6);
+    pickle_scanner_release(&s);
     CHECK(pickle_decode(L, BYTES("N.N"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "pickle: bytes after STOP");
 }
