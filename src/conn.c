@@ -178,11 +178,8 @@ static bool deadline_passed(ev_timer *w, ev_tstamp deadline)
 
 static void drop_framer(struct conn *c)
 {
-    if (c->framer != NULL) {
-        codec_framer_release(c->framer);
-        free(c->framer);
-        c->framer = NULL;
-    }
+    object_scanner_free(c->scanner);
+    c->scanner = NULL;
 }
 
 /* Forgets what the current read found out about the bytes in the buffer. */
@@ -488,17 +485,15 @@ static enum read_status scan_pattern(struct conn *c)
  * answer once it has one, so asking again costs nothing. */
 static enum codec_status scan_object(struct conn *c, size_t *frame_len, const char **err)
 {
-    struct codec_limits limits = {c->set.max_object, CODEC_DEFAULT_MAX_DEPTH,
-                                  c->set.max_object_items};
-    /* The framer lives only while a value is incomplete: idle connections do not pay for it. */
-    if (c->framer == NULL && (c->framer = malloc(sizeof *c->framer)) != NULL)
-        codec_framer_init(c->framer);
-    if (c->framer == NULL) {
+    bool json = c->set.object_codec == OBJECT_JSON;
+    struct codec_limits limits = {json ? c->set.max_line : c->set.max_object,
+                                  CODEC_DEFAULT_MAX_DEPTH, c->set.max_object_items};
+    /* The scanner lives only while a value is incomplete: idle connections do not pay for it. */
+    if (c->scanner == NULL && (c->scanner = object_scanner_new(c->set.object_codec)) == NULL) {
         *err = ERR_NO_MEMORY;
         return CODEC_ERROR;
     }
-    return codec_framer_scan(c->framer, buf_head(&c->in), buf_len(&c->in), &limits, frame_len,
-                             err);
+    return object_scan(c->scanner, buf_head(&c->in), buf_len(&c->in), &limits, frame_len, err);
 }
 
 /* Whether the current read can return now, with data or an error. */
@@ -588,12 +583,14 @@ static int take_pattern(struct conn *c, lua_State *L)
     return 0;
 }
 
-/* Takes one MessagePack value from the buffer, decoding it on the reader's own thread. Bytes
- * that are not one can never be resynced, so they close the connection. */
+/* Takes one value from the buffer, decoding it on the reader's own thread. Bytes that are not
+ * one close the connection: MessagePack and pickle can never be resynced. A JSON line that is
+ * not JSON is skipped instead when the script asked for that (json_errors = "return"). */
 static int take_object(struct conn *c, lua_State *L)
 {
     size_t frame_len;
     const char *err;
+    bool recoverable = false;
     enum codec_status status = scan_object(c, &frame_len, &err);
     if (status == CODEC_MORE)
         return 0;
@@ -602,12 +599,17 @@ static int take_object(struct conn *c, lua_State *L)
          * under it. The value stays buffered until it has decoded. */
         unsigned epoch = c->read_epoch;
         const char *frame = lua_pushlstring(L, buf_head(&c->in), frame_len);
-        status = codec_decode(L, frame, frame_len, false, &err);
+        status = object_decode(L, c->set.object_codec, frame, frame_len, c->set.exact_objects,
+                               &err, &recoverable);
         check_epoch(c, L, epoch);
         lua_remove(L, status == CODEC_OK ? -2 : -1);
-        if (status == CODEC_OK) {
+        if (status == CODEC_OK || (recoverable && c->set.keep_bad_json)) {
             take_input(c, frame_len);
-            return 1;
+            if (status == CODEC_OK)
+                return 1;
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            return 2;
         }
     }
     drop_framer(c);
@@ -1210,10 +1212,17 @@ int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
 {
     struct codec_limits limits = {.max_size = c->set.max_object,
                                   .max_depth = CODEC_DEFAULT_MAX_DEPTH};
-    if (codec_encode(L, idx, &c->out, &limits, err) != CODEC_OK)
+    if (object_encode(L, c->set.object_codec, idx, &c->out, &limits, err) != CODEC_OK)
         return -1;
     queued(c);
     return 0;
+}
+
+void conn_set_object_codec(struct conn *c, enum object_codec codec)
+{
+    if (c->set.object_codec != codec)
+        drop_framer(c);
+    c->set.object_codec = codec;
 }
 
 static int send_resumed(lua_State *L, int status, lua_KContext accepted)

@@ -16,6 +16,7 @@
 
 #include "buf.h"
 #include "codec.h"
+#include "objects.h"
 #include "reader.h"
 #include "task.h"
 
@@ -40,6 +41,9 @@ struct conn_settings {
     double soft_queue_seconds; /* below 0: no soft limit */
     double read_timeout;
     double send_timeout;
+    enum object_codec object_codec; /* what receive_object and send_object speak */
+    bool exact_objects;             /* decode so that values re-encode exactly (lvalues.h) */
+    bool keep_bad_json;             /* json_errors = "return": invalid JSON keeps the conn */
 };
 
 extern struct conn_settings conn_defaults;
@@ -117,7 +121,7 @@ struct conn {
     struct conn *flush_prev, *flush_next;
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */
-    struct codec_framer *framer; /* receive_object: how far an incomplete value was scanned */
+    struct object_scanner *scanner; /* receive_object: how far an incomplete value was scanned */
     struct conn_tls *tls;        /* NULL: plaintext */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
     struct conn *hook_next;
@@ -178,6 +182,10 @@ int conn_queue(struct conn *c, const char *data, size_t len);
 /* Queues the MessagePack encoding of the Lua value at idx. Returns 0, or -1 with *err and
  * nothing queued. */
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err);
+
+/* Switches what receive_object and send_object speak; a value half-scanned in the old codec is
+ * scanned again in the new one. */
+void conn_set_object_codec(struct conn *c, enum object_codec codec);
 
 /* After a send queued its bytes (the queue held before bytes until then): pushes how many it
  * accepted and returns 1, or suspends the sender until the queue is below the high-water mark.

@@ -327,14 +327,41 @@ static int conn_id(lua_State *L)
     return 1;
 }
 
+/* The object options: the codec (loading luasock.json for "json": raises if lua-cjson is not
+ * installed), exact decoding, and what invalid JSON does. */
+static int set_object_option(lua_State *L, struct conn *c, const char *name)
+{
+    static const char *const json_errors[] = {"close", "return", NULL};
+    if (strcmp(name, "exact_objects") == 0) {
+        luaL_checktype(L, 3, LUA_TBOOLEAN);
+        c->set.exact_objects = lua_toboolean(L, 3);
+    } else if (strcmp(name, "json_errors") == 0) {
+        c->set.keep_bad_json = luaL_checkoption(L, 3, NULL, json_errors) == 1;
+    } else {
+        enum object_codec codec = (enum object_codec)luaL_checkoption(L, 3, NULL,
+                                                                      object_codec_names);
+        if (codec == OBJECT_JSON) {
+            lua_getglobal(L, "require");
+            lua_pushliteral(L, "luasock.json");
+            lua_call(L, 1, 0);
+        }
+        conn_set_object_codec(c, codec);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int conn_setoption(lua_State *L)
 {
     static const char *const names[] = {"max_line", "max_all", "high_water", "max_queue",
                                         "max_object", "max_object_items", "max_receive",
-                                        "soft_queue", NULL};
+                                        "soft_queue", "object_codec", "exact_objects",
+                                        "json_errors", NULL};
     static const lua_Integer least[] = {1, 1, 0, 1, 1, 1, 1, 0};
     struct conn *c = toconn(L);
     int option = luaL_checkoption(L, 2, NULL, names);
+    if (option >= (int)(sizeof least / sizeof least[0]))
+        return set_object_option(L, c, names[option]);
     lua_Integer value = luaL_checkinteger(L, 3);
     luaL_argcheck(L, value >= least[option], 3, "out of range");
     size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,

@@ -6,11 +6,13 @@
 
 #include "codec.h"
 #include "conn.h"
+#include "errors.h"
 #include "lclient.h"
 #include "lqueue.h"
 #include "lluasock.h"
 #include "lresult.h"
 #include "lvalues.h"
+#include "objects.h"
 #include "log.h"
 #include "ludp.h"
 #include "luasock.h"
@@ -80,10 +82,10 @@ static int luasock_log_(lua_State *L)
     return 0;
 }
 
-/* luasock.encode(value) -> MessagePack bytes | nil, err. The bytes are made in a buffer that
+/* Encodes the value at 1 with codec -> bytes | nil, err. The bytes are made in a buffer that
  * outlives the call, so that a memory error raised while they become a Lua string leaks nothing:
  * the next call frees what the failed one left. */
-static int luasock_encode(lua_State *L)
+static int encode_with(lua_State *L, enum object_codec codec)
 {
     static struct buf encoded;
     luaL_checkany(L, 1);
@@ -91,27 +93,64 @@ static int luasock_encode(lua_State *L)
                                   .max_depth = CODEC_DEFAULT_MAX_DEPTH};
     const char *err;
     buf_free(&encoded);
-    if (codec_encode(L, 1, &encoded, &limits, &err) != CODEC_OK)
+    if (object_encode(L, codec, 1, &encoded, &limits, &err) != CODEC_OK)
         return push_error(L, err);
     lua_pushlstring(L, buf_head(&encoded), buf_len(&encoded));
     buf_free(&encoded);
     return 1;
 }
 
-/* luasock.decode(bytes) -> value | nil, err: bytes must be exactly one value. */
-static int luasock_decode(lua_State *L)
+/* Decodes the string at 1, which must be exactly one value of codec, with the options table at
+ * 2 ({exact = true}) -> value | nil, err. */
+static int decode_with(lua_State *L, enum object_codec codec)
 {
     size_t len, frame_len;
     const char *data = luaL_checklstring(L, 1, &len);
+    bool exact = false;
+    if (!lua_isnoneornil(L, 2)) {
+        luaL_checktype(L, 2, LUA_TTABLE);
+        exact = lua_getfield(L, 2, "exact") != LUA_TNIL && lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     struct codec_limits limits = {conn_defaults.max_object, CODEC_DEFAULT_MAX_DEPTH,
                                   conn_defaults.max_object_items};
+    struct object_scanner *scanner = object_scanner_new(codec);
+    if (scanner == NULL)
+        return push_error(L, ERR_NO_MEMORY);
     const char *err = "truncated";
-    enum codec_status status = codec_frame(data, len, &limits, &frame_len, &err);
+    enum codec_status status = object_scan(scanner, data, len, &limits, &frame_len, &err);
+    object_scanner_free(scanner);
+    bool recoverable;
     if (status == CODEC_OK && frame_len != len)
         err = "trailing bytes after the value";
-    else if (status == CODEC_OK && codec_decode(L, data, len, false, &err) == CODEC_OK)
+    else if (status == CODEC_OK
+             && object_decode(L, codec, data, len, exact, &err, &recoverable) == CODEC_OK)
         return 1;
     return push_error(L, err);
+}
+
+/* luasock.encode(value) -> MessagePack bytes | nil, err */
+static int luasock_encode(lua_State *L)
+{
+    return encode_with(L, OBJECT_MSGPACK);
+}
+
+/* luasock.decode(bytes [, {exact = true}]) -> value | nil, err: bytes must be exactly one value. */
+static int luasock_decode(lua_State *L)
+{
+    return decode_with(L, OBJECT_MSGPACK);
+}
+
+/* luasock.pickle.encode(value) -> protocol 4 pickle bytes | nil, err */
+static int pickle_encode_function(lua_State *L)
+{
+    return encode_with(L, OBJECT_PICKLE);
+}
+
+/* luasock.pickle.decode(bytes [, {exact = true}]) -> value | nil, err: plain data only. */
+static int pickle_decode_function(lua_State *L)
+{
+    return decode_with(L, OBJECT_PICKLE);
 }
 
 void lluasock_set_worker(lua_State *L, int id, int count)
@@ -158,6 +197,13 @@ int luaopen_luasock(lua_State *L)
     ludp_open(L);
     lqueue_open(L);
     lvalues_open(L);
+    static const luaL_Reg pickle_functions[] = {
+        {"encode", pickle_encode_function},
+        {"decode", pickle_decode_function},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, pickle_functions);
+    lua_setfield(L, -2, "pickle");
     lua_pushliteral(L, LUASOCK_VERSION);
     lua_setfield(L, -2, "version");
     lua_newtable(L); /* survives reloads: the module is loaded once per process */

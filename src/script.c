@@ -6,6 +6,7 @@
  * handler limits. */
 #include <lauxlib.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "buf.h"
 #include "conn.h"
@@ -111,6 +112,27 @@ static double time_setting(const char *name, double fallback)
     return value;
 }
 
+/* The index in names of a string setting the loader checked, or fallback when unset. */
+static int option_setting(const char *name, const char *const names[], int fallback)
+{
+    lua_getfield(L, -1, name);
+    const char *value = lua_tostring(L, -1);
+    int found = fallback;
+    for (int i = 0; value != NULL && names[i] != NULL; i++)
+        if (strcmp(names[i], value) == 0)
+            found = i;
+    lua_pop(L, 1);
+    return found;
+}
+
+static bool boolean_setting(const char *name)
+{
+    lua_getfield(L, -1, name);
+    bool value = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return value;
+}
+
 /* With the settings table on top: sets the defaults of new connections and the limits of the
  * handlers. */
 static void apply_settings(void)
@@ -134,6 +156,10 @@ static void apply_settings(void)
     d->max_object_items = size_setting("max_object_items", d->max_object_items);
     d->read_timeout = time_setting("idle_timeout", d->read_timeout);
     d->send_timeout = time_setting("send_timeout", d->send_timeout);
+    d->object_codec = (enum object_codec)option_setting("object_codec", object_codec_names, 0);
+    d->exact_objects = boolean_setting("exact_objects");
+    static const char *const json_errors[] = {"close", "return", NULL};
+    d->keep_bad_json = option_setting("json_errors", json_errors, 0) == 1;
 }
 
 /* Starts the script's on_close(conn, reason) in a task of its own; the connection's userdata is

@@ -100,6 +100,32 @@ end
 -- metamethods.
 local CALLBACKS = { "handle", "datagram", "on_close" }
 
+local OBJECT_CODECS = { msgpack = true, pickle = true, json = true }
+local JSON_ERRORS = { close = true, ["return"] = true }
+
+-- The object settings: which codec receive_object and send_object speak (JSON needs lua-cjson,
+-- loaded now so that a missing one fails the load), exact decoding, and what invalid JSON does.
+local function check_objects(path, script, settings)
+  local codec, exact, json_errors = script.object_codec, script.exact_objects, script.json_errors
+  if codec ~= nil and not OBJECT_CODECS[codec] then
+    return nil, ("%s: 'object_codec' must be \"msgpack\", \"pickle\" or \"json\""):format(path)
+  end
+  if exact ~= nil and type(exact) ~= "boolean" then
+    return nil, ("%s: 'exact_objects' must be true or false"):format(path)
+  end
+  if json_errors ~= nil and not JSON_ERRORS[json_errors] then
+    return nil, ("%s: 'json_errors' must be \"close\" or \"return\""):format(path)
+  end
+  if codec == "json" then
+    local ok, err = pcall(require, "luasock.json")
+    if not ok then
+      return nil, ("%s: %s"):format(path, err)
+    end
+  end
+  settings.object_codec, settings.exact_objects, settings.json_errors = codec, exact, json_errors
+  return true
+end
+
 -- Returns the settings and callbacks C needs, with nil where the script keeps the default.
 local function check_settings(path, script)
   local listen, err = check_listen(path, script.listen)
@@ -116,6 +142,10 @@ local function check_settings(path, script)
     return nil, problem
   end
   local settings = { listen = listen, tls = script.tls, shared_dicts = dicts }
+  ok, problem = check_objects(path, script, settings)
+  if not ok then
+    return nil, problem
+  end
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then
