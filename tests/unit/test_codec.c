@@ -572,6 +572,33 @@ static void test_items(void)
     CHECK(lua_rawlen(L, -1) == maps + 1);
     lua_pop(L, 1);
     free(bytes);
+
+    /* ext values (in both modes) and bin in exact mode become wrapper tables: an array of
+     * fixext 2 values, each with data of its own so that no string is shared, costs the most of
+     * those per byte. */
+    uint32_t exts = CODEC_DEFAULT_MAX_ITEMS - 1;
+    len = 5 + 4 * (size_t)exts;
+    bytes = malloc(len);
+    bytes[0] = '\xdd';
+    for (int i = 0; i < 4; i++)
+        bytes[1 + i] = (char)(exts >> (24 - 8 * i));
+    for (uint32_t i = 0; i < exts; i++) {
+        char *ext = bytes + 5 + 4 * (size_t)i;
+        ext[0] = '\xd5';
+        ext[1] = 7;
+        ext[2] = (char)(i >> 8);
+        ext[3] = (char)i;
+    }
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
+    lua_gc(L, LUA_GCCOLLECT);
+    before = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    CHECK(codec_decode(L, bytes, len, true, &err) == CODEC_OK);
+    after = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    printf("the costliest ext value at the default limits: %zu bytes of Lua heap\n",
+           after - before);
+    CHECK(after - before < 16 * (size_t)CODEC_DEFAULT_MAX_SIZE);
+    lua_pop(L, 1);
+    free(bytes);
 }
 
 static void test_encode_refusals(void)
