@@ -342,7 +342,8 @@ class ObjectsProtocol:
         else:
             args = [self.index, n, rng.randbytes(rng.randint(0, 3000)).hex(),
                     {"k": rng.random()}, [True, False, -1.5]]
-            request, want = {"op": "echo", "args": args}, {"ok": True, "result": args}
+            # echo answers its first argument
+            request, want = {"op": "echo", "args": [args]}, {"ok": True, "result": args}
         self.sock.sendall(msgpack.packb(request))
         got = self.receive()
         if not same(want, got):
