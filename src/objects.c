@@ -108,8 +108,8 @@ static const char *keep_error(lua_State *L)
     return json_error;
 }
 
-/* Calls luasock.json's `name` with the value on top (popped): its one result, or nil and the
- * error message, on the stack. */
+/* Calls luasock.json's `name` with the value on top (popped), leaving its result on the stack,
+ * or returns CODEC_ERROR with its message. Raises out of memory. */
 static enum codec_status call_json(lua_State *L, const char *name, const char **err)
 {
     if (!push_json_function(L, name)) {
@@ -119,11 +119,10 @@ static enum codec_status call_json(lua_State *L, const char *name, const char **
     }
     lua_insert(L, -2);
     int status = lua_pcall(L, 1, 2, 0);
-    if (status == LUA_ERRMEM) {
-        lua_pop(L, 1);
-        *err = ERR_NO_MEMORY;
-        return CODEC_ERROR;
-    }
+    /* Out of memory is the handler's, as when MessagePack decodes: raised on its thread, the
+     * value staying buffered for another try. */
+    if (status == LUA_ERRMEM)
+        lua_error(L);
     if (status != LUA_OK || lua_isnil(L, -2)) {
         *err = keep_error(L);
         lua_pop(L, status != LUA_OK ? 1 : 2);
@@ -157,7 +156,7 @@ enum codec_status object_decode(lua_State *L, enum object_codec codec, const cha
     if (codec == OBJECT_PICKLE)
         return pickle_decode(L, data, len, exact, err);
     enum codec_status status = decode_json(L, data, len, err);
-    *recoverable = status == CODEC_ERROR && strcmp(*err, ERR_NO_MEMORY) != 0;
+    *recoverable = status == CODEC_ERROR;
     return status;
 }
 

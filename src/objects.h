@@ -34,11 +34,14 @@ enum codec_status object_scan(struct object_scanner *s, const char *data, size_t
 
 /* Decodes one frame that object_scan found, on the running thread L, pushing the value.
  * CODEC_ERROR leaves nothing pushed and *err valid until the next call. A JSON error is one the
- * connection can survive (the next line is the next value): *recoverable says so. */
+ * connection can survive (the next line is the next value): *recoverable says so. Raises only
+ * out of memory (the handler's, like every allocation of its own). */
 enum codec_status object_decode(lua_State *L, enum object_codec codec, const char *data,
                                 size_t len, bool exact, const char **err, bool *recoverable);
 
-/* Appends the encoding of the value at idx to out; on CODEC_ERROR out is as it was. */
+/* Appends the encoding of the value at idx to out; on CODEC_ERROR out is as it was. MessagePack
+ * and pickle allocate nothing in Lua and raise nothing; JSON makes its text in Lua and may raise
+ * out of memory, before anything is appended. */
 enum codec_status object_encode(lua_State *L, enum object_codec codec, int idx, struct buf *out,
                                 const struct codec_limits *limits, const char **err);
 
