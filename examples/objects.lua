@@ -1,10 +1,13 @@
 -- objects.lua: a server that exchanges objects instead of bytes. Each request is one
 -- MessagePack value like {op = "add", args = {1, 2}}; each answer is {ok = true, result = 3} or
--- {ok = false, error = "unknown op"}. Any MessagePack client can talk to it (see
--- tests/clients/objects_test.py for Python's msgpack.Unpacker on a socket).
+-- {ok = false, error = "unknown op"}; {op = "echo", args = {v}} answers {ok = true, result = v}.
+-- Any MessagePack client can talk to it (see tests/clients/objects_test.py for Python's
+-- msgpack.Unpacker on a socket).
 -- Environment: OBJECTS_CODEC=pickle or json makes it speak pickle (Python's pickle.dumps and
 -- pickle.loads) or JSON lines instead (the script's object_codec); OBJECTS_EXACT=1 decodes
--- exactly (exact_objects), so that what is echoed comes back as it was sent.
+-- exactly (exact_objects), so that what is echoed comes back as it was sent: an empty list stays
+-- a list, {1: "a"} a map, bytes stay bytes, integers up to 2^64-1 and ext values (timestamps
+-- too) come back as they went (docs/api.md, "MessagePack types").
 local M = { listen = "127.0.0.1:9094" }
 
 function M.start()
@@ -36,7 +39,7 @@ local ops = {
     return product
   end,
   echo = function(args)
-    return args
+    return args[1]
   end,
 }
 

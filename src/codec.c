@@ -1,4 +1,12 @@
-/* codec.c -- MessagePack through msgpack-c, with framing of our own; see codec.h. */
+/* codec.c -- MessagePack: framing, decoding and encoding; see codec.h.
+ *
+ * Framing and decoding are our own. The framer checks every header against the limits before
+ * anything trusts it, so the decoder reads the validated bytes straight into Lua values: no
+ * intermediate objects, no allocation but Lua's own (a memory error is raised with nothing of
+ * ours to free), and no depth of its own to work around (msgpack-c's unpacker stopped at 32
+ * levels). msgpack-c is still used for packing: its packer writes through our callback (so a
+ * refused write stops it with nothing allocated) and picks the shortest form of every header
+ * and number exactly as Python's packb does, which the byte-for-byte tests rely on. */
 #include <errno.h>
 #include <limits.h>
 #include <stdbool.h>
@@ -10,17 +18,12 @@
 
 #include "codec.h"
 #include "errors.h"
+#include "lvalues.h"
 
 #define ERR_MALFORMED "malformed"
-#define ERR_UNSUPPORTED "unsupported type"
 #define ERR_TOO_DEEP "nesting too deep"
 #define ERR_CYCLE "cycle in table"
 #define ERR_BAD_KEY "bad map key"
-
-/* msgpack-c tracks the containers it is inside in a fixed array of MSGPACK_EMBED_STACK_SIZE
- * entries (32, from its internal unpack_define.h, compiled into the library) and fails with
- * NOMEM_ERROR on anything nested deeper. test_codec.c checks depths on both sides of it. */
-#define UNPACK_MAX_DEPTH 32
 
 /* ---- Finding where a value ends ---- */
 
@@ -30,7 +33,7 @@ enum head_kind { HEAD_SCALAR, HEAD_BYTES, HEAD_ARRAY, HEAD_MAP, HEAD_EXT, HEAD_R
 struct head {
     enum head_kind kind;
     size_t size;    /* bytes of header: the whole of a scalar, type and length of the others */
-    uint32_t count; /* str/bin body bytes or array/map entries, once head_count has run */
+    uint32_t count; /* str/bin/ext body bytes or array/map entries, once head_count has run */
 };
 
 /* The type bytes 0xc0..0xdf, whose length (if any) follows them in the next 1, 2 or 4 bytes. */
@@ -44,9 +47,9 @@ static const struct {
     [0x04] = {HEAD_BYTES, 2},    /* bin 8, 16, 32 */
     [0x05] = {HEAD_BYTES, 3},
     [0x06] = {HEAD_BYTES, 5},
-    [0x07] = {HEAD_EXT, 1},      /* ext 8, 16, 32 */
-    [0x08] = {HEAD_EXT, 1},
-    [0x09] = {HEAD_EXT, 1},
+    [0x07] = {HEAD_EXT, 3},      /* ext 8, 16, 32: the length, then the ext type */
+    [0x08] = {HEAD_EXT, 4},
+    [0x09] = {HEAD_EXT, 6},
     [0x0a] = {HEAD_SCALAR, 5},   /* float 32, 64 */
     [0x0b] = {HEAD_SCALAR, 9},
     [0x0c] = {HEAD_SCALAR, 2},   /* uint 8, 16, 32, 64 */
@@ -57,11 +60,11 @@ static const struct {
     [0x11] = {HEAD_SCALAR, 3},
     [0x12] = {HEAD_SCALAR, 5},
     [0x13] = {HEAD_SCALAR, 9},
-    [0x14] = {HEAD_EXT, 1},      /* fixext 1, 2, 4, 8, 16 */
-    [0x15] = {HEAD_EXT, 1},
-    [0x16] = {HEAD_EXT, 1},
-    [0x17] = {HEAD_EXT, 1},
-    [0x18] = {HEAD_EXT, 1},
+    [0x14] = {HEAD_EXT, 2},      /* fixext 1, 2, 4, 8, 16: the ext type */
+    [0x15] = {HEAD_EXT, 2},
+    [0x16] = {HEAD_EXT, 2},
+    [0x17] = {HEAD_EXT, 2},
+    [0x18] = {HEAD_EXT, 2},
     [0x19] = {HEAD_BYTES, 2},    /* str 8, 16, 32 */
     [0x1a] = {HEAD_BYTES, 3},
     [0x1b] = {HEAD_BYTES, 5},
@@ -89,19 +92,25 @@ static bool head_is_container(const struct head *h)
     return h->kind == HEAD_ARRAY || h->kind == HEAD_MAP;
 }
 
-/* What follows the header: bytes of a str/bin, values of an array, keys and values of a map.
+/* What follows the header: bytes of a str/bin/ext, values of an array, keys and values of a map.
  * Each of those values takes a byte at least. */
 static uint64_t head_body(const struct head *h)
 {
     return h->kind == HEAD_MAP ? 2 * (uint64_t)h->count : h->count;
 }
 
-/* Reads the big-endian length that follows the type byte; p holds the whole header. */
+/* Reads the big-endian length that follows the type byte; p holds the whole header. A fixext's
+ * length is in its type byte, and an ext header ends with the ext type, after the length. */
 static void head_count(struct head *h, const unsigned char *p)
 {
     if (h->kind == HEAD_SCALAR)
         return;
-    for (size_t i = 1; i < h->size; i++)
+    if (h->kind == HEAD_EXT && p[0] >= 0xd4) {
+        h->count = 1u << (p[0] - 0xd4);
+        return;
+    }
+    size_t end = h->kind == HEAD_EXT ? h->size - 1 : h->size;
+    for (size_t i = 1; i < end; i++)
         h->count = h->count << 8 | p[i];
 }
 
@@ -145,8 +154,6 @@ static enum codec_status scan_head(struct scan *s, int depth, struct head *h)
     *h = head_classify(s->data[s->pos]);
     if (h->kind == HEAD_RESERVED)
         return scan_fail(s, ERR_MALFORMED);
-    if (h->kind == HEAD_EXT)
-        return scan_fail(s, ERR_UNSUPPORTED);
     if (head_is_container(h) && depth >= s->max_depth)
         return scan_fail(s, ERR_TOO_DEEP);
     if (h->size > room)
@@ -280,12 +287,93 @@ enum codec_status codec_frame(const char *data, size_t len, const struct codec_l
 
 /* ---- Decoding ---- */
 
-static int push_object(lua_State *L, const msgpack_object *o, const char **err);
+/* The bytes were scanned first, so every header here is whole and every length is backed by the
+ * bytes that follow it: decoding reads them straight into Lua values, with no bounds to check. */
+struct dec {
+    lua_State *L;
+    const unsigned char *data;
+    size_t pos;
+    bool exact;
+    const char *err;
+};
 
-/* lua_createtable takes an int size hint; a hint is only a hint, so a huge one is dropped. */
-static int size_hint(uint32_t n)
+static uint64_t read_be(const unsigned char *p, size_t n)
 {
-    return n <= INT_MAX ? (int)n : 0;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* A uint64 above math.maxinteger has no Lua integer: exactly, it becomes a luasock.uint64;
+ * otherwise the nearest float. */
+static void push_uint(struct dec *d, uint64_t u)
+{
+    if (u <= (uint64_t)LUA_MAXINTEGER)
+        lua_pushinteger(d->L, (lua_Integer)u);
+    else if (d->exact)
+        lvalues_push_uint64(d->L, u);
+    else
+        lua_pushnumber(d->L, (lua_Number)u);
+}
+
+/* int 8, 16, 32 or 64 (n bytes at p), sign-extended. */
+static void push_int(lua_State *L, const unsigned char *p, size_t n)
+{
+    uint64_t u = read_be(p, n);
+    if (n < 8 && (u >> (8 * n - 1)) != 0)
+        u |= UINT64_MAX << (8 * n);
+    lua_pushinteger(L, (lua_Integer)u);
+}
+
+/* float32 becomes a Lua float (a double) holding the same number. */
+static void push_float(lua_State *L, const unsigned char *p, size_t n)
+{
+    uint64_t bits = read_be(p, n);
+    if (n == 4) {
+        uint32_t bits32 = (uint32_t)bits;
+        float f;
+        memcpy(&f, &bits32, sizeof f);
+        lua_pushnumber(L, (lua_Number)f);
+    } else {
+        double f;
+        memcpy(&f, &bits, sizeof f);
+        lua_pushnumber(L, (lua_Number)f);
+    }
+}
+
+/* A value whose header is all of it. A nil inside an array or map is luasock.null, so that the
+ * entry is there (Lua tables cannot hold nil); a nil on its own stays nil. */
+static void push_scalar(struct dec *d, const unsigned char *p, bool inside)
+{
+    lua_State *L = d->L;
+    unsigned char b = p[0];
+    if (b <= 0x7f)
+        lua_pushinteger(L, b);
+    else if (b >= 0xe0)
+        lua_pushinteger(L, (lua_Integer)b - 0x100);
+    else if (b == 0xc0 && inside)
+        lvalues_push_null(L);
+    else if (b == 0xc0)
+        lua_pushnil(L);
+    else if (b == 0xc2 || b == 0xc3)
+        lua_pushboolean(L, b == 0xc3);
+    else if (b == 0xca || b == 0xcb)
+        push_float(L, p + 1, b == 0xca ? 4 : 8);
+    else if (b >= 0xcc && b <= 0xcf)
+        push_uint(d, read_be(p + 1, (size_t)1 << (b - 0xcc)));
+    else /* int 8..64 */
+        push_int(L, p + 1, (size_t)1 << (b - 0xd0));
+}
+
+/* str always as a Lua string; bin as one too, or as a luasock.bytes exactly. */
+static void push_bytes(struct dec *d, unsigned char type, const unsigned char *body, size_t len)
+{
+    bool bin = type >= 0xc4 && type <= 0xc6;
+    if (bin && d->exact)
+        lvalues_push_bytes(d->L, (const char *)body, len);
+    else
+        lua_pushlstring(d->L, (const char *)body, len);
 }
 
 /* Lua tables cannot hold a nil or NaN key, and lua_rawset would raise for one. */
@@ -300,190 +388,80 @@ static bool key_ok(lua_State *L, int idx)
     return true;
 }
 
-/* Pops a key and a value into the table below them. */
-static int set_entry(lua_State *L, const char **err)
+/* lua_createtable takes an int size hint; a hint is only a hint, so a huge one is dropped. */
+static int size_hint(uint32_t n)
 {
-    if (!key_ok(L, -2)) {
-        *err = ERR_BAD_KEY;
-        return -1;
-    }
-    lua_rawset(L, -3);
-    return 0;
+    return n <= INT_MAX ? (int)n : 0;
 }
 
-/* Every level of nesting holds a table, a key and a value on the Lua stack. */
-static int reserve_level(lua_State *L, const char **err)
-{
-    if (lua_checkstack(L, 3))
-        return 0;
-    *err = ERR_TOO_DEEP;
-    return -1;
-}
+static int decode_value(struct dec *d, bool inside);
 
-static int push_array(lua_State *L, const msgpack_object_array *a, const char **err)
-{
-    if (reserve_level(L, err) != 0)
-        return -1;
-    lua_createtable(L, size_hint(a->size), 0);
-    for (uint32_t i = 0; i < a->size; i++) {
-        if (push_object(L, &a->ptr[i], err) != 0)
-            return -1;
-        lua_rawseti(L, -2, (lua_Integer)i + 1); /* a nil element leaves a hole */
-    }
-    return 0;
-}
-
-static int push_map(lua_State *L, const msgpack_object_map *m, const char **err)
-{
-    if (reserve_level(L, err) != 0)
-        return -1;
-    lua_createtable(L, 0, size_hint(m->size));
-    for (uint32_t i = 0; i < m->size; i++) {
-        if (push_object(L, &m->ptr[i].key, err) != 0 || push_object(L, &m->ptr[i].val, err) != 0
-            || set_entry(L, err) != 0)
-            return -1;
-    }
-    return 0;
-}
-
-/* A uint64 above math.maxinteger has no Lua integer, so it becomes the nearest float. */
-static void push_uint(lua_State *L, uint64_t u)
-{
-    if (u <= (uint64_t)LUA_MAXINTEGER)
-        lua_pushinteger(L, (lua_Integer)u);
-    else
-        lua_pushnumber(L, (lua_Number)u);
-}
-
-static int push_object(lua_State *L, const msgpack_object *o, const char **err)
-{
-    switch (o->type) {
-    case MSGPACK_OBJECT_NIL:
-        lua_pushnil(L);
-        return 0;
-    case MSGPACK_OBJECT_BOOLEAN:
-        lua_pushboolean(L, o->via.boolean);
-        return 0;
-    case MSGPACK_OBJECT_POSITIVE_INTEGER:
-        push_uint(L, o->via.u64);
-        return 0;
-    case MSGPACK_OBJECT_NEGATIVE_INTEGER:
-        lua_pushinteger(L, o->via.i64);
-        return 0;
-    case MSGPACK_OBJECT_FLOAT32: /* msgpack-c widens float32 into via.f64 */
-    case MSGPACK_OBJECT_FLOAT64:
-        lua_pushnumber(L, o->via.f64);
-        return 0;
-    case MSGPACK_OBJECT_STR:
-        lua_pushlstring(L, o->via.str.ptr, o->via.str.size);
-        return 0;
-    case MSGPACK_OBJECT_BIN:
-        lua_pushlstring(L, o->via.bin.ptr, o->via.bin.size);
-        return 0;
-    case MSGPACK_OBJECT_ARRAY:
-        return push_array(L, &o->via.array, err);
-    case MSGPACK_OBJECT_MAP:
-        return push_map(L, &o->via.map, err);
-    default: /* ext: the scan refuses it first */
-        *err = ERR_UNSUPPORTED;
-        return -1;
-    }
-}
-
-struct dec {
-    lua_State *L;
-    const char *data;
-    size_t len;
-    size_t pos;
-    /* Containers with fewer than this many containers around them are opened here, because
-     * what is inside them is nested deeper than msgpack-c can unpack. */
-    int split_depth;
-    const char *err;
-};
-
-struct unpacked {
-    const msgpack_object *object;
-    const char *err;
-    int rc;
-};
-
-static int push_unpacked(lua_State *L)
-{
-    struct unpacked *u = lua_touserdata(L, 1);
-    lua_pop(L, 1);
-    u->rc = push_object(L, u->object, &u->err);
-    return u->rc == 0 ? 1 : 0;
-}
-
-/* Unpacks the value at d->pos with msgpack-c and pushes it. The scan has vouched for every
- * header, so msgpack-c sizes nothing from a count the bytes do not back. The pushing runs
- * protected, so that a memory error in Lua (the handler's memory cap) frees msgpack-c's zone
- * before it is raised again. */
-static int unpack_value(struct dec *d)
-{
-    msgpack_unpacked result;
-    msgpack_unpacked_init(&result);
-    msgpack_unpack_return ret = msgpack_unpack_next(&result, d->data, d->len, &d->pos);
-    if (ret != MSGPACK_UNPACK_SUCCESS || !lua_checkstack(d->L, 2)) {
-        msgpack_unpacked_destroy(&result);
-        d->err = ret == MSGPACK_UNPACK_SUCCESS || ret == MSGPACK_UNPACK_NOMEM_ERROR
-                     ? ERR_NO_MEMORY : ERR_MALFORMED;
-        return -1;
-    }
-    struct unpacked u = {&result.data, NULL, -1};
-    lua_pushcfunction(d->L, push_unpacked);
-    lua_pushlightuserdata(d->L, &u);
-    int status = lua_pcall(d->L, 1, 1, 0);
-    msgpack_unpacked_destroy(&result);
-    if (status != LUA_OK)
-        return lua_error(d->L);
-    if (u.rc != 0) {
-        lua_pop(d->L, 1);
-        d->err = u.err;
-    }
-    return u.rc;
-}
-
-static int decode_value(struct dec *d, int depth);
-
-/* Opens the array or map at d->pos and decodes its entries one at a time. */
-static int decode_split(struct dec *d, struct head h, int depth)
+/* The entries of an array or map whose header was just read. A level holds the table, a key, a
+ * value and what a value's pusher needs for a moment (a metatable). */
+static int decode_container(struct dec *d, const struct head *h)
 {
     lua_State *L = d->L;
-    bool map = h.kind == HEAD_MAP;
-    head_count(&h, (const unsigned char *)d->data + d->pos);
-    d->pos += h.size;
-    if (reserve_level(L, &d->err) != 0)
+    bool map = h->kind == HEAD_MAP;
+    if (!lua_checkstack(L, 4)) {
+        d->err = ERR_TOO_DEEP;
         return -1;
-    lua_createtable(L, map ? 0 : size_hint(h.count), map ? size_hint(h.count) : 0);
-    for (uint32_t i = 0; i < h.count; i++) { /* a map entry is a key, then a value */
-        if (map && decode_value(d, depth + 1) != 0)
-            return -1;
-        if (decode_value(d, depth + 1) != 0)
-            return -1;
-        if (!map)
-            lua_rawseti(L, -2, (lua_Integer)i + 1);
-        else if (set_entry(L, &d->err) != 0)
-            return -1;
     }
+    lua_createtable(L, map ? 0 : size_hint(h->count), map ? size_hint(h->count) : 0);
+    for (uint32_t i = 0; i < h->count; i++) {
+        if (!map) {
+            if (decode_value(d, true) != 0)
+                return -1;
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+            continue;
+        }
+        /* A map key is a value on its own: a nil key is refused, not made luasock.null. */
+        if (decode_value(d, false) != 0 || decode_value(d, true) != 0)
+            return -1;
+        if (!key_ok(L, -2)) {
+            d->err = ERR_BAD_KEY;
+            return -1;
+        }
+        lua_rawset(L, -3);
+    }
+    if (d->exact)
+        lvalues_mark(L, -1, map ? LV_MAP : LV_ARRAY);
     return 0;
 }
 
-/* Decodes the value at d->pos; depth is the number of containers around it. */
-static int decode_value(struct dec *d, int depth)
+/* Decodes the value at d->pos and pushes it; inside says whether an array or map holds it. */
+static int decode_value(struct dec *d, bool inside)
 {
-    struct head h = head_classify((unsigned char)d->data[d->pos]);
-    if (head_is_container(&h) && depth < d->split_depth)
-        return decode_split(d, h, depth);
-    return unpack_value(d);
+    const unsigned char *p = d->data + d->pos;
+    struct head h = head_classify(p[0]);
+    head_count(&h, p);
+    d->pos += h.size;
+    switch (h.kind) {
+    case HEAD_SCALAR:
+        push_scalar(d, p, inside);
+        return 0;
+    case HEAD_BYTES:
+        push_bytes(d, p[0], p + h.size, h.count);
+        break;
+    case HEAD_EXT: /* its type is the last byte of its header */
+        lvalues_push_ext(d->L, (int8_t)p[h.size - 1], (const char *)p + h.size, h.count);
+        break;
+    case HEAD_ARRAY:
+    case HEAD_MAP:
+        return decode_container(d, &h);
+    default: /* reserved: the scan refuses it first */
+        d->err = ERR_MALFORMED;
+        return -1;
+    }
+    d->pos += h.count;
+    return 0;
 }
 
 enum codec_status codec_decode(lua_State *L, const char *data, size_t len, bool exact,
                                const char **err)
 {
-    (void)exact;
-    /* Scanning first refuses ext types and reserved bytes, and learns how deep the value goes.
-     * Without a size limit a truncated value is "more", so here it reads as malformed. */
+    /* Scanning first refuses reserved bytes and truncated or trailing ones, so that decoding can
+     * trust every header. Without a size limit a truncated value is "more", so here it reads as
+     * malformed. */
     struct codec_limits none = {SIZE_MAX, INT_MAX, SIZE_MAX};
     struct scan s = scan_start(data, len, &none);
     struct codec_framer f;
@@ -494,9 +472,13 @@ enum codec_status codec_decode(lua_State *L, const char *data, size_t len, bool 
         *err = st == CODEC_ERROR ? s.err : ERR_MALFORMED;
         return CODEC_ERROR;
     }
-    struct dec d = {.L = L, .data = data, .len = len, .split_depth = s.deepest - UNPACK_MAX_DEPTH};
+    if (!lua_checkstack(L, 3)) {
+        *err = ERR_NO_MEMORY;
+        return CODEC_ERROR;
+    }
+    struct dec d = {.L = L, .data = (const unsigned char *)data, .exact = exact};
     int top = lua_gettop(L);
-    if (decode_value(&d, 0) != 0) {
+    if (decode_value(&d, false) != 0) {
         lua_settop(L, top);
         *err = d.err;
         return CODEC_ERROR;
@@ -582,17 +564,46 @@ static bool utf8_valid(const char *s, size_t len)
     return true;
 }
 
+/* msgpack lengths are 32-bit; checking max_size first also skips validating a huge string. */
+static bool fits(const struct enc *e, size_t len)
+{
+    return len <= UINT32_MAX && len <= e->max_size;
+}
+
 /* Text goes as str and anything else as bin, so that Python gets str or bytes accordingly. */
 static int encode_string(struct enc *e, int idx)
 {
     size_t len;
     const char *s = lua_tolstring(e->L, idx, &len);
-    /* msgpack lengths are 32-bit; checking max_size here also skips validating a huge string. */
-    if (len > UINT32_MAX || len > e->max_size)
+    if (!fits(e, len))
         return enc_fail(e, ERR_TOO_LARGE);
     if (utf8_valid(s, len))
         return msgpack_pack_str_with_body(&e->pk, s, len);
     return msgpack_pack_bin_with_body(&e->pk, s, len);
+}
+
+/* A luasock.bytes goes as bin whatever it holds. */
+static int encode_bytes(struct enc *e, int idx)
+{
+    size_t len;
+    const char *s = lvalues_bytes(e->L, idx, &len);
+    if (!fits(e, len))
+        return enc_fail(e, ERR_TOO_LARGE);
+    return msgpack_pack_bin_with_body(&e->pk, s, len);
+}
+
+/* A luasock.ext goes as fixext 1/2/4/8/16 when its length is one of those, else as ext 8/16/32
+ * (msgpack-c picks, as Python's packb does). */
+static int encode_ext(struct enc *e, int idx)
+{
+    int type;
+    size_t len;
+    const char *data = lvalues_ext(e->L, idx, &type, &len);
+    if (!fits(e, len))
+        return enc_fail(e, ERR_TOO_LARGE);
+    if (msgpack_pack_ext(&e->pk, len, (int8_t)type) != 0)
+        return -1;
+    return msgpack_pack_ext_body(&e->pk, data, len);
 }
 
 /* Floats always go as float64, so that 1.0 comes back a float and no precision is lost. */
@@ -639,6 +650,8 @@ static lua_Integer sequence_length(lua_State *L, int idx, size_t *count)
 
 static int encode_array(struct enc *e, int idx, lua_Integer n, int depth)
 {
+    if ((lua_Unsigned)n > e->max_size) /* a byte each at least */
+        return enc_fail(e, ERR_TOO_LARGE);
     if (msgpack_pack_array(&e->pk, (size_t)n) != 0)
         return -1;
     for (lua_Integer i = 1; i <= n; i++) {
@@ -650,7 +663,19 @@ static int encode_array(struct enc *e, int idx, lua_Integer n, int depth)
     return 0;
 }
 
-static int encode_map(struct enc *e, int idx, size_t count, int depth)
+static size_t count_keys(lua_State *L, int idx)
+{
+    size_t count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        lua_pop(L, 1);
+        count++;
+    }
+    return count;
+}
+
+/* Every key and value of the table at idx; for a set, every key with true. */
+static int encode_map(struct enc *e, int idx, size_t count, bool set, int depth)
 {
     lua_State *L = e->L;
     if (msgpack_pack_map(&e->pk, count) != 0)
@@ -658,32 +683,59 @@ static int encode_map(struct enc *e, int idx, size_t count, int depth)
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         int top = lua_gettop(L);
-        if (encode_value(e, top - 1, depth) != 0 || encode_value(e, top, depth) != 0)
+        if (encode_value(e, top - 1, depth) != 0)
+            return -1;
+        if ((set ? msgpack_pack_true(&e->pk) : encode_value(e, top, depth)) != 0)
             return -1;
         lua_pop(L, 1);
     }
     return 0;
 }
 
-/* Encodes the table at idx, which has depth containers around its entries (itself included). */
+/* A table as its marker says (see codec.h), or an unmarked one by its keys. */
+static int encode_entries(struct enc *e, int idx, enum lvalue_kind kind, int depth)
+{
+    size_t count;
+    lua_Integer n;
+    switch (kind) {
+    case LV_ARRAY:
+    case LV_TUPLE:
+        return encode_array(e, idx, (lua_Integer)lua_rawlen(e->L, idx), depth);
+    case LV_MAP:
+    case LV_SET:
+        return encode_map(e, idx, count_keys(e->L, idx), kind == LV_SET, depth);
+    default:
+        n = sequence_length(e->L, idx, &count);
+        return n > 0 ? encode_array(e, idx, n, depth) : encode_map(e, idx, count, false, depth);
+    }
+}
+
+/* Encodes the table at idx, which has depth containers around its entries (itself included).
+ * The wrappers are values, not containers. */
 static int encode_table(struct enc *e, int idx, int depth)
 {
+    enum lvalue_kind kind = lvalues_kind(e->L, idx);
+    if (kind == LV_BYTES)
+        return encode_bytes(e, idx);
+    if (kind == LV_UINT64)
+        return msgpack_pack_uint64(&e->pk, lvalues_uint64(e->L, idx));
+    if (kind == LV_EXT)
+        return encode_ext(e, idx);
     if (depth > e->max_depth)
         return enc_fail(e, ERR_TOO_DEEP);
-    /* A level holds a key and a value. */
-    if (!lua_checkstack(e->L, 2))
+    /* A level holds a key, a value and what lvalues_kind needs for a moment. */
+    if (!lua_checkstack(e->L, 3))
         return enc_fail(e, ERR_TOO_DEEP);
     if (enter_table(e, idx) != 0)
         return -1;
-    size_t count;
-    lua_Integer n = sequence_length(e->L, idx, &count);
-    int rc = n > 0 ? encode_array(e, idx, n, depth) : encode_map(e, idx, count, depth);
+    int rc = encode_entries(e, idx, kind, depth);
     e->depth--;
     return rc;
 }
 
-/* Encodes the value at idx, which has depth containers around it. Metatables are not consulted:
- * what goes on the wire is what the table holds. */
+/* Encodes the value at idx, which has depth containers around it. Metatables are consulted only
+ * to tell luasock's markers and wrappers (lvalues_kind, which runs no metamethod); otherwise what
+ * goes on the wire is what the table holds. */
 static int encode_value(struct enc *e, int idx, int depth)
 {
     switch (lua_type(e->L, idx)) {
@@ -701,7 +753,11 @@ static int encode_value(struct enc *e, int idx, int depth)
         return enc_fail(e, "cannot encode a function");
     case LUA_TTHREAD:
         return enc_fail(e, "cannot encode a thread");
-    default: /* full and light userdata */
+    case LUA_TLIGHTUSERDATA:
+        if (lvalues_kind(e->L, idx) == LV_NULL)
+            return msgpack_pack_nil(&e->pk);
+        return enc_fail(e, "cannot encode a userdata");
+    default: /* full userdata */
         return enc_fail(e, "cannot encode a userdata");
     }
 }
@@ -728,6 +784,12 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
     }
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
+    if (!lua_checkstack(L, 2)) {
+        if (e.path != e.shallow)
+            free(e.path);
+        *err = ERR_NO_MEMORY;
+        return CODEC_ERROR;
+    }
     msgpack_packer_init(&e.pk, &e, enc_write);
     int rc = encode_value(&e, idx, 0);
     if (e.path != e.shallow)

@@ -342,7 +342,8 @@ class ObjectsProtocol:
         else:
             args = [self.index, n, rng.randbytes(rng.randint(0, 3000)).hex(),
                     {"k": rng.random()}, [True, False, -1.5]]
-            request, want = {"op": "echo", "args": args}, {"ok": True, "result": args}
+            # echo answers its first argument
+            request, want = {"op": "echo", "args": [args]}, {"ok": True, "result": args}
         self.sock.sendall(msgpack.packb(request))
         got = self.receive()
         if not same(want, got):
@@ -1049,7 +1050,7 @@ MALFORMED = [
     ("bin32 of 2 MiB > max_object", bin32(2 * MiB) + b"z" * (2 * MiB), "too large", False),
     ("50000 strings of 30 bytes > max_object",
      b"\xdd" + struct.pack(">I", 50000) + (b"\xbe" + b"s" * 30) * 50000, "too large", False),
-    ("ext type", b"\xd4\x01\x02", "unsupported type", False),
+    ("ext32 claiming 4 GiB", b"\xc9\xff\xff\xff\xff\x01", "too large", False),
     ("nil map key", b"\x81\xc0\x01", "bad map key", False),
 ]
 

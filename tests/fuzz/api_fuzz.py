@@ -133,7 +133,7 @@ HOSTILE_MSGPACK = [
     b"\xdd\xff\xff\xff\xff",                    # array32 with a huge count
     b"\xdb\xff\xff\xff\xff",                    # str32 with a huge length
     b"\xc1",                                    # reserved
-    b"\xd4\x01\x00",                            # fixext1: unsupported
+    b"\xd4\x01\x00",                            # fixext1: a luasock.ext value
     b"\x91" * 150 + b"\xc0",                    # nested deeper than 100
     b"\x81\x90\x01",                            # map with an array key
     b"\xc6\x00\x01\x00\x00" + b"z" * 100,      # bin32 of 64 KiB, partly sent

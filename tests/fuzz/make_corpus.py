@@ -181,6 +181,11 @@ def codec_seeds():
     s["ext8"] = b"\xc7\x03\x05abc"
     s["ext16_in_array"] = array([b"\xc8\x00\x01\x07z"])
     s["ext32_timestamp"] = b"\xc9\x00\x00\x00\x04\xff\x00\x00\x00\x01"
+    s["ext8_timestamp96"] = b"\xc7\x0c\xff" + b"\x00" * 11 + b"\x01"
+    s["ext_as_map_key"] = b"\x81\xd4\x01\x00\x01"
+    s["nil_in_array_and_map"] = array([b"\xc0", map_([(str_("k"), b"\xc0")]), b"\xc0"])
+    s["uint64_max_and_bin_key"] = map_([(bin_(b"k", 8), b"\xcf" + b"\xff" * 8)])
+    s["empty_containers"] = array([array([]), map_([]), array([array([])])])
     s["reserved_c1"] = b"\xc1"
     s["reserved_in_map"] = map_([(str_("k"), b"\xc1")])
     s["truncated_str8"] = b"\xd9\x10abc"

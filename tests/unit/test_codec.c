@@ -1,6 +1,8 @@
 /* Unit tests for codec.c: round trips of every Lua type, framing on a byte stream (values that
- * arrive in pieces, back to back, truncated or hostile), the limits, and byte-for-byte agreement
- * with Python's msgpack (the expected bytes below come from msgpack.packb in python3-msgpack). */
+ * arrive in pieces, back to back, truncated or hostile), the limits, byte-for-byte agreement
+ * with Python's msgpack (the expected bytes below come from msgpack.packb in python3-msgpack),
+ * the markers and wrappers of lvalues.h, and exact decoding (whose values encode back to the
+ * bytes they came from). */
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +12,7 @@
 
 #include "check.h"
 #include "codec.h"
+#include "lvalues.h"
 
 /* A byte string literal and its length, NULs included. */
 #define BYTES(s) (s), sizeof(s) - 1
@@ -134,10 +137,10 @@ static size_t nested(char *out, int depth, bool maps)
 
 /* Decodes what `nested` built and checks that the chain t[1][1]... is depth tables deep (arrays
  * and maps alike index by 1) and ends in the integer 1. */
-static bool decodes_nested(const char *bytes, size_t len, int depth)
+static bool decodes_nested(const char *bytes, size_t len, int depth, bool exact)
 {
     const char *err;
-    if (codec_decode(L, bytes, len, false, &err) != CODEC_OK)
+    if (codec_decode(L, bytes, len, exact, &err) != CODEC_OK)
         return false;
     int found = 0;
     while (lua_istable(L, -1)) {
@@ -228,14 +231,25 @@ static void test_tables(void)
     CHECK(first_byte("{1, 2, n = 2}") == 0x83);
     CHECK(first_byte("{[2] = 'b', [1] = 'a'}") == 0x92);
 
-    /* An array with a nil element (from another language) decodes with a hole. */
+    /* An array with a nil element (from another language) decodes with luasock.null there, and
+     * so does a map with a nil value: the entry stays. A nil on its own stays nil. */
     const char *err;
     CHECK(codec_decode(L, BYTES("\x93\x01\xc0\x03"), false, &err) == CODEC_OK);
-    CHECK(lua_istable(L, -1));
-    CHECK(lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_rawgeti(L, -2, 2) == LUA_TNIL
+    CHECK(lua_istable(L, -1) && lua_rawlen(L, -1) == 3);
+    CHECK(lua_rawgeti(L, -1, 1) == LUA_TNUMBER && lua_rawgeti(L, -2, 2) == LUA_TLIGHTUSERDATA
           && lua_rawgeti(L, -3, 3) == LUA_TNUMBER);
+    CHECK(lvalues_kind(L, -2) == LV_NULL);
     CHECK(lua_tointeger(L, -1) == 3);
     lua_pop(L, 4);
+    CHECK(codec_decode(L, BYTES("\x81\xa1k\xc0"), false, &err) == CODEC_OK);
+    CHECK(lua_getfield(L, -1, "k") == LUA_TLIGHTUSERDATA && lvalues_kind(L, -1) == LV_NULL);
+    lua_pop(L, 2);
+    CHECK(codec_decode(L, BYTES("\xc0"), false, &err) == CODEC_OK && lua_isnil(L, -1));
+    lua_pop(L, 1);
+    CHECK(round_trips("{1, luasock.null, 3}"));
+    CHECK(round_trips("{k = luasock.null}"));
+    CHECK(encodes_as("{luasock.null, 1}", "92c001"));
+    CHECK(encodes_as("luasock.null", "c0"));
 
     /* A shared subtable is not a cycle. */
     CHECK(round_trips("local s = {1}; return {s, s, k = s}"));
@@ -299,15 +313,25 @@ static void test_decode_edges(void)
     CHECK(lua_rawlen(L, -1) == 3 && memcmp(lua_tostring(L, -1), "a\0b", 3) == 0);
     lua_pop(L, 1);
 
+    /* A nil key is refused (it does not become luasock.null), as is a NaN one. */
     CHECK(codec_decode(L, BYTES("\x81\xc0\x01"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
     CHECK(codec_decode(L, BYTES("\x82\x01\x02\xcb\x7f\xf8\x00\x00\x00\x00\x00\x00\x01"), false, &err)
           == CODEC_ERROR);
     CHECK_STR(err, "bad map key");
-    CHECK(codec_decode(L, BYTES("\xd4\x01\x02"), false, &err) == CODEC_ERROR);
-    CHECK_STR(err, "unsupported type");
-    CHECK(codec_decode(L, BYTES("\x92\x01\xc7\x01\x05\x00"), false, &err) == CODEC_ERROR);
-    CHECK_STR(err, "unsupported type");
+    /* ext values decode to luasock.ext in both modes. */
+    CHECK(codec_decode(L, BYTES("\xd4\x01\x02"), false, &err) == CODEC_OK);
+    CHECK(lvalues_kind(L, -1) == LV_EXT);
+    lua_pop(L, 1);
+    CHECK(codec_decode(L, BYTES("\x92\x01\xc7\x01\xfb\x00"), false, &err) == CODEC_OK);
+    CHECK(lua_rawgeti(L, -1, 2) == LUA_TTABLE && lvalues_kind(L, -1) == LV_EXT);
+    {
+        int type;
+        size_t n;
+        const char *data = lvalues_ext(L, -1, &type, &n);
+        CHECK(type == -5 && n == 1 && data[0] == 0);
+    }
+    lua_pop(L, 2);
     CHECK(codec_decode(L, BYTES("\x92\xc1\x01"), false, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
     CHECK(codec_decode(L, BYTES("\x92\x01"), false, &err) == CODEC_ERROR);
@@ -366,8 +390,20 @@ static void test_frame_refusals(void)
     CHECK_STR(err, "malformed");
     CHECK(codec_frame(BYTES("\x93\x01\xc1"), &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "malformed");
-    CHECK(codec_frame(BYTES("\xd6\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
-    CHECK_STR(err, "unsupported type");
+    /* ext values frame with the same limits as bin. */
+    CHECK(codec_frame(BYTES("\xd6\xff"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xd6\xff\x00\x00\x00"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xd6\xff\x00\x00\x00\x01"), &defaults, &frame_len, &err)
+          == CODEC_OK && frame_len == 6);
+    CHECK(codec_frame(BYTES("\xc7\x02\x05"), &defaults, &frame_len, &err) == CODEC_MORE);
+    CHECK(codec_frame(BYTES("\xc7\x00\x05"), &defaults, &frame_len, &err) == CODEC_OK
+          && frame_len == 3);
+    CHECK(codec_frame(BYTES("\xc9\xff\xff\xff\xff\x05"), &defaults, &frame_len, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "too large");
+    CHECK(codec_frame(BYTES("\xc9\x00\x10\x00\x00\x05"), &defaults, &frame_len, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "too large");
 
     /* Hostile headers are refused from the header alone, never answered with "more". */
     CHECK(codec_frame(BYTES("\xdd\xff\xff\xff\xff"), &defaults, &frame_len, &err) == CODEC_ERROR);
@@ -416,12 +452,14 @@ static void test_depth(void)
     CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_ERROR);
     CHECK_STR(err, "nesting too deep");
 
-    /* msgpack-c unpacks at most 32 levels at once; deeper values are opened level by level. */
+    /* Every depth up to the limit decodes, exact or not (msgpack-c's unpacker, which stopped at
+     * 32 levels, is no longer used). */
     int depths[] = {1, 31, 32, 33, 34, 64, 65, 99, CODEC_DEFAULT_MAX_DEPTH};
     for (size_t i = 0; i < sizeof depths / sizeof depths[0]; i++) {
         for (int maps = 0; maps <= 1; maps++) {
             len = nested(bytes, depths[i], maps);
-            CHECK(decodes_nested(bytes, len, depths[i]));
+            CHECK(decodes_nested(bytes, len, depths[i], false));
+            CHECK(decodes_nested(bytes, len, depths[i], true));
         }
     }
     CHECK(codec_decode(L, BYTES("\x81\x01\x81\xc0\x01"), false, &err) == CODEC_ERROR);
@@ -534,6 +572,33 @@ static void test_items(void)
     CHECK(lua_rawlen(L, -1) == maps + 1);
     lua_pop(L, 1);
     free(bytes);
+
+    /* ext values (in both modes) and bin in exact mode become wrapper tables: an array of
+     * fixext 2 values, each with data of its own so that no string is shared, costs the most of
+     * those per byte. */
+    uint32_t exts = CODEC_DEFAULT_MAX_ITEMS - 1;
+    len = 5 + 4 * (size_t)exts;
+    bytes = malloc(len);
+    bytes[0] = '\xdd';
+    for (int i = 0; i < 4; i++)
+        bytes[1 + i] = (char)(exts >> (24 - 8 * i));
+    for (uint32_t i = 0; i < exts; i++) {
+        char *ext = bytes + 5 + 4 * (size_t)i;
+        ext[0] = '\xd5';
+        ext[1] = 7;
+        ext[2] = (char)(i >> 8);
+        ext[3] = (char)i;
+    }
+    CHECK(codec_frame(bytes, len, &defaults, &frame_len, &err) == CODEC_OK && frame_len == len);
+    lua_gc(L, LUA_GCCOLLECT);
+    before = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    CHECK(codec_decode(L, bytes, len, true, &err) == CODEC_OK);
+    after = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    printf("the costliest ext value at the default limits: %zu bytes of Lua heap\n",
+           after - before);
+    CHECK(after - before < 16 * (size_t)CODEC_DEFAULT_MAX_SIZE);
+    lua_pop(L, 1);
+    free(bytes);
 }
 
 static void test_encode_refusals(void)
@@ -588,10 +653,185 @@ static void test_encode_refusals(void)
     CHECK(lua_gettop(L) == top);
 }
 
+/* Encodes the value, decodes it exactly and encodes that again: the same bytes. */
+static bool reencodes(const char *code)
+{
+    struct buf first = {0}, second = {0};
+    const char *err = "";
+    int top = lua_gettop(L);
+    push_lua(code);
+    bool ok = codec_encode(L, -1, &first, &defaults, &err) == CODEC_OK
+              && codec_decode(L, buf_head(&first), buf_len(&first), true, &err) == CODEC_OK
+              && codec_encode(L, -1, &second, &defaults, &err) == CODEC_OK
+              && buf_len(&first) == buf_len(&second)
+              && memcmp(buf_head(&first), buf_head(&second), buf_len(&first)) == 0;
+    if (!ok)
+        fprintf(stderr, "exact round trip of %s: %s\n", code, err);
+    lua_settop(L, top);
+    buf_free(&first);
+    buf_free(&second);
+    return ok;
+}
+
+/* Decodes the hex bytes exactly and checks that encoding gives them back. */
+static bool exact_bytes(const char *hex)
+{
+    char bytes[256];
+    size_t len = strlen(hex) / 2;
+    for (size_t i = 0; i < len; i++) {
+        unsigned byte;
+        if (sscanf(hex + 2 * i, "%2x", &byte) != 1)
+            return false;
+        bytes[i] = (char)byte;
+    }
+    struct buf out = {0};
+    const char *err = "";
+    bool ok = codec_decode(L, bytes, len, true, &err) == CODEC_OK
+              && codec_encode(L, -1, &out, &defaults, &err) == CODEC_OK && hex_equals(&out, hex);
+    if (!ok)
+        fprintf(stderr, "exact bytes %s: %s\n", hex, err);
+    lua_settop(L, lua_gettop(L) - 1);
+    buf_free(&out);
+    return ok;
+}
+
+/* The kind of the value that the hex bytes decode to, exactly or not. */
+static enum lvalue_kind decoded_kind(const char *bytes, size_t len, bool exact)
+{
+    const char *err;
+    if (codec_decode(L, bytes, len, exact, &err) != CODEC_OK)
+        return (enum lvalue_kind)-1;
+    enum lvalue_kind kind = lvalues_kind(L, -1);
+    lua_pop(L, 1);
+    return kind;
+}
+
+static void test_markers(void)
+{
+    /* Markers say what a table is, whatever its keys; unmarked tables keep their rules. */
+    CHECK(encodes_as("luasock.array({})", "90"));
+    CHECK(encodes_as("luasock.map({})", "80"));
+    CHECK(encodes_as("luasock.tuple({})", "90"));
+    CHECK(encodes_as("luasock.set({})", "80"));
+    CHECK(encodes_as("{}", "80"));
+    CHECK(encodes_as("luasock.array({1, 2})", "920102"));
+    CHECK(encodes_as("luasock.tuple({1, 'a'})", "9201a161"));
+    CHECK(encodes_as("luasock.map({'hi'})", "8101a26869"));
+    CHECK(encodes_as("luasock.set({x = true})", "81a178c3"));
+    CHECK(encodes_as("luasock.set({x = 'anything'})", "81a178c3"));
+    CHECK(encodes_as("luasock.array({1, luasock.null, 3})", "9301c003"));
+    CHECK(encodes_as("luasock.array({1, 2, x = 'dropped'})", "920102"));
+    CHECK(encodes_as("{luasock.array({}), luasock.map({})}", "929080"));
+
+    /* The wrappers. */
+    CHECK(encodes_as("luasock.bytes('abc')", "c403616263"));
+    CHECK(encodes_as("luasock.bytes('')", "c400"));
+    CHECK(encodes_as("luasock.uint64('18446744073709551615')", "cfffffffffffffffff"));
+    CHECK(encodes_as("luasock.uint64(math.maxinteger)", "cf7fffffffffffffff"));
+    CHECK(encodes_as("luasock.uint64('9223372036854775808')", "cf8000000000000000"));
+    CHECK(encodes_as("luasock.uint64(5)", "05"));
+    CHECK(encodes_as("luasock.ext(5, 'a')", "d40561"));
+    CHECK(encodes_as("luasock.ext(-1, '\\0\\0\\0\\1')", "d6ff00000001"));
+    CHECK(encodes_as("luasock.ext(-1, string.rep('\\0', 8))", "d7ff0000000000000000"));
+    CHECK(encodes_as("luasock.ext(-1, string.rep('\\0', 12))", "c70cff000000000000000000000000"));
+    CHECK(encodes_as("luasock.ext(5, 'abc')", "c70305616263"));
+    CHECK(encodes_as("luasock.ext(127, '')", "c7007f"));
+    CHECK(encodes_as("luasock.ext(-128, string.rep('z', 16))",
+                     "d8807a7a7a7a7a7a7a7a7a7a7a7a7a7a7a7a"));
+    CHECK(first_byte("luasock.ext(1, string.rep('z', 256))") == 0xc8);
+    CHECK(encodes_as("{[luasock.bytes('k')] = luasock.uint64(1)}", "81c4016b01"));
+    /* A wrapper whose slots someone changed reads as empty, as lvalues.h says. */
+    CHECK(encodes_as("local b = luasock.bytes('x'); rawset(b, 1, 5); return b", "c400"));
+
+    /* Depth and cycles count marked tables; wrappers are values, not containers. */
+    struct buf out = {0};
+    const char *err = NULL;
+    CHECK(encode_lua("local t = luasock.bytes('x'); for i = 1, 100 do t = luasock.array({t}) end; "
+                     "return t", &out, &defaults, &err) == CODEC_OK);
+    buf_free(&out);
+    CHECK(encode_lua("local t = 1; for i = 1, 101 do t = luasock.map({t}) end; return t", &out,
+                     &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "nesting too deep");
+    CHECK(encode_lua("local t = luasock.array({}); t[1] = t; return t", &out, &defaults, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "cycle in table");
+    CHECK(encode_lua("luasock.set({[{}] = true, [print] = true})", &out, &defaults, &err)
+          == CODEC_ERROR);
+    CHECK_STR(err, "cannot encode a function");
+
+    /* luasock.null is the only light userdata that encodes. */
+    lua_pushlightuserdata(L, &out);
+    CHECK(codec_encode(L, -1, &out, &defaults, &err) == CODEC_ERROR);
+    CHECK_STR(err, "cannot encode a userdata");
+    lua_pop(L, 1);
+    CHECK(out.data == NULL);
+}
+
+static void test_exact(void)
+{
+    /* Exactly, containers come back marked, bin as bytes, big uint64 as uint64, ext as ext. */
+    CHECK(decoded_kind(BYTES("\x90"), true) == LV_ARRAY);
+    CHECK(decoded_kind(BYTES("\x80"), true) == LV_MAP);
+    CHECK(decoded_kind(BYTES("\x82\x01\xa1" "a\x02\xa1" "b"), true) == LV_MAP);
+    CHECK(decoded_kind(BYTES("\xc4\x01z"), true) == LV_BYTES);
+    CHECK(decoded_kind(BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), true) == LV_UINT64);
+    CHECK(decoded_kind(BYTES("\xcf\x80\x00\x00\x00\x00\x00\x00\x00"), true) == LV_UINT64);
+    CHECK(decoded_kind(BYTES("\xcf\x7f\xff\xff\xff\xff\xff\xff\xff"), true) == LV_OTHER);
+    CHECK(decoded_kind(BYTES("\xd6\xff\x00\x00\x00\x01"), true) == LV_EXT);
+    CHECK(decoded_kind(BYTES("\xa1z"), true) == LV_OTHER);
+    /* Plainly, as before: unmarked tables, bin as a string, big uint64 as a float. */
+    CHECK(decoded_kind(BYTES("\x90"), false) == LV_OTHER);
+    CHECK(decoded_kind(BYTES("\xc4\x01z"), false) == LV_OTHER);
+    const char *err;
+    CHECK(codec_decode(L, BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), true, &err) == CODEC_OK);
+    CHECK(lvalues_uint64(L, -1) == UINT64_MAX);
+    lua_pop(L, 1);
+
+    /* Exact values encode back to the bytes they came from (in their shortest forms, as
+     * Python's packb writes them). */
+    CHECK(exact_bytes("90"));
+    CHECK(exact_bytes("80"));
+    CHECK(exact_bytes("9190"));
+    CHECK(exact_bytes("8101a26869"));
+    CHECK(exact_bytes("81a16bc0"));
+    CHECK(exact_bytes("93c0c0c0"));
+    CHECK(exact_bytes("c403616263"));
+    CHECK(exact_bytes("c400"));
+    CHECK(exact_bytes("a3616263"));
+    CHECK(exact_bytes("81c4016b01"));
+    CHECK(exact_bytes("cfffffffffffffffff"));
+    CHECK(exact_bytes("cf8000000000000000"));
+    CHECK(exact_bytes("cf7fffffffffffffff"));
+    CHECK(exact_bytes("d38000000000000000"));
+    CHECK(exact_bytes("cb8000000000000000"));
+    CHECK(exact_bytes("cb7ff8000000000000"));
+    CHECK(exact_bytes("d6ff00000001"));
+    CHECK(exact_bytes("d7ff0000000000000000"));
+    CHECK(exact_bytes("c70cff000000000000000000000000"));
+    CHECK(exact_bytes("c70305616263"));
+    CHECK(exact_bytes("92d40561c7007f"));
+    CHECK(exact_bytes("c0"));
+    CHECK(exact_bytes("c3"));
+    /* float32 decodes to a Lua float and goes back as the same number in a float64. */
+    CHECK(codec_decode(L, BYTES("\xca\x3f\xc0\x00\x00"), true, &err) == CODEC_OK);
+    CHECK(!lua_isinteger(L, -1) && lua_tonumber(L, -1) == 1.5);
+    lua_pop(L, 1);
+
+    CHECK(reencodes("luasock.array({})"));
+    CHECK(reencodes("luasock.map({'x', 'y'})"));
+    CHECK(reencodes("luasock.array({luasock.bytes('\\0'), luasock.uint64('18446744073709551615'), "
+                    "luasock.ext(-1, '\\0\\0\\0\\0\\0\\0\\0\\1'), luasock.null, 1.0, 1, 'text'})"));
+    CHECK(reencodes("{{}, {{}}, {x = {}}}"));
+    CHECK(reencodes("local t = 1; for i = 1, 100 do t = luasock.array({t}) end; return t"));
+}
+
 int main(void)
 {
     L = luaL_newstate();
     luaL_openlibs(L);
+    lua_newtable(L);
+    lvalues_open(L);
+    lua_setglobal(L, "luasock");
     if (luaL_dostring(L, same_lua) != LUA_OK)
         return 1;
     test_scalars();
@@ -604,6 +844,8 @@ int main(void)
     test_depth();
     test_items();
     test_encode_refusals();
+    test_markers();
+    test_exact();
     lua_close(L);
     buf_pool_drain();
     return check_report();
