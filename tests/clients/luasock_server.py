@@ -5,9 +5,11 @@ Not a test itself: the *_test.py files next to it import it. The binary is $LUAS
 temp file, which is polled for the "listening on" line to learn the real port.
 `stop_and_check` stops a server and checks its exit status and log, counting into `Checks`.
 """
+import atexit
 import importlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,6 +44,17 @@ def require_debian_module(name):
         if os.path.realpath(sys.executable) != os.path.realpath("/usr/bin/python3"):
             os.execv("/usr/bin/python3", ["/usr/bin/python3", *sys.argv])
         raise
+
+
+def require_hypothesis():
+    """Returns Debian's hypothesis, its cache (of Unicode tables) in a temp dir removed at exit
+    instead of ./.hypothesis in the repository."""
+    hypothesis = require_debian_module("hypothesis")
+    from hypothesis.configuration import set_hypothesis_home_dir
+    home = tempfile.mkdtemp(prefix="luasock-hypothesis-")
+    set_hypothesis_home_dir(home)
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    return hypothesis
 
 
 def require_msgpack():

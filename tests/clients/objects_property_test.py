@@ -15,25 +15,18 @@ included) and exits 1 on a failure, after printing the smallest failing value. R
 root with LUASOCK_BIN set.
 """
 import os
-import shutil
 import socket
 import struct
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import ASAN, Server, fail, require_debian_module  # noqa: E402
+from luasock_server import ASAN, Server, fail, require_debian_module, require_hypothesis  # noqa: E402,E501
 
 msgpack = require_debian_module("msgpack")
-hypothesis = require_debian_module("hypothesis")
+hypothesis = require_hypothesis()
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
-
-# hypothesis keeps a cache (of Unicode tables) in ./.hypothesis unless told otherwise.
-HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="objects-property-")
-set_hypothesis_home_dir(HYPOTHESIS_HOME)
 
 SCRIPT = "examples/objects.lua"
 CASES = int(os.environ.get("OBJECTS_PROPERTY_CASES", "2000"))
@@ -135,7 +128,6 @@ def main():
         server.stop()
     finally:
         server.close()
-        shutil.rmtree(HYPOTHESIS_HOME, ignore_errors=True)
     print("objects_property_test: passed")
 
 

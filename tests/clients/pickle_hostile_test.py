@@ -158,8 +158,8 @@ def main():
                 sock.shutdown(socket.SHUT_WR)
                 checks.check(closed_by_server(sock), f"{name}: connection closed")
         # A request of about 6 KB trickled in 2,000 pieces is answered.
-        args = [list(range(300)), "x" * 3000]
-        data = pickle.dumps({"op": "echo", "args": args}, protocol=4)
+        value = [list(range(300)), "x" * 3000]
+        data = pickle.dumps({"op": "echo", "args": [value]}, protocol=4)
         with connect(server) as sock:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             cuts = [i * len(data) // 2000 for i in range(2001)]
@@ -167,7 +167,7 @@ def main():
             for piece in pieces:
                 sock.sendall(piece)
             answer = receive(sock)
-            checks.check(len(pieces) == 2000 and answer == {"ok": True, "result": args},
+            checks.check(len(pieces) == 2000 and answer == {"ok": True, "result": value},
                          f"a request trickled in {len(pieces)} pieces is answered")
         log = server.log()
         for name, data, reason in hostile_inputs():
