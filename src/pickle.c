@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "lvalues.h"
 #include "pickle.h"
+#include "utf8.h"
 
 #define ERR_UNKNOWN "pickle: unknown opcode"
 #define ERR_MALFORMED "pickle: malformed argument"
@@ -1064,39 +1065,13 @@ static int put_sized(struct enc *e, const unsigned char codes[3], const char *s,
 static const unsigned char str_codes[3] = {0x8c, 'X', 0x8d};
 static const unsigned char bytes_codes[3] = {'C', 'B', 0x8e};
 
-/* Whether Python's strict UTF-8 decoder takes s: no overlong forms, surrogates or code points
- * above U+10FFFF. */
-static bool utf8_valid(const unsigned char *s, size_t len)
-{
-    for (size_t i = 0; i < len;) {
-        unsigned char c = s[i], lo = 0x80, hi = 0xbf;
-        size_t n = c < 0x80 ? 1 : c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3
-                 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-        if (n == 0 || len - i < n)
-            return false;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-        else if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-        for (size_t k = 1; k < n; k++, lo = 0x80, hi = 0xbf)
-            if (s[i + k] < lo || s[i + k] > hi)
-                return false;
-        i += n;
-    }
-    return true;
-}
-
 static int encode_string(struct enc *e, int idx)
 {
     size_t len;
     const char *s = lua_tolstring(e->L, idx, &len);
     if (len > e->max_size)
         return enc_fail(e, ERR_TOO_LARGE);
-    return put_sized(e, utf8_valid((const unsigned char *)s, len) ? str_codes : bytes_codes, s,
+    return put_sized(e, utf8_valid(s, len) ? str_codes : bytes_codes, s,
                      len);
 }
 
