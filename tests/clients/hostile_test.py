@@ -1353,7 +1353,7 @@ local ops = {
     return product
   end,
   echo = function(args)
-    return args
+    return args[1]
   end,
   sleep = function(args)
     luasock.sleep(args[1])
