@@ -18,6 +18,7 @@
 
 #include "codec.h"
 #include "errors.h"
+#include "tablepath.h"
 #include "utf8.h"
 #include "lvalues.h"
 
@@ -496,12 +497,7 @@ struct enc {
     size_t start; /* bytes in out before this value */
     size_t max_size;
     int max_depth;
-    int depth;
-    /* The tables being encoded, outermost first: meeting one of them again is a cycle. A C
-     * array (shallow, or malloc'd for a deeper max_depth), so that encoding allocates nothing in
-     * Lua and cannot raise halfway through. */
-    const void **path;
-    const void *shallow[CODEC_DEFAULT_MAX_DEPTH];
+    struct table_path path; /* the tables being encoded: meeting one of them again is a cycle */
     const char *err;
 };
 
@@ -577,36 +573,6 @@ static int encode_value(struct enc *e, int idx, int depth);
 
 /* Puts the table at idx on the path; finding it there already means a cycle. A table reached
  * twice without a cycle (a shared subtable) is fine: it is off the path again by then. */
-static int enter_table(struct enc *e, int idx)
-{
-    const void *table = lua_topointer(e->L, idx);
-    for (int i = 0; i < e->depth; i++)
-        if (e->path[i] == table)
-            return enc_fail(e, ERR_CYCLE);
-    e->path[e->depth++] = table;
-    return 0;
-}
-
-/* Returns n if the keys of the table at idx are exactly 1..n, else 0; *count gets the number of
- * keys. Distinct positive integer keys as many as the largest of them must be 1..n. */
-static lua_Integer sequence_length(lua_State *L, int idx, size_t *count)
-{
-    lua_Integer max = 0;
-    bool positive_integers = true;
-    *count = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        (*count)++;
-        lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
-        if (k < 1)
-            positive_integers = false;
-        else if (k > max)
-            max = k;
-    }
-    return positive_integers && (size_t)max == *count ? max : 0;
-}
-
 static int encode_array(struct enc *e, int idx, lua_Integer n, int depth)
 {
     if ((lua_Unsigned)n > e->max_size) /* a byte each at least */
@@ -664,7 +630,7 @@ static int encode_entries(struct enc *e, int idx, enum lvalue_kind kind, int dep
     case LV_SET:
         return encode_map(e, idx, count_keys(e->L, idx), kind == LV_SET, depth);
     default:
-        n = sequence_length(e->L, idx, &count);
+        n = table_sequence_length(e->L, idx, &count);
         return n > 0 ? encode_array(e, idx, n, depth) : encode_map(e, idx, count, false, depth);
     }
 }
@@ -685,10 +651,10 @@ static int encode_table(struct enc *e, int idx, int depth)
     /* A level holds a key, a value and what lvalues_kind needs for a moment. */
     if (!lua_checkstack(e->L, 3))
         return enc_fail(e, ERR_TOO_DEEP);
-    if (enter_table(e, idx) != 0)
-        return -1;
+    if (!table_path_enter(&e->path, e->L, idx))
+        return enc_fail(e, ERR_CYCLE);
     int rc = encode_entries(e, idx, kind, depth);
-    e->depth--;
+    table_path_leave(&e->path);
     return rc;
 }
 
@@ -735,24 +701,20 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
 {
     struct enc e = {.L = L, .out = out, .start = buf_len(out), .max_size = limits->max_size,
                     .max_depth = limits->max_depth};
-    e.path = e.max_depth <= CODEC_DEFAULT_MAX_DEPTH ? e.shallow
-                                                    : malloc((size_t)e.max_depth * sizeof *e.path);
-    if (e.path == NULL) {
+    if (table_path_init(&e.path, e.max_depth) < 0) {
         *err = ERR_NO_MEMORY;
         return CODEC_ERROR;
     }
     int top = lua_gettop(L);
     idx = lua_absindex(L, idx);
     if (!lua_checkstack(L, 2)) {
-        if (e.path != e.shallow)
-            free(e.path);
+        table_path_free(&e.path);
         *err = ERR_NO_MEMORY;
         return CODEC_ERROR;
     }
     msgpack_packer_init(&e.pk, &e, enc_write);
     int rc = encode_value(&e, idx, 0);
-    if (e.path != e.shallow)
-        free(e.path);
+    table_path_free(&e.path);
     lua_settop(L, top);
     if (rc == 0)
         return CODEC_OK;

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "lvalues.h"
 #include "pickle.h"
+#include "tablepath.h"
 #include "utf8.h"
 
 #define ERR_UNKNOWN "pickle: unknown opcode"
@@ -978,11 +979,7 @@ struct enc {
     size_t start; /* bytes in out before this pickle */
     size_t max_size;
     int max_depth;
-    int depth;
-    /* The tables being encoded, outermost first, to find cycles: a C array, as in codec.c, so
-     * that encoding allocates nothing in Lua. */
-    const void **path;
-    const void *shallow[CODEC_DEFAULT_MAX_DEPTH];
+    struct table_path path; /* the tables being encoded: meeting one again is a cycle */
     const char *err;
 };
 
@@ -1112,29 +1109,13 @@ static int encode_entries(struct enc *e, int idx, int depth, bool set)
 }
 
 /* As codec.c's: n if the keys of the table at idx are exactly 1..n, else 0. */
-static lua_Integer sequence_length(lua_State *L, int idx)
-{
-    lua_Integer max = 0, count = 0;
-    bool positive_integers = true;
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        count++;
-        lua_Integer k = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
-        if (k < 1)
-            positive_integers = false;
-        else if (k > max)
-            max = k;
-    }
-    return positive_integers && max == count ? max : 0;
-}
-
 /* A container is its empty form, then MARK, the entries, and the opcode that adds them. */
 static int encode_container(struct enc *e, int idx, int depth, enum lvalue_kind kind)
 {
     lua_Integer n = 0;
     if (kind == LV_OTHER) {
-        n = sequence_length(e->L, idx);
+        size_t count;
+        n = table_sequence_length(e->L, idx, &count);
         kind = n > 0 ? LV_ARRAY : LV_MAP;
     } else if (kind == LV_ARRAY || kind == LV_TUPLE) {
         n = (lua_Integer)lua_rawlen(e->L, idx);
@@ -1158,13 +1139,10 @@ static int encode_table(struct enc *e, int idx, int depth, enum lvalue_kind kind
         return enc_fail(e, ERR_TOO_DEEP);
     if (!lua_checkstack(e->L, 2))
         return enc_fail(e, ERR_TOO_DEEP);
-    const void *table = lua_topointer(e->L, idx);
-    for (int i = 0; i < e->depth; i++)
-        if (e->path[i] == table)
-            return enc_fail(e, "cycle in table");
-    e->path[e->depth++] = table;
+    if (!table_path_enter(&e->path, e->L, idx))
+        return enc_fail(e, "cycle in table");
     int rc = encode_container(e, idx, depth, kind);
-    e->depth--;
+    table_path_leave(&e->path);
     return rc;
 }
 
@@ -1212,9 +1190,7 @@ enum codec_status pickle_encode(lua_State *L, int idx, struct buf *out,
 {
     struct enc e = {.L = L, .out = out, .start = buf_len(out), .max_size = limits->max_size,
                     .max_depth = limits->max_depth};
-    e.path = e.max_depth <= CODEC_DEFAULT_MAX_DEPTH ? e.shallow
-                                                    : malloc((size_t)e.max_depth * sizeof *e.path);
-    if (e.path == NULL) {
+    if (table_path_init(&e.path, e.max_depth) < 0) {
         *err = ERR_NO_MEMORY;
         return CODEC_ERROR;
     }
@@ -1226,8 +1202,7 @@ enum codec_status pickle_encode(lua_State *L, int idx, struct buf *out,
         rc = encode_value(&e, idx, 0);
     if (rc == 0)
         rc = put_op(&e, '.', 0, 0);
-    if (e.path != e.shallow)
-        free(e.path);
+    table_path_free(&e.path);
     lua_settop(L, top);
     if (rc == 0)
         return CODEC_OK;
