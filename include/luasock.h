@@ -2,7 +2,9 @@
  *
  * The core is a libev event loop that runs Lua 5.4 connection handlers in coroutines. C modules
  * that extend it (a codec, a protocol parser) load into the same Lua state with
- * luaopen_luasock's siblings and log through luasock_log, so their lines look like the core's. */
+ * luaopen_luasock's siblings and log through luasock_log, so their lines look like the core's.
+ * The luasock binary exports what this header declares, and only that (luasock.exports), so a
+ * module loaded with require resolves these symbols without linking anything of luasock's. */
 #ifndef LUASOCK_H
 #define LUASOCK_H
 

@@ -63,7 +63,14 @@ static FILE *announcements;
 static char *announcements_text;
 static size_t announcements_size;
 
-/* Finds the runtime's Lua files: beside the binary (build tree) or in ../share (installed). */
+/* Where the installed runtime is, relative to the installed binary's directory (CMake sets it
+ * from the install directories: share/luasock/lua beside bin/). */
+#ifndef LUASOCK_RUNTIME_FROM_BINDIR
+#define LUASOCK_RUNTIME_FROM_BINDIR "../share/luasock/lua"
+#endif
+
+/* Finds the runtime's Lua files: beside the binary (build tree) or where `cmake --install` put
+ * them (relative to the binary, so a prefix can move). */
 static int add_runtime_path(void)
 {
     char exe[4096];
@@ -72,7 +79,7 @@ static int add_runtime_path(void)
         return -1;
     exe[n] = '\0';
     const char *dir = dirname(exe);
-    const char *candidates[] = {"%s/lua", "%s/../share/luasock/lua"};
+    const char *candidates[] = {"%s/lua", "%s/" LUASOCK_RUNTIME_FROM_BINDIR};
     for (size_t i = 0; i < 2; i++) {
         char root[4200], probe[4300];
         snprintf(root, sizeof root, candidates[i], dir);
@@ -88,7 +95,7 @@ static int add_runtime_path(void)
         }
     }
     fprintf(stderr, "luasock: cannot find the runtime Lua files (luasock/loader.lua) in %s/lua "
-                    "or %s/../share/luasock/lua\n", dir, dir);
+                    "or %s/" LUASOCK_RUNTIME_FROM_BINDIR "\n", dir, dir);
     return -1;
 }
 
