@@ -16,6 +16,7 @@
 #include "log.h"
 #include "ludp.h"
 #include "luasock.h"
+#include "net.h"
 #include "task.h"
 
 static bool shutting_down;
@@ -178,6 +179,31 @@ void lluasock_set_pubsub_url(lua_State *L, const char *url)
     lua_pop(L, 2);
 }
 
+/* luasock.core.listener_callback(address) -> "handle" or "datagram", the callback that serves a
+ * listener on address, or nil and "bad listen address ...": the loader checks a script's listen
+ * with the parser and message of --listen. */
+static int luasock_listener_callback(lua_State *L)
+{
+    struct net_addr addr;
+    char err[512];
+    if (net_check_listen(luaL_checkstring(L, 1), &addr, err, sizeof err) < 0) {
+        luaL_pushfail(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushstring(L, addr.kind == NET_UDP ? "datagram" : "handle");
+    return 1;
+}
+
+/* luasock.core.check_wait(what, level): raises as a waiting call does unless the caller can
+ * wait, blaming the function level levels up from it as error() counts, so that a Lua wrapper
+ * (luasock.connect) blames its caller's line rather than its own. */
+static int luasock_check_wait(lua_State *L)
+{
+    task_check_wait_at(L, luaL_checkstring(L, 1), (int)luaL_optinteger(L, 2, 1));
+    return 0;
+}
+
 static const luaL_Reg functions[] = {
     {"encode", luasock_encode},
     {"decode", luasock_decode},
@@ -187,6 +213,8 @@ static const luaL_Reg functions[] = {
     {"spawn", luasock_spawn},
     {"spawn_service", luasock_spawn_service},
     {"log", luasock_log_},
+    {"listener_callback", luasock_listener_callback},
+    {"check_wait", luasock_check_wait},
     {NULL, NULL},
 };
 

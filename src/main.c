@@ -20,7 +20,7 @@
 static const char usage[] =
     "Usage: luasock serve [options] SCRIPT   run SCRIPT's handlers as a server\n"
     "       luasock run SCRIPT [ARGS...]     run SCRIPT as a client program (exits when it returns)\n"
-    "       luasock check SCRIPT             load SCRIPT without serving; report its errors\n"
+    "       luasock check SCRIPT...          load each SCRIPT as serve would, without serving\n"
     "       luasock --help | --version\n"
     "\n"
     "Run 'luasock serve --help' for the server's options. The handler API is in docs/api.md.\n";
@@ -194,9 +194,9 @@ static int serve_command(int argc, char **argv)
             o.watch = true;
         } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
             struct net_addr addr;
-            const char *why;
-            if (net_parse_addr(value, &addr, &why) < 0)
-                status = usage_error(help, "bad listen address '%s': %s", value, why);
+            char err[512];
+            if (net_check_listen(value, &addr, err, sizeof err) < 0)
+                status = usage_error(help, "%s", err);
             o.listen[o.listen_count++] = value;
         } else if ((value = option_value(argc, argv, &i, "--max-connections-per-ip", &missing))) {
             if (parse_count(value, &o.max_per_ip) < 0)
@@ -280,14 +280,18 @@ static int serve_command(int argc, char **argv)
 static int check_command(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[2], "--help") == 0) {
-        fputs("Usage: luasock check SCRIPT\n\nLoads SCRIPT without serving. Prints "
-              "'SCRIPT: ok', or the error as FILE:LINE: message and exits with status 1.\n",
+        fputs("Usage: luasock check SCRIPT...\n\nLoads each SCRIPT and runs its start hook as "
+              "serve would, without listening. Prints 'SCRIPT: ok' for each good one, and the "
+              "errors as FILE:LINE: message; exits with status 1 if any fails.\n",
               stdout);
         return 0;
     }
-    if (argc != 3 || argv[2][0] == '-')
-        return usage_error("luasock check", "check: expected exactly one SCRIPT");
-    return server_check(argv[2]);
+    if (argc < 3)
+        return usage_error("luasock check", "check: missing SCRIPT");
+    for (int i = 2; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] != '\0')
+            return usage_error("luasock check", "unknown option '%s'", argv[i]);
+    return server_check(argv + 2, argc - 2);
 }
 
 static int run_command(int argc, char **argv)
@@ -301,6 +305,9 @@ static int run_command(int argc, char **argv)
     }
     if (argc < 3)
         return usage_error("luasock run", "run: missing SCRIPT");
+    /* Options stop at SCRIPT: what follows it is the script's own (arg). */
+    if (argv[2][0] == '-' && argv[2][1] != '\0')
+        return usage_error("luasock run", "unknown option '%s'", argv[2]);
     return server_run(argv[2], argc - 3, argv + 3);
 }
 

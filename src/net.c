@@ -92,6 +92,15 @@ int net_parse_addr(const char *text, struct net_addr *addr, const char **why)
     return 0;
 }
 
+int net_check_listen(const char *text, struct net_addr *addr, char *err, size_t size)
+{
+    const char *why;
+    if (net_parse_addr(text, addr, &why) == 0)
+        return 0;
+    snprintf(err, size, "bad listen address '%s': %s", text, why);
+    return -1;
+}
+
 static int socket_for(int family, int type)
 {
     return socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

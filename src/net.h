@@ -24,6 +24,10 @@ struct net_addr {
  * "udp:", or any but the udp ones after "tls:". Returns 0, or -1 with *why set to a phrase for the usage message. */
 int net_parse_addr(const char *text, struct net_addr *addr, const char **why);
 
+/* net_parse_addr with the one message for a bad address, whether it came from --listen or the
+ * script: "bad listen address 'TEXT': why" in err. Returns 0 or -1. */
+int net_check_listen(const char *text, struct net_addr *addr, char *err, size_t size);
+
 /* Opens a non-blocking listening socket (for NET_UDP, a bound datagram socket). Returns the fd, or -1 with errno set, or with *gai_error
  * set (non-zero) when the host did not resolve. A unix socket file left by a dead server (nobody
  * accepts on it) is replaced; a live one gives EADDRINUSE. */

@@ -88,7 +88,8 @@ static int load_and_configure(void)
 
 int script_check(void)
 {
-    if (call_loader("load", 0) < 0) {
+    /* The path serve takes, start hook included, short of installing and listening. */
+    if (load_and_configure() < 0) {
         fprintf(stderr, "%s\n", lua_tostring(L, -1));
         return -1;
     }

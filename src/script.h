@@ -14,7 +14,8 @@ enum script_callback { SCRIPT_HANDLE, SCRIPT_DATAGRAM, SCRIPT_ON_CLOSE };
 
 void script_init(lua_State *L, const char *path);
 
-/* `luasock check`: loads the script; prints "PATH: ok" or the error. Returns 0 or -1. */
+/* `luasock check`: loads the script and runs its start hook as script_start does, without putting
+ * anything in place; prints "PATH: ok" or the error. Returns 0 or -1. */
 int script_check(void);
 
 /* Loads the script, runs its start hook and puts its settings and callbacks in place. Leaves its

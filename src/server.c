@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -238,7 +239,7 @@ static void close_runtime(void)
         ev_loop_destroy(loop);
 }
 
-int server_check(const char *script)
+static int check_one(const char *script)
 {
     int status = 1;
     if (open_runtime() == 0) {
@@ -247,6 +248,31 @@ int server_check(const char *script)
     }
     close_runtime();
     return status;
+}
+
+int server_check(char *const scripts[], int count)
+{
+    int failed = 0;
+    for (int i = 0; i < count; i++) {
+        /* Each script in a process of its own, as serve would run it: nothing one loads (its
+         * globals, modules, shared dicts) reaches the next. */
+        fflush(stdout);
+        pid_t pid = fork();
+        if (pid == 0)
+            exit(check_one(scripts[i]));
+        int status;
+        if (pid < 0 || waitpid(pid, &status, 0) < 0) {
+            fprintf(stderr, "luasock: check %s: %s\n", scripts[i], errors_string(errno));
+            failed = 1;
+        } else if (!WIFEXITED(status)) {
+            fprintf(stderr, "luasock: check %s: killed by signal %d\n", scripts[i],
+                    WTERMSIG(status));
+            failed = 1;
+        } else if (WEXITSTATUS(status) != 0) {
+            failed = 1;
+        }
+    }
+    return failed;
 }
 
 static void refuse(int fd, const struct sockaddr *peer_addr, socklen_t peer_len,
@@ -380,12 +406,9 @@ static int listen_failed(const char *err)
 static int open_listener(const char *text, const char *script)
 {
     struct net_addr addr;
-    const char *why;
     char err[512];
-    if (net_parse_addr(text, &addr, &why) < 0) {
-        fprintf(stderr, "luasock: bad listen address '%s': %s\n", text, why);
-        return -1;
-    }
+    if (net_check_listen(text, &addr, err, sizeof err) < 0)
+        return listen_failed(err);
     enum script_callback callback = addr.kind == NET_UDP ? SCRIPT_DATAGRAM : SCRIPT_HANDLE;
     if (!script_push_callback(L, callback)) {
         fprintf(stderr, "luasock: %s: no '%s' function for listener %s\n", script,

@@ -22,7 +22,7 @@ struct serve_options {
 };
 
 /* Both return the process exit status. */
-int server_check(const char *script);
+int server_check(char *const scripts[], int count);
 int server_serve(const struct serve_options *options);
 
 /* `luasock run SCRIPT ARGS...`: runs the script as the main coroutine. */

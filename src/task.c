@@ -297,15 +297,25 @@ bool task_can_wait(lua_State *L)
     return task_current(L) != NULL && lua_isyieldable(L);
 }
 
-struct task *task_check_wait(lua_State *L, const char *what)
+struct task *task_check_wait_at(lua_State *L, const char *what, int level)
 {
     struct task *t = task_current(L);
+    if (t != NULL && lua_isyieldable(L))
+        return t;
+    luaL_where(L, level);
     if (t == NULL)
-        luaL_error(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
-    if (!lua_isyieldable(L))
-        luaL_error(L, "%s cannot wait inside a C function (string.gsub callback, table.sort "
-                      "comparator, metamethod)", what);
-    return t;
+        lua_pushfstring(L, "%s must be called from a handler or a luasock.spawn coroutine", what);
+    else
+        lua_pushfstring(L, "%s cannot wait inside a C function (string.gsub callback, "
+                           "table.sort comparator, metamethod)", what);
+    lua_concat(L, 2);
+    lua_error(L);
+    return NULL;
+}
+
+struct task *task_check_wait(lua_State *L, const char *what)
+{
+    return task_check_wait_at(L, what, 1);
 }
 
 int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KFunction k,

@@ -96,6 +96,10 @@ bool task_can_wait(lua_State *L);
  * unless task_can_wait; returns the calling task. */
 struct task *task_check_wait(lua_State *L, const char *what);
 
+/* The same, blaming the function level levels up the stack (1: the Lua caller of the C function,
+ * as luaL_where counts): a Lua wrapper such as luasock.connect blames its own caller's line. */
+struct task *task_check_wait_at(lua_State *L, const char *what, int level);
+
 /* Suspends the calling task (checked with task_check_wait) in waiters (NULL: none, as for a
  * sleep) for at most timeout seconds (below 0: no limit). When it is resumed, k(L, LUA_YIELD,
  * ctx) runs on its thread and returns the call's results. Cannot raise. A timeout that

@@ -8,7 +8,7 @@ local floor, tointeger = math.floor, math.tointeger
 
 -- The 32-bit value of x, wrapped modulo 2^32, as a signed number.
 local function tobit(x)
-  local n = tointeger(x) or tointeger(floor(x + 0.5))
+  local n = type(x) == "number" and (tointeger(x) or tointeger(floor(x + 0.5)))
   if not n then
     error("bad argument to 'bit' (number expected, got " .. type(x) .. ")", 3)
   end

@@ -9,7 +9,8 @@ for name, value in pairs(core) do
   luasock[name] = value
 end
 for _, internal in ipairs({ "connect_address", "check_tls", "spawn_service", "park", "unpark",
-                            "parked", "pool_name", "reused", "conn_methods", "interrupt" }) do
+                            "parked", "pool_name", "reused", "conn_methods", "interrupt",
+                            "listener_callback", "check_wait" }) do
   luasock[internal] = nil
 end
 
@@ -30,7 +31,11 @@ local function tls_options(tls, host)
     error("luasock.connect: tls must be true or a table of options", 3)
   end
   options.server_name = options.server_name or host
-  core.check_tls(options)
+  -- Called through pcall, the C check's message carries no position: error() adds the caller's.
+  local ok, err = pcall(core.check_tls, options)
+  if not ok then
+    error(err, 3)
+  end
   return options
 end
 
@@ -77,16 +82,28 @@ end
 -- A connection parked under the pool name (conn:setkeepalive) is taken back if there is one.
 -- Otherwise one overall timeout covers the lookup, every address tried and the TLS handshake.
 function luasock.connect(host, port, opts)
-  assert(type(host) == "string", "bad argument #1 to 'connect' (string expected)")
+  -- Argument errors blame the caller's line (level 2), not this file.
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
+  end
   if host:sub(1, 5) == "unix:" then
     if type(port) == "table" then
       port, opts = nil, port
     end
     port = port or 0
   end
-  assert(math.type(port) == "integer", "bad argument #2 to 'connect' (integer port expected)")
+  if math.type(port) ~= "integer" or (port ~= 0 or host:sub(1, 5) ~= "unix:")
+      and (port < 1 or port > 65535) then
+    error("bad argument #2 to 'connect' (integer port 1 to 65535 expected)", 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #3 to 'connect' (table expected, got " .. type(opts) .. ")", 2)
+  end
   opts = opts or {}
   local timeout = opts.timeout or DEFAULT_CONNECT_TIMEOUT
+  if type(timeout) ~= "number" or (opts.bind ~= nil and type(opts.bind) ~= "string") then
+    error("luasock.connect: timeout must be a number of seconds and bind an address string", 2)
+  end
   -- A NaN deadline would never pass: refused here, where the caller's line is one level up.
   if timeout ~= timeout then
     error("luasock.connect: timeout is NaN; expected seconds, or nil or math.huge for none", 2)
@@ -97,6 +114,8 @@ function luasock.connect(host, port, opts)
   if parked then
     return parked
   end
+  -- Here rather than in the C below it, so that the error names the caller's line.
+  core.check_wait("luasock.connect", 2)
   return connect(host, port, opts, tls, timeout, name)
 end
 

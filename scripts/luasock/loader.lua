@@ -1,6 +1,7 @@
 -- luasock.loader: loads a handler script into an environment of its own, runs its start hook
 -- and checks the table it returns. `luasock serve` and `luasock check` both go through here, so
 -- they accept and refuse exactly the same scripts.
+local core = require "luasock.core"
 local shdict = require "luasock.shdict"
 
 local M = {}
@@ -14,6 +15,21 @@ local SIZE_SETTINGS = {
 local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "cpu_budget",
   "soft_queue_seconds", "stall_warning" }
 
+-- Every field of the script table that luasock reads: the names that "unknown setting" knows.
+-- A new setting goes here as well as into its check below; SIZE_SETTINGS and TIME_SETTINGS are
+-- added to it after this table.
+local SETTINGS = {
+  handle = true, datagram = true, on_close = true, start = true, listen = true, tls = true,
+  shared_dicts = true, object_codec = true, exact_objects = true, json_errors = true,
+  access_log = true,
+}
+for name in pairs(SIZE_SETTINGS) do
+  SETTINGS[name] = true
+end
+for _, name in ipairs(TIME_SETTINGS) do
+  SETTINGS[name] = true
+end
+
 -- The longest timeout the core accepts (TASK_MAX_TIMEOUT): NaN, -math.huge and absurd values are
 -- mistakes, and would break libev's timers.
 local MAX_TIMEOUT = 1e9
@@ -25,6 +41,123 @@ end
 
 local function directory_of(path)
   return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- The line of the script that sets field (`field =`, `.field`, `["field"]`), else of its last
+-- top-level `return`, else 1: a cheap look at the source, right for the usual
+-- `local M = { ... }` ... `return M` script, that lets editors jump to the problem.
+local function line_of(path, field)
+  local file = io.open(path, "r")
+  if not file then
+    return 1
+  end
+  local source = file:read("a")
+  file:close()
+  local number, last_return = 0, 1
+  field = field and field:gsub("%p", "%%%0")
+  for line in source:gmatch("([^\n]*)\n?") do
+    number = number + 1
+    line = line:gsub("%-%-.*", "")
+    if field and (line:find("%f[%w_]" .. field .. "%s*=%f[^=]")
+        or line:find("[.:]" .. field .. "%f[^%w_]")
+        or line:find("[\"']" .. field .. "[\"']%]")) then
+      return number
+    end
+    if line:find("^return%f[^%w_]") then
+      last_return = number
+    end
+  end
+  return last_return
+end
+
+-- "path: message" as "path:LINE: message" (see line_of), the form editors parse. The setting is
+-- field, or the first word of the message that is a known setting or a quoted field of the
+-- script. Messages that have a line already (Lua's own, a start hook's) are left alone.
+local function with_line(path, script, err, field)
+  local prefix = path .. ": "
+  if type(err) ~= "string" or err:sub(1, #prefix) ~= prefix then
+    return err
+  end
+  local message = err:sub(#prefix + 1)
+  local fields = type(script) == "table" and script or {}
+  for word, quote in message:gmatch("([%a_][%w_]*)(%'?)") do
+    if field or SETTINGS[word] or quote ~= "" and rawget(fields, word) ~= nil then
+      field = field or word
+      break
+    end
+  end
+  return ("%s:%d: %s"):format(path, line_of(path, field), message)
+end
+
+-- The distance between two names in edits (a letter added, dropped, changed, or two swapped).
+local function distance(a, b)
+  local d = {}
+  for i = 0, #a do
+    d[i] = { [0] = i }
+  end
+  for j = 1, #b do
+    d[0][j] = j
+  end
+  for i = 1, #a do
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      d[i][j] = math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if i > 1 and j > 1 and a:byte(i) == b:byte(j - 1) and a:byte(i - 1) == b:byte(j) then
+        d[i][j] = math.min(d[i][j], d[i - 2][j - 2] + 1)
+      end
+    end
+  end
+  return d[#a][#b]
+end
+
+-- The known name that name is a misspelling of: one edit away (two for names longer than six
+-- letters), and not set itself (a script that sets both means both); or nil.
+local function misspelling_of(name, known, set)
+  local best, best_distance
+  for candidate in pairs(known) do
+    local d = distance(name, candidate)
+    if d <= (#candidate > 6 and 2 or 1) and rawget(set, candidate) == nil
+        and (not best or d < best_distance or d == best_distance and candidate < best) then
+      best, best_distance = candidate, d
+    end
+  end
+  return best
+end
+
+-- "unknown setting 'name'", with the closest known name when there is one.
+local function unknown_setting(kind, name, known)
+  local message = ("unknown %ssetting '%s'"):format(kind, tostring(name))
+  local guess = type(name) == "string" and misspelling_of(name, known, {})
+  return guess and ("%s (did you mean '%s'?)"):format(message, guess) or message
+end
+
+-- A field that is no setting belongs to the script (a proxy's `upstream`, its helper functions)
+-- unless its name is a misspelling of a setting: `idle_timout` is refused, in check, serve and a
+-- reload alike.
+local function check_names(path, script)
+  for name in next, script do
+    if type(name) == "string" and not SETTINGS[name] and misspelling_of(name, SETTINGS, script) then
+      return nil, with_line(path, script, ("%s: %s"):format(path,
+        unknown_setting("", name, SETTINGS)), name)
+    end
+  end
+  return true
+end
+
+-- Each listen address must parse as --listen's do, and the script must have the callback that
+-- serves it; the loader checks this (without listening) so that check refuses what serve would.
+local function check_addresses(path, script, listen)
+  for _, address in ipairs(listen) do
+    local callback, err = core.listener_callback(address)
+    if not callback then
+      return nil, with_line(path, script, ("%s: %s"):format(path, err), "listen")
+    end
+    if type(script[callback]) ~= "function" then
+      return nil, with_line(path, script, ("%s: no '%s' function for listener %s"):format(path,
+        callback, address), "listen")
+    end
+  end
+  return true
 end
 
 local function check_listen(path, listen)
@@ -62,7 +195,7 @@ local function check_tls(path, tls)
   for name, value in pairs(tls) do
     local expected = TLS_FIELDS[name]
     if not expected then
-      return nil, ("%s: unknown tls setting '%s'"):format(path, tostring(name))
+      return nil, ("%s: %s"):format(path, unknown_setting("tls ", name, TLS_FIELDS))
     end
     if type(value) ~= expected then
       return nil, ("%s: tls.%s must be a %s"):format(path, name, expected)
@@ -128,11 +261,19 @@ end
 
 -- Returns the settings and callbacks C needs, with nil where the script keeps the default.
 local function check_settings(path, script)
+  local ok, problem = check_names(path, script)
+  if not ok then
+    return nil, problem
+  end
   local listen, err = check_listen(path, script.listen)
   if not listen then
     return nil, err
   end
-  local ok, problem = check_tls(path, script.tls)
+  ok, problem = check_addresses(path, script, listen)
+  if not ok then
+    return nil, problem
+  end
+  ok, problem = check_tls(path, script.tls)
   if not ok then
     return nil, problem
   end
@@ -216,8 +357,7 @@ function M.forget_local_modules(path)
   return true
 end
 
--- Loads the script at path. Returns its table, or nil and "path:line: message".
-function M.load(path)
+local function load(path)
   add_script_dir(path)
   local env = setmetatable({}, { __index = _G })
   local chunk, err = loadfile(path, "t", env)
@@ -230,6 +370,10 @@ function M.load(path)
   end
   if type(script) ~= "table" then
     return nil, ("%s: the script must return a table of callbacks, not %s"):format(path, type(script))
+  end
+  ok, err = check_names(path, script)
+  if not ok then
+    return nil, err
   end
   if type(script.handle) ~= "function" and type(script.datagram) ~= "function" then
     return nil, ("%s: the returned table has no 'handle' function (nor 'datagram')"):format(path)
@@ -244,6 +388,12 @@ function M.load(path)
   return script
 end
 
+-- Loads the script at path. Returns its table, or nil and "path:line: message".
+function M.load(path)
+  local script, err = load(path)
+  return script, with_line(path, script, err)
+end
+
 -- Loads a client script for `luasock run`: returns its main function, with `arg` set as the
 -- lua interpreter sets it (arg[0] the script, arg[1..] the arguments), or nil and the error.
 function M.load_program(path, ...)
@@ -254,7 +404,7 @@ end
 
 -- Makes the script's shared dicts (so that its start hook can use them), runs the start hook,
 -- then reads the settings it may have changed.
-function M.configure(path, script)
+local function configure(path, script)
   local dicts, problem = check_shared_dicts(path, script.shared_dicts)
   if not dicts then
     return nil, problem
@@ -268,6 +418,12 @@ function M.configure(path, script)
     end
   end
   return check_settings(path, script)
+end
+
+-- The settings and callbacks C needs, or nil and "path:line: message".
+function M.configure(path, script)
+  local settings, err = configure(path, script)
+  return settings, with_line(path, script, err)
 end
 
 return M

@@ -271,8 +271,12 @@ function M.node()
 end
 
 function M.subscribe(channel, callback)
-  assert(type(channel) == "string", "bad argument #1 to 'subscribe' (string expected)")
-  assert(type(callback) == "function", "bad argument #2 to 'subscribe' (function expected)")
+  if type(channel) ~= "string" then
+    error("bad argument #1 to 'subscribe' (string expected, got " .. type(channel) .. ")", 2)
+  end
+  if type(callback) ~= "function" then
+    error("bad argument #2 to 'subscribe' (function expected, got " .. type(callback) .. ")", 2)
+  end
   local fresh = callbacks[channel] == nil
   callbacks[channel] = callback
   local state = get_backend()
@@ -296,7 +300,9 @@ end
 -- not sent), or the latest PUBLISH it answered (the message is sent all the same, as the next
 -- one Redis takes ends the refusal).
 function M.publish(channel, message)
-  assert(type(channel) == "string", "bad argument #1 to 'publish' (string expected)")
+  if type(channel) ~= "string" then
+    error("bad argument #1 to 'publish' (string expected, got " .. type(channel) .. ")", 2)
+  end
   message = tostring(message)
   deliver(channel, message)
   local state = get_backend()

@@ -782,6 +782,12 @@ function M.connect(host, port, opts)
     opts = setmetatable({ host = host, port = port }, { __index = opts or {} })
   end
   host, port = opts.host, opts.port
+  if type(host) ~= "string" then
+    error("bad argument #1 to 'connect' (host or URL expected, got " .. type(host) .. ")", 2)
+  end
+  if not math.tointeger(port) then
+    error("bad argument #2 to 'connect' (port number expected, got " .. type(port) .. ")", 2)
+  end
   local self = setmetatable({
     name = ("redis %s:%d"):format(host, port),
     -- A parked connection is only taken back by a client that would leave it in the same

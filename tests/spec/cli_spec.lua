@@ -54,6 +54,8 @@ describe("bad usage exits 2 with a luasock: message", function()
     { "--log-level loud", { "serve", "--log-level", "loud", echo() }, "loud" },
     { "--ipv6-prefix 0", { "serve", "--ipv6-prefix", "0", echo() }, "--ipv6-prefix" },
     { "--ipv6-prefix 129", { "serve", "--ipv6-prefix", "129", echo() }, "129" },
+    { "run with an unknown option", { "run", "--bogus", "x.lua" }, "--bogus" },
+    { "check with an unknown option", { "check", "--bogus", echo() }, "--bogus" },
   }
   for _, case in ipairs(cases) do
     it("for " .. case[1], function()
@@ -107,6 +109,135 @@ describe("luasock check", function()
     local code, _, err = helper.run { "check", helper.dir() .. "/missing.lua" }
     assert.equal(1, code)
     assert.is_truthy(err:find("missing.lua", 1, true), err)
+  end)
+end)
+
+-- Each script below is refused by check as FILE:LINE: message, and by serve (without --listen,
+-- so that the script's own listen counts) with the same message after "luasock: ", exit 1.
+describe("check refuses what serve refuses, with the same FILE:LINE: message", function()
+  after_each(helper.cleanup)
+
+  local cases = {
+    { "a port out of range", 'return { listen = "127.0.0.1:99999", handle = function() end }\n',
+      ":1: bad listen address '127.0.0.1:99999': port must be a number from 0 to 65535" },
+    { "a udp: listener without datagram",
+      'local M = { max_line = 100,\n  listen = { "127.0.0.1:0", "udp:127.0.0.1:0" } }\n'
+        .. "function M.handle() end\nreturn M\n",
+      ":2: no 'datagram' function for listener udp:127.0.0.1:0" },
+    { "a TCP listener without handle",
+      'return { listen = "127.0.0.1:0", datagram = function() end }\n',
+      ":1: no 'handle' function for listener 127.0.0.1:0" },
+    { "a start hook that sleeps", 'local luasock = require "luasock"\n'
+        .. 'return { listen = "127.0.0.1:0", handle = function() end,\n'
+        .. "  start = function() luasock.sleep(1) end }\n",
+      ":3: luasock.sleep must be called from a handler or a luasock.spawn coroutine" },
+    { "a start hook that connects", 'local luasock = require "luasock"\nlocal M = {}\n'
+        .. "function M.handle() end\nfunction M.start()\n"
+        .. '  M.upstream = luasock.connect("127.0.0.1", 1)\nend\n'
+        .. 'M.listen = "127.0.0.1:0"\nreturn M\n',
+      ":5: luasock.connect must be called from a handler or a luasock.spawn coroutine" },
+    { "a setting out of range", "local M = {\n  listen = '127.0.0.1:0',\n  max_line = 0,\n}\n"
+        .. "function M.handle() end\nreturn M\n",
+      ":3: 'max_line' must be an integer of at least 1" },
+    { "a misspelt setting", "local M = {\n  listen = '127.0.0.1:0',\n  idle_timout = 5,\n}\n"
+        .. "function M.handle() end\nreturn M\n",
+      ":3: unknown setting 'idle_timout' (did you mean 'idle_timeout'?)" },
+    { "a misspelt callback", "local M = { listen = '127.0.0.1:0' }\n\nfunction M.hadnle() end\n"
+        .. "return M\n",
+      ":3: unknown setting 'hadnle' (did you mean 'handle'?)" },
+    { "a setting misspelt by its start hook", "local M = { listen = '127.0.0.1:0' }\n"
+        .. "function M.handle() end\nfunction M.start()\n  M.max_recieve = 10\nend\nreturn M\n",
+      ":4: unknown setting 'max_recieve' (did you mean 'max_receive'?)" },
+    { "a misspelt tls setting", "return {\n  listen = '127.0.0.1:0', handle = function() end,\n"
+        .. "  tls = { cret = 'a.pem', key = 'a.key' },\n}\n",
+      ":3: unknown tls setting 'cret' (did you mean 'cert'?)" },
+    { "an unknown tls setting", "return {\n  listen = '127.0.0.1:0', handle = function() end,\n"
+        .. "  tls = { colour = 'blue' },\n}\n",
+      ":3: unknown tls setting 'colour'" },
+    { "a script that is not a table", "local x = 1\nreturn x\n",
+      ":2: the script must return a table of callbacks, not number" },
+  }
+  for _, case in ipairs(cases) do
+    it("for " .. case[1], function()
+      local script = helper.script(case[2])
+      local code, out, err = helper.run({ "check", script }, { timeout = 10 })
+      assert.equal(1, code, "check accepted it: " .. out .. err)
+      assert.equal(script .. case[3], err:match("^[^\n]*"))
+      code, out, err = helper.run({ "serve", script }, { timeout = 10 })
+      assert.equal(1, code, "serve accepted it: " .. out .. err)
+      assert.equal("luasock: " .. script .. case[3], err:match("^[^\n]*"))
+    end)
+  end
+
+  it("accepts the script's own fields, even those near a setting it also sets", function()
+    local script = helper.script([[
+      local M = { listen = "127.0.0.1:0", upstream = "127.0.0.1:9090", retries = 3,
+        verbose = true, max_line = 100, max_lines = 5, handlers = {} }
+      function M.handle() end
+      function M.helper() end
+      function M.start() M.upstream_port = 9090 end
+      return M]])
+    local code, out, err = helper.run({ "check", script })
+    assert.equal(0, code, out .. err)
+    assert.equal(script .. ": ok\n", out)
+  end)
+
+  it("checks several files, prints FILE: ok for the good ones and exits 1 if any fails", function()
+    local good = helper.script("return { handle = function() end }\n", "good.lua")
+    local bad = helper.script("return {\n  handle = function() end,\n  send_timout = 1 }\n",
+      "bad.lua")
+    local syntax = helper.script("return {\n  handle = function() end\n  oops }\n", "syntax.lua")
+    local code, out, err = helper.run { "check", good, bad, echo(), syntax }
+    assert.equal(1, code)
+    assert.equal(good .. ": ok\n" .. echo() .. ": ok\n", out)
+    local lines = {}
+    for line in err:gmatch("[^\n]+") do
+      assert.is_truthy(line:match("^[^:]+:%d+: "), "not FILE:LINE: message: " .. line)
+      lines[#lines + 1] = line
+    end
+    assert.equal(2, #lines, err)
+    assert.equal(bad .. ":3: unknown setting 'send_timout' (did you mean 'send_timeout'?)",
+      lines[1])
+    assert.is_truthy(lines[2]:find(syntax .. ":3:", 1, true), lines[2])
+    -- A start hook's spawned task is stopped, not run: check never serves.
+    local spawns = helper.script('local luasock = require "luasock"\nreturn { handle = function() '
+      .. "end, start = function() luasock.spawn(function() luasock.sleep(60) end) end }\n")
+    code, out = helper.run({ "check", good, spawns, echo() }, { timeout = 10 })
+    assert.equal(0, code)
+    assert.equal(good .. ": ok\n" .. spawns .. ": ok\n" .. echo() .. ": ok\n", out)
+  end)
+end)
+
+describe("argument errors from the runtime", function()
+  after_each(helper.cleanup)
+
+  it("point at the script's line, not into scripts/luasock", function()
+    for _, case in ipairs {
+      { "luasock.connect(nil)", "bad argument #1 to 'connect' (string expected, got nil)" },
+      { 'luasock.connect("127.0.0.1", 70000)', "bad argument #2 to 'connect'" },
+      { 'luasock.connect("127.0.0.1", 1, { timeout = "soon" })', "luasock.connect: timeout" },
+      { 'luasock.connect("127.0.0.1", 1, { tls = 1 })', "luasock.connect: tls must be" },
+      { 'luasock.connect("127.0.0.1", 1)', "luasock.connect must be called from a handler" },
+      { 'require("luasock.pubsub").publish(1, "x")', "bad argument #1 to 'publish'" },
+      { 'require("luasock.pubsub").subscribe("c", 1)', "bad argument #2 to 'subscribe'" },
+    } do
+      local script = helper.script('local luasock = require "luasock"\n\n' .. case[1]
+        .. "\nreturn { handle = function() end }\n")
+      local code, _, err = helper.run { "check", script }
+      assert.equal(1, code, case[1])
+      assert.equal(script .. ":3: " .. case[2], err:sub(1, #script + 4 + #case[2]), case[1])
+    end
+  end)
+
+  it("point at the caller's line in a running program too", function()
+    local reports = helper.run_reports([[
+      local function call(...) local conn = luasock.connect(...) return conn end
+      report(stdout, pcall(call, "127.0.0.1", "80"))
+      report(stdout, pcall(call, "127.0.0.1", 80, 1))
+    ]])
+    assert.is_false(reports[1][1])
+    assert.is_truthy(reports[1][2]:find(":1: bad argument #2 to 'connect'"), reports[1][2])
+    assert.is_truthy(reports[2][2]:find(":1: bad argument #3 to 'connect'"), reports[2][2])
   end)
 end)
 

@@ -179,9 +179,27 @@ describe("hot reload", function()
     it("returns no handle function", function()
       local script = helper.script(versioned("v1"))
       local server, old = start_v1(script)
-      local broken = "local M = { max_line = 10 }\nfunction M.hadle(conn) end\nreturn M\n"
+      local broken = "local M = { max_line = 10 }\nfunction M.serve(conn) end\nreturn M\n"
       break_then_fix(server, old, broken,
-        "^" .. literal(script) .. ": the returned table has no 'handle' function", versioned("v2"))
+        "^" .. literal(script) .. ":3: the returned table has no 'handle' function",
+        versioned("v2"))
+      old:close()
+      server:stop()
+    end)
+
+    it("misspells a setting, or listens on a bad address", function()
+      local script = helper.script(versioned("v1"))
+      local server, old = start_v1(script)
+      local broken = "local M = { max_line = 10 }\nfunction M.handle(conn) end\nM.idle_timout = 5\n"
+        .. "return M\n"
+      break_then_fix(server, old, broken, "^" .. literal(script)
+        .. ":3: unknown setting 'idle_timout' %(did you mean 'idle_timeout'%?%)$", versioned("v2"))
+      broken = "return { listen = '127.0.0.1:99999',\n  handle = function() end }\n"
+      local mark = server:mark()
+      replace(server.script, broken)
+      assert.equal(script .. ":1: bad listen address '127.0.0.1:99999': port must be a number "
+        .. "from 0 to 65535", wait_failed(server, mark))
+      assert.equal("v2 hello", greeting_of_new_client(server))
       old:close()
       server:stop()
     end)
