@@ -33,6 +33,7 @@
 #include "container.h"
 #include "conn.h"
 #include "errors.h"
+#include "log.h"
 #include "luasock.h"
 #include "net.h"
 #include "peers.h"
@@ -61,6 +62,8 @@ struct conn_settings conn_defaults = {
 double conn_first_byte_timeout = -1;
 
 void (*conn_on_close)(lua_State *L, const char *reason);
+bool conn_access_log;
+bool conn_access_log_always;
 void (*conn_on_secured)(struct conn *c);
 
 static struct ev_loop *loop;
@@ -215,6 +218,19 @@ static void release_anchor(struct conn *c)
     c->ref = LUA_NOREF;
 }
 
+/* The access log line, or at debug why it closed. */
+static void log_closed(struct conn *c)
+{
+    enum luasock_log_level level = conn_access_log ? LUASOCK_LOG_INFO : LUASOCK_LOG_DEBUG;
+    if (!log_wants(level))
+        return;
+    char peer[128];
+    net_format(&c->peer.sa, c->peer_len, peer, sizeof peer);
+    log_conn(level, c->id, peer, "conn %llu %s closed (%s) after %.1f s, in %llu B, out %llu B",
+             (unsigned long long)c->id, peer, c->close_reason, ev_now(loop) - c->opened,
+             (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
+}
+
 static void close_fd(struct conn *c)
 {
     task_disown(&c->res);
@@ -228,7 +244,7 @@ static void close_fd(struct conn *c)
     if (c->peer_counted)
         peers_release(&c->peer.sa);
     c->peer_counted = false;
-    luasock_log(LUASOCK_LOG_DEBUG, "conn %llu closed", (unsigned long long)c->id);
+    log_closed(c);
     if (c->tls != NULL) {
         SSL_free(c->tls->ssl);
         SSL_CTX_free(c->tls->ctx);
@@ -336,6 +352,7 @@ static OUT_OF_LINE ssize_t receive_tls(struct conn *c, char *room, size_t space)
     size_t got = 0;
     switch (tls_read(c->tls, room, space, &got)) {
     case TLS_OK:
+        c->bytes_in += got;
         return (ssize_t)got;
     case TLS_CLOSED:
         return 0;
@@ -364,6 +381,8 @@ static IN_LINE ssize_t receive_some(struct conn *c, char *room, size_t space)
     do
         n = recv(c->fd, room, space, 0);
     while (n < 0 && errno == EINTR);
+    if (n > 0)
+        c->bytes_in += (size_t)n;
     return n;
 }
 
@@ -373,6 +392,7 @@ static OUT_OF_LINE ssize_t send_tls(struct conn *c, const char *data, size_t len
     size_t wrote = 0;
     switch (tls_write(c->tls, data, len, &wrote)) {
     case TLS_OK:
+        c->bytes_out += wrote;
         return (ssize_t)wrote;
     case TLS_WANT_READ:
         c->tls->write_wants_read = true;
@@ -397,7 +417,10 @@ static IN_LINE ssize_t send_some(struct conn *c, const char *data, size_t len)
 {
     if (c->tls != NULL && c->tls->secured)
         return send_tls(c, data, len);
-    return send(c->fd, data, len, MSG_NOSIGNAL);
+    ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+    if (n > 0)
+        c->bytes_out += (size_t)n;
+    return n;
 }
 
 /* fill: the input buffer may not grow (buf.h, max_buffers). */
@@ -695,7 +718,7 @@ static void linger_drain(struct conn *c)
     static char discard[65536];
     ssize_t n;
     while ((n = read(c->fd, discard, sizeof discard)) > 0)
-        ;
+        c->bytes_in += (size_t)n; /* dropped, but received */
     if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
         close_fd(c);
 }
@@ -776,6 +799,7 @@ static int send_plaintext_left(struct conn *c)
             return errno == EWOULDBLOCK ? EAGAIN : errno;
         buf_consume(&c->out, (size_t)n);
         t->plain_left -= (size_t)n;
+        c->bytes_out += (size_t)n;
     }
     return 0;
 }
@@ -1499,6 +1523,7 @@ void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t 
     c->state = CONN_OPEN;
     c->readable = true;
     c->id = ++last_id;
+    c->opened = ev_now(loop);
     /* Unix peers are nearly always unnamed, and a path would not fit: keep the family only. */
     c->peer_len = peer->sa_family == AF_UNIX ? sizeof(sa_family_t)
                   : peer_len < sizeof c->peer ? peer_len : sizeof c->peer;

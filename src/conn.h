@@ -52,6 +52,11 @@ extern struct conn_settings conn_defaults;
  * times out sooner than read_timeout. Below 0: no such limit. */
 extern double conn_first_byte_timeout;
 
+/* Logs every closed connection at info: its reason, how long it lasted and its bytes (the
+ * script's access_log, applied at each load), or always (--access-log). */
+extern bool conn_access_log;
+extern bool conn_access_log_always;
+
 struct conn;
 
 /* Runs the script's on_close(conn, reason) hook (script.c), or NULL for none. It is called once,
@@ -98,6 +103,8 @@ struct conn {
     } peer;
     socklen_t peer_len;
     uint64_t id;
+    uint64_t bytes_in, bytes_out; /* counted per read and write, for the access log */
+    ev_tstamp opened;             /* when it got its socket */
     int fd;
     int ref;
     enum conn_state state;

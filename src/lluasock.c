@@ -65,22 +65,45 @@ static int luasock_spawn_service(lua_State *L)
     return spawn(L, task_start_service);
 }
 
-static int luasock_log_(lua_State *L)
+/* Pushes tostring of the arguments from first on, joined by sep. */
+static const char *join_arguments(lua_State *L, int first, char sep)
 {
-    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
-    int level = luaL_checkoption(L, 1, NULL, levels);
     int n = lua_gettop(L);
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    for (int i = 2; i <= n; i++) {
-        if (i > 2)
-            luaL_addchar(&b, ' ');
+    for (int i = first; i <= n; i++) {
+        if (i > first)
+            luaL_addchar(&b, sep);
         luaL_tolstring(L, i, NULL);
         luaL_addvalue(&b);
     }
     luaL_pushresult(&b);
-    luasock_log((enum luasock_log_level)level, "%s", lua_tostring(L, -1));
+    return lua_tostring(L, -1);
+}
+
+static int luasock_log_(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    int level = log_level_from_name(name);
+    if (level < 0)
+        return luaL_argerror(L, 1, lua_pushfstring(L, "level must be one of " LOG_LEVEL_NAMES
+                                                      " (any case); got '%s'", name));
+    luasock_log((enum luasock_log_level)level, "%s", join_arguments(L, 2, ' '));
     return 0;
+}
+
+/* print in a server: one log line at info, arguments joined by tabs as print does, so that
+ * output from many handlers never interleaves mid-line. */
+static int luasock_print(lua_State *L)
+{
+    luasock_log(LUASOCK_LOG_INFO, "%s", join_arguments(L, 1, '\t'));
+    return 0;
+}
+
+void lluasock_route_print(lua_State *L)
+{
+    lua_pushcfunction(L, luasock_print);
+    lua_setglobal(L, "print");
 }
 
 /* Encodes the value at 1 with codec -> bytes | nil, err. The bytes are made in a buffer that

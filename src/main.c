@@ -41,6 +41,9 @@ static const char serve_usage[] =
     "  --ipv6-prefix BITS     IPv6 clients count per network of BITS leading bits, 1 to 128\n"
     "                         (default 64: a host usually holds a whole /64)\n"
     "  --log-level LEVEL      debug, info (default), warn or error\n"
+    "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
+    "  --log-file PATH        append the log to PATH instead of stderr; SIGUSR1 reopens it\n"
+    "  --access-log           log every closed connection at info (as access_log = true)\n"
     "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
     "                         (default 10); a second signal exits at once\n"
     "  --pid-file PATH        write the server's pid to PATH (refused if PATH names a live\n"
@@ -192,6 +195,14 @@ static int serve_command(int argc, char **argv)
             status = 0;
         } else if (strcmp(arg, "--watch") == 0) {
             o.watch = true;
+        } else if (strcmp(arg, "--access-log") == 0) {
+            o.access_log = true;
+        } else if ((value = option_value(argc, argv, &i, "--log-format", &missing)) != NULL) {
+            if (strcmp(value, "json") != 0 && strcmp(value, "text") != 0)
+                status = usage_error(help, "--log-format: expected text or json, got '%s'", value);
+            log_set_json(strcmp(value, "json") == 0);
+        } else if ((value = option_value(argc, argv, &i, "--log-file", &missing)) != NULL) {
+            o.log_file = value;
         } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
             struct net_addr addr;
             char err[512];

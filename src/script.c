@@ -161,6 +161,7 @@ static void apply_settings(void)
     d->exact_objects = boolean_setting("exact_objects");
     static const char *const json_errors[] = {"close", "return", NULL};
     d->keep_bad_json = option_setting("json_errors", json_errors, 0) == 1;
+    conn_access_log = conn_access_log_always || boolean_setting("access_log");
 }
 
 /* Starts the script's on_close(conn, reason) in a task of its own; the connection's userdata is

@@ -50,7 +50,7 @@ static int ipv6_prefix = PEERS_DEFAULT_IPV6_PREFIX;
 static ev_tstamp refusal_logged_at;
 static unsigned long refusals_unlogged;
 static struct listener *listeners;
-static ev_signal on_sigint, on_sigterm, on_sighup;
+static ev_signal on_sigint, on_sigterm, on_sighup, on_sigusr1;
 static const char *pid_file_written;
 static bool shutting_down;
 static double grace_seconds;
@@ -504,6 +504,17 @@ static void on_files_changed(const char *changed)
     reload(why);
 }
 
+/* logrotate renamed the log file: every process opens the new one. */
+static void on_reopen(struct ev_loop *l, ev_signal *w, int revents)
+{
+    (void)l;
+    (void)w;
+    (void)revents;
+    log_reopen();
+    if (supervising)
+        workers_signal(SIGUSR1);
+}
+
 static void on_hangup(struct ev_loop *l, ev_signal *w, int revents)
 {
     (void)l;
@@ -543,10 +554,15 @@ static void discard_announcements(void)
     announcements = NULL;
 }
 
+/* In JSON, they are log lines like the others: every line of the log parses. */
 static void print_announcements(void)
 {
     fflush(announcements);
-    fputs(announcements_text, stderr);
+    if (log_is_json())
+        for (char *line = strtok(announcements_text, "\n"); line; line = strtok(NULL, "\n"))
+            luasock_log(LUASOCK_LOG_INFO, "%s", line);
+    else
+        fputs(announcements_text, stderr);
     discard_announcements();
 }
 
@@ -571,11 +587,9 @@ static int reseed_random(lua_State *state)
  * parent's alone (its file watch, its pid file, its resolver channel). */
 static void become_worker(int id)
 {
-    char origin[32];
     ev_loop_fork(loop);
     supervising = false;
-    snprintf(origin, sizeof origin, "worker %d", id);
-    log_set_origin(origin);
+    log_set_worker(id);
     if (announcements != NULL)
         discard_announcements();
     pid_file_written = NULL;
@@ -604,10 +618,17 @@ static int start(const struct serve_options *o)
     grace_seconds = o->grace;
     watchdog_seconds = o->watchdog;
     worker_count = o->workers > 1 ? o->workers : 1;
+    if (o->log_file != NULL && log_open_file(o->log_file) < 0) {
+        fprintf(stderr, "luasock: --log-file %s: %s\n", o->log_file, errors_string(errno));
+        return -1;
+    }
+    log_set_script(o->script);
+    conn_access_log_always = o->access_log;
     announcements = open_memstream(&announcements_text, &announcements_size);
     if (announcements == NULL || open_runtime() < 0)
         return -1;
     conn_on_secured = secured;
+    lluasock_route_print(L);
     lluasock_set_worker(L, worker_count > 1 ? 0 : 1, worker_count);
     if (o->pubsub != NULL)
         lluasock_set_pubsub_url(L, o->pubsub);
@@ -630,6 +651,8 @@ static int start(const struct serve_options *o)
         return -1;
     ev_signal_init(&on_sighup, on_hangup, SIGHUP);
     ev_signal_start(loop, &on_sighup);
+    ev_signal_init(&on_sigusr1, on_reopen, SIGUSR1);
+    ev_signal_start(loop, &on_sigusr1);
     if (o->watch)
         script_watch(loop, on_files_changed);
     lua_settop(L, 0);

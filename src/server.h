@@ -19,6 +19,8 @@ struct serve_options {
     double watchdog;        /* with workers: restart one whose loop is stuck this long; 0: off */
     const char *pubsub;     /* luasock.pubsub's backend: "redis://host:port/db"; NULL: in-process */
     const char *tls_cert, *tls_key; /* --tls-cert, --tls-key; NULL: the script's */
+    const char *log_file;   /* --log-file: append the log there; NULL: stderr */
+    bool access_log;        /* --access-log: a line per closed connection, whatever the script */
 };
 
 /* Both return the process exit status. */

@@ -287,6 +287,10 @@ local function check_settings(path, script)
   if not ok then
     return nil, problem
   end
+  if script.access_log ~= nil and type(script.access_log) ~= "boolean" then
+    return nil, ("%s: 'access_log' must be true or false"):format(path)
+  end
+  settings.access_log = script.access_log
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then
