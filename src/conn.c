@@ -197,6 +197,7 @@ static void forget_progress(struct conn *c)
 /* Consumes n bytes of input; the saved progress of a read was about the bytes before. */
 static void take_input(struct conn *c, size_t n)
 {
+    c->read_timed_out = false;
     if (n == 0)
         return;
     buf_consume(&c->in, n);
@@ -218,7 +219,8 @@ static void release_anchor(struct conn *c)
     c->ref = LUA_NOREF;
 }
 
-/* The access log line, or at debug why it closed. */
+/* The access log line, or at debug why it closed. A handler that gives up on a silent peer
+ * closes the connection itself ("closed"), but the operator's answer is that it timed out. */
 static void log_closed(struct conn *c)
 {
     enum luasock_log_level level = conn_access_log ? LUASOCK_LOG_INFO : LUASOCK_LOG_DEBUG;
@@ -226,8 +228,10 @@ static void log_closed(struct conn *c)
         return;
     char peer[128];
     net_format(&c->peer.sa, c->peer_len, peer, sizeof peer);
+    bool gave_up = c->read_timed_out && strcmp(c->close_reason, ERR_CLOSED) == 0;
     log_conn(level, c->id, peer, "conn %llu %s closed (%s) after %.1f s, in %llu B, out %llu B",
-             (unsigned long long)c->id, peer, c->close_reason, ev_now(loop) - c->opened,
+             (unsigned long long)c->id, peer, gave_up ? ERR_TIMEOUT : c->close_reason,
+             ev_now(loop) - c->opened,
              (unsigned long long)c->bytes_in, (unsigned long long)c->bytes_out);
 }
 
@@ -278,6 +282,7 @@ static int push_failure(struct conn *c, lua_State *L, const char *err)
 {
     /* Half an object is of no use, and leaving it buffered keeps the stream in step. */
     if (c->req.kind == READ_OBJECT) {
+        c->read_timed_out = strcmp(err, ERR_TIMEOUT) == 0;
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
@@ -290,6 +295,7 @@ static int push_failure(struct conn *c, lua_State *L, const char *err)
     lua_rotate(L, -3, 2);
     check_epoch(c, L, epoch);
     take_input(c, len);
+    c->read_timed_out = strcmp(err, ERR_TIMEOUT) == 0;
     return 3;
 }
 

@@ -124,6 +124,7 @@ struct conn {
     bool flush_listed;
     bool backlogged;   /* the last write left bytes queued */
     bool parked;       /* idle in a keep-alive pool (conn_park), owned by no task */
+    bool read_timed_out; /* the last read ended in a timeout (the access log's reason) */
     unsigned reused;   /* times conn_unpark handed it out again */
     struct conn *flush_prev, *flush_next;
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */

@@ -37,6 +37,7 @@ return {
   %s
   max_queue = 1024,
   send_timeout = 0.5,
+  idle_timeout = 1,
   handle = function(conn)
     print("print:", 1, nil, "tab\\there", "\\255\\"q\\\\")
     while true do
@@ -125,6 +126,14 @@ def access_log_cases(checks, script):
         checks.check(m and m.group(3) == "4" and int(m.group(4)) > 0
                      and float(m.group(2)) >= 0.5,
                      "send timeout: in 4 B, some bytes out, after at least 0.5 s")
+        sock.close()
+
+        sock = connect(server)
+        port = sock.getsockname()[1]
+        echo(sock, b"idle\n")
+        m = wait_for(server.log, closed_line(port, "timeout"), "idle timeout line")
+        checks.check(m and m.group(3, 4) == ("5", "5") and float(m.group(2)) >= 1.0,
+                     "idle timeout: the handler gave up on a silent peer: timeout, in 5 B, out 5 B")
         sock.close()
     finally:
         stop_and_check(server, checks)
