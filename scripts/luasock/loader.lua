@@ -21,7 +21,7 @@ local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "c
 local SETTINGS = {
   handle = true, datagram = true, on_close = true, start = true, listen = true, tls = true,
   shared_dicts = true, object_codec = true, exact_objects = true, json_errors = true,
-  access_log = true,
+  access_log = true, metrics = true,
 }
 for name in pairs(SIZE_SETTINGS) do
   SETTINGS[name] = true
@@ -291,6 +291,11 @@ local function check_settings(path, script)
     return nil, ("%s: 'access_log' must be true or false"):format(path)
   end
   settings.access_log = script.access_log
+  if script.metrics ~= nil and (type(script.metrics) ~= "string"
+                                or not script.metrics:match("^%[?[%w%.:%-%*]+%]?:%d+$")) then
+    return nil, ("%s: 'metrics' must be an address such as \"127.0.0.1:9100\""):format(path)
+  end
+  settings.metrics = script.metrics
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then
