@@ -35,7 +35,8 @@ static size_t check_label_names(lua_State *L, int idx, const char *what, const c
                                        : "a label name must be a string";
         if (why != NULL)
             luaL_error(L, "%s: bad label name '%s': %s", what, name ? name : "?", why);
-        if (strcmp(name, "le") == 0 || strcmp(name, "quantile") == 0)
+        if (strcmp(name, "le") == 0 || strcmp(name, "quantile") == 0 ||
+            strcmp(name, "worker") == 0)
             luaL_error(L, "%s: label name '%s' is reserved", what, name);
         for (lua_Integer j = 1; j < i; j++)
             if (strcmp(labels[j - 1], name) == 0)

@@ -179,7 +179,7 @@ static double boot_time(void)
 }
 
 /* /proc/self/stat's CPU times, start time and resident pages. */
-static void write_process(FILE *out)
+void metrics_core_write_process(FILE *out)
 {
     char text[1024];
     FILE *f = fopen("/proc/self/stat", "r");
@@ -210,6 +210,6 @@ void metrics_core_write(FILE *out)
 {
     write_connections(out);
     write_lua(out);
-    write_process(out);
+    metrics_core_write_process(out);
     metrics_write_all(out);
 }

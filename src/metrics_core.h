@@ -47,6 +47,9 @@ enum metrics_close metrics_close_reason(const char *reason);
 /* Starts measuring how late the loop runs its timers (luasock_loop_lag_seconds). */
 int metrics_core_start(struct ev_loop *loop);
 
+/* Writes the process_* figures alone. */
+void metrics_core_write_process(FILE *out);
+
 /* Writes the core's figures and then the registry's (metrics.h). */
 void metrics_core_write(FILE *out);
 

@@ -9,7 +9,6 @@
 
 #include "container.h"
 #include "errors.h"
-#include "metrics_core.h"
 #include "metrics_http.h"
 #include "net.h"
 
@@ -28,6 +27,7 @@ struct client {
 static struct ev_loop *loop;
 static ev_io listen_io;
 static int listen_fd = -1;
+static void (*write_metrics)(FILE *out);
 static struct client *clients;
 static int client_count;
 
@@ -119,7 +119,7 @@ static void answer_metrics(struct client *c, bool head)
         drop(c);
         return;
     }
-    metrics_core_write(out);
+    write_metrics(out);
     if (fclose(out) != 0) {
         free(text);
         drop(c);
@@ -220,8 +220,8 @@ static void on_accept(struct ev_loop *l, ev_io *w, int revents)
     ev_timer_start(loop, &c->timer);
 }
 
-int metrics_http_open(struct ev_loop *l, const char *text, char *name, size_t name_size,
-                      char *err, size_t err_size)
+int metrics_http_open(struct ev_loop *l, const char *text, void (*write)(FILE *out),
+                      char *name, size_t name_size, char *err, size_t err_size)
 {
     struct net_addr addr;
     char why[512];
@@ -241,6 +241,7 @@ int metrics_http_open(struct ev_loop *l, const char *text, char *name, size_t na
         return -1;
     }
     loop = l;
+    write_metrics = write;
     listen_fd = fd;
     net_local_address(fd, name, name_size);
     ev_io_init(&listen_io, on_accept, fd, EV_READ);

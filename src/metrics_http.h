@@ -9,15 +9,16 @@
 
 #include <ev.h>
 #include <stddef.h>
+#include <stdio.h>
 
 #define METRICS_HTTP_TIMEOUT 5.0
 #define METRICS_HTTP_MAX_REQUEST 4096
 #define METRICS_HTTP_MAX_CLIENTS 16
 
-/* Listens on text ("HOST:PORT"); writes the bound address to name. Returns 0, or -1 with
- * "metrics TEXT: cause" in err. */
-int metrics_http_open(struct ev_loop *loop, const char *text, char *name, size_t name_size,
-                      char *err, size_t err_size);
+/* Listens on text ("HOST:PORT"); writes the bound address to name. /metrics answers with what
+ * write puts in its stream. Returns 0, or -1 with "metrics TEXT: cause" in err. */
+int metrics_http_open(struct ev_loop *loop, const char *text, void (*write)(FILE *out),
+                      char *name, size_t name_size, char *err, size_t err_size);
 
 /* Stops listening and drops the clients being answered. */
 void metrics_http_close(void);

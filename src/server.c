@@ -24,6 +24,7 @@
 #include "lguard.h"
 #include "metrics_core.h"
 #include "metrics_http.h"
+#include "metrics_workers.h"
 #include "lngx.h"
 #include "lconn.h"
 #include "listener.h"
@@ -61,6 +62,7 @@ static ev_timer grace_timer;
 /* --workers: the parent supervises and never serves; a worker is a fork of it. */
 static int worker_count = 1;
 static bool supervising;
+static bool metrics_on; /* --metrics or the script's metrics */
 /* The "listening on" lines; with workers they wait until every worker listens. */
 static FILE *announcements;
 static char *announcements_text;
@@ -490,13 +492,13 @@ static int open_metrics(const struct serve_options *o)
     int rc = 0;
     if (text != NULL) {
         char name[160], err[600];
-        if (worker_count > 1) {
-            fprintf(stderr, "luasock: metrics %s: not available with --workers yet\n", text);
-            rc = -1;
-        } else if (metrics_http_open(loop, text, name, sizeof name, err, sizeof err) < 0) {
+        void (*write)(FILE *) = worker_count > 1 ? metrics_workers_write : metrics_core_write;
+        metrics_on = true;
+        if (metrics_http_open(loop, text, write, name, sizeof name, err, sizeof err) < 0) {
             fprintf(stderr, "luasock: %s\n", err);
             rc = -1;
-        } else if (metrics_core_start(loop) < 0) {
+        } else if (metrics_core_start(loop) < 0 ||
+                   (worker_count > 1 && metrics_workers_init(loop, worker_count) < 0)) {
             fprintf(stderr, "luasock: metrics %s: %s\n", text, ERR_NO_MEMORY);
             rc = -1;
         } else {
@@ -651,6 +653,10 @@ static void become_worker(int id)
         }
     }
     udp_start_listeners_in_worker();
+    if (metrics_on) {
+        metrics_http_close(); /* the parent's */
+        metrics_workers_become(id);
+    }
     guard_start();
     guard_watch_stalls();
     task_release_load_tasks();
