@@ -8,7 +8,10 @@
    lines, the process_* figures, /healthz, 404, a request too large. The endpoint's own
    connections are not counted.
 2. --metrics with --max-connections 2: a third connection is refused and counted.
-3. luasock.metrics refuses bad names, the server's prefixes and a falling counter with an error
+3. --workers 2: one endpoint, with a worker label and totals that are the workers' sums; a
+   worker killed with SIGKILL is restarted and the totals do not go backwards: they go on from
+   where they were.
+4. luasock.metrics refuses bad names, the server's prefixes and a falling counter with an error
    at the caller's line.
 Run from the repo root with LUASOCK_BIN set; exit 0 = pass.
 """
@@ -286,6 +289,59 @@ def refused(checks, script):
         server.close()
 
 
+def worker_rows(samples, name):
+    return {dict(labels).get("worker"): v for (n, labels), v in samples.items() if n == name}
+
+
+def accepted_total(n):
+    return lambda s: value(s, "luasock_connections_accepted_total") == n
+
+
+def one_line_each(server, count):
+    for _ in range(count):
+        with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+            echo(sock, b"x\n")
+
+
+def workers(checks, script):
+    server = Server(script, ["--metrics", "127.0.0.1:0", "--workers", "2"])
+    try:
+        address = metrics_address(server)
+        one_line_each(server, 20)
+        s = wait_until(address, accepted_total(20), "20 accepted")
+        rows = worker_rows(s, "luasock_connections_accepted_total")
+        checks.check(rows.get(None) == 20 and set(rows) == {None, "1", "2"}
+                     and rows["1"] + rows["2"] == 20,
+                     f"--workers 2: accepted total 20, the sum of worker 1 and 2 ({rows})")
+        lines = worker_rows(s, "app_lines_total")
+        checks.check(lines.get(None) == 20, f"the handlers' counter is totalled too ({lines})")
+        before = {k: v for k, v in s.items() if k[0].endswith("_total") and "process" not in k[0]}
+
+        pid = int(re.search(r"worker 1 started \(pid (\d+)\)", server.log()).group(1))
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + TIMEOUT
+        while len(re.findall(r"worker 1 started", server.log())) < 2 \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        s = wait_until(address, lambda s: worker_rows(s, "luasock_tasks").get("1") is not None
+                       and len(re.findall(r"worker 1 started", server.log())) >= 2,
+                       "restarted worker 1")
+        behind = [k for k, v in before.items() if s.get(k, 0) < v]
+        checks.check(not behind, f"after SIGKILL of worker 1, no counter went backwards ({behind})")
+        one_line_each(server, 5)
+        s = wait_until(address, accepted_total(25), "25 accepted")
+        rows = worker_rows(s, "luasock_connections_accepted_total")
+        checks.check(rows.get(None) == 25 and rows["1"] + rows["2"] == 25,
+                     f"5 more connections: total 25, still the workers' sum ({rows})")
+        checks.check(http_get(address, "/healthz") == (200, "ok\n"), "/healthz with workers")
+        own = value(s, "process_start_time_seconds")
+        checks.check(own is not None and worker_rows(s, "process_start_time_seconds").keys()
+                     >= {None, "1", "2"}, "process_*: the parent's own, and each worker's")
+    finally:
+        stop(server, checks)
+        server.close()
+
+
 def bad_names(checks, directory):
     path = os.path.join(directory, "bad.lua")
     cases = [('luasock.metrics.counter("1abc", "h")', "bad metric name '1abc'"),
@@ -320,6 +376,7 @@ def main():
         plain = os.path.join(directory, "plain.lua")
         write(plain, SCRIPT % ("", '"echo"'))
         refused(checks, plain)
+        workers(checks, plain)
         bad_names(checks, directory)
     print(f"{checks.passed} passed, {checks.failed} failed")
     sys.exit(1 if checks.failed else 0)
