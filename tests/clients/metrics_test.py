@@ -13,6 +13,7 @@
    where they were.
 4. luasock.metrics refuses bad names, the server's prefixes and a falling counter with an error
    at the caller's line.
+5. `check` validates the metrics setting (type, misspelling); a bad --metrics is a usage error.
 Run from the repo root with LUASOCK_BIN set; exit 0 = pass.
 """
 import os
@@ -358,6 +359,21 @@ def bad_names(checks, directory):
                      f"{code}: refused at the caller's line ({run.stderr.splitlines()[:1]})")
 
 
+def settings(checks, directory):
+    path = os.path.join(directory, "setting.lua")
+    for setting, ok, message in [('metrics = "127.0.0.1:9100"', True, "ok"),
+                                 ("metrics = 9100", False, "'metrics' must be an address"),
+                                 ('metric = "127.0.0.1:9100"', False, "did you mean 'metrics'")]:
+        write(path, "return { handle = function() end, %s }\n" % setting)
+        run = subprocess.run([BIN, "check", path], capture_output=True, text=True, timeout=30)
+        checks.check((run.returncode == 0) == ok and message in run.stdout + run.stderr,
+                     f"check: {setting}: {message}")
+    run = subprocess.run([BIN, "serve", path, "--metrics", "127.0.0.1:99999"],
+                         capture_output=True, text=True, timeout=30)
+    checks.check(run.returncode == 2 and "--metrics: bad listen address" in run.stderr,
+                 "--metrics 127.0.0.1:99999: a usage error")
+
+
 def main():
     checks = Checks()
     with tempfile.TemporaryDirectory(prefix="luasock-metrics-") as directory:
@@ -378,6 +394,7 @@ def main():
         refused(checks, plain)
         workers(checks, plain)
         bad_names(checks, directory)
+        settings(checks, directory)
     print(f"{checks.passed} passed, {checks.failed} failed")
     sys.exit(1 if checks.failed else 0)
 
