@@ -110,13 +110,15 @@ local function distance(a, b)
   return d[#a][#b]
 end
 
--- The known name that name is a misspelling of: one edit away (two for names longer than six
--- letters), and not set itself (a script that sets both means both); or nil.
+-- The known name that name is a misspelling of: one edit away (two, keeping the first letter,
+-- for names longer than six letters: `retries` is no misspelt `metrics`), and not set itself (a
+-- script that sets both means both); or nil.
 local function misspelling_of(name, known, set)
   local best, best_distance
   for candidate in pairs(known) do
     local d = distance(name, candidate)
-    if d <= (#candidate > 6 and 2 or 1) and rawget(set, candidate) == nil
+    local far = #candidate > 6 and name:sub(1, 1) == candidate:sub(1, 1)
+    if d <= (far and 2 or 1) and rawget(set, candidate) == nil
         and (not best or d < best_distance or d == best_distance and candidate < best) then
       best, best_distance = candidate, d
     end
