@@ -218,6 +218,17 @@ static void write_histogram(FILE *out, const struct metric *m, const struct metr
     metrics_write_sample(out, name, s->labels, (double)s->count);
 }
 
+void metrics_reset(void)
+{
+    for (struct metric *m = head; m != NULL; m = m->next)
+        for (struct metric_series *s = m->series; s != NULL; s = s->next) {
+            s->value = 0;
+            s->count = 0;
+            if (s->buckets != NULL)
+                memset(s->buckets, 0, (m->bucket_count + 1) * sizeof *s->buckets);
+        }
+}
+
 void metrics_write_all(FILE *out)
 {
     for (const struct metric *m = head; m != NULL; m = m->next) {

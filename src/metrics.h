@@ -57,6 +57,9 @@ static inline void metrics_add(struct metric_series *s, double v)
 
 void metrics_observe(const struct metric *m, struct metric_series *s, double v);
 
+/* Sets every series to zero. */
+void metrics_reset(void);
+
 /* Writes every registered metric to out. */
 void metrics_write_all(FILE *out);
 

@@ -137,10 +137,6 @@ static void write_lua(FILE *out)
 {
     write_one(out, "luasock_handler_errors_total", "Handlers and coroutines ended by an error",
               METRIC_COUNTER, (double)metrics_core.handler_errors);
-    static const char *const results[] = {"ok", "failed"};
-    uint64_t reloads[] = {metrics_core.reloads_ok, metrics_core.reloads_failed};
-    write_labelled(out, "luasock_reloads_total", "Script reloads, by result", "result", results,
-                   reloads, 2);
     write_one(out, "luasock_tasks", "Tasks (handlers and coroutines) alive", METRIC_GAUGE,
               (double)task_count());
     write_one(out, "luasock_lua_memory_bytes", "Memory held by the Lua state", METRIC_GAUGE,
@@ -179,8 +175,17 @@ static double boot_time(void)
 }
 
 /* /proc/self/stat's CPU times, start time and resident pages. */
+static void write_reloads(FILE *out)
+{
+    static const char *const results[] = {"ok", "failed"};
+    uint64_t reloads[] = {metrics_core.reloads_ok, metrics_core.reloads_failed};
+    write_labelled(out, "luasock_reloads_total", "Script reloads, by result", "result", results,
+                   reloads, 2);
+}
+
 void metrics_core_write_process(FILE *out)
 {
+    write_reloads(out);
     char text[1024];
     FILE *f = fopen("/proc/self/stat", "r");
     size_t n = f != NULL ? fread(text, 1, sizeof text - 1, f) : 0;
@@ -204,6 +209,14 @@ void metrics_core_write_process(FILE *out)
     write_one(out, "process_start_time_seconds",
               "Start time of the process since unix epoch in seconds", METRIC_GAUGE,
               boot_time() + (double)start / ticks);
+}
+
+void metrics_core_reset(void)
+{
+    metrics_core = (struct metrics_core){0};
+    for (struct metrics_listener *l = listeners; l != NULL; l = l->next)
+        l->accepted = l->open = 0;
+    metrics_reset();
 }
 
 void metrics_core_write(FILE *out)

@@ -47,8 +47,12 @@ enum metrics_close metrics_close_reason(const char *reason);
 /* Starts measuring how late the loop runs its timers (luasock_loop_lag_seconds). */
 int metrics_core_start(struct ev_loop *loop);
 
-/* Writes the process_* figures alone. */
+/* Writes the figures of the process itself alone: luasock_reloads_total and process_*. */
 void metrics_core_write_process(FILE *out);
+
+/* Sets every counter, gauge and histogram to zero (in a worker just forked: the parent's
+ * figures are not its own). */
+void metrics_core_reset(void);
 
 /* Writes the core's figures and then the registry's (metrics.h). */
 void metrics_core_write(FILE *out);

@@ -130,9 +130,11 @@ static void collect(struct table *t, const char *text, int slot, bool counts_onl
         *space = '\0';
         double value = strtod(space + 1, NULL);
         add(current, line, slot, value);
-        /* A sum of the workers' start times or file descriptors says nothing: process_* are
-         * shown per worker, and the parent's own without a label. */
-        if (slot > 0 && strncmp(current->name, "process_", 8) != 0)
+        /* A sum of the workers' start times or file descriptors says nothing, and a reload is
+         * the parent's first (a failed one goes no further): process_* and reloads are shown
+         * per worker, and the parent's own without a label. */
+        if (slot > 0 && strncmp(current->name, "process_", 8) != 0 &&
+            strcmp(current->name, "luasock_reloads_total") != 0)
             add(current, line, 0, value);
     }
     free(copy);
@@ -319,6 +321,7 @@ void metrics_workers_become(int id)
     received = NULL;
     workers_on_exit = NULL;
     my_id = id;
+    metrics_core_reset();
     send_figures();
     ev_timer_init(&sending, on_send, METRICS_WORKERS_PERIOD, METRICS_WORKERS_PERIOD);
     ev_timer_start(loop, &sending);

@@ -23,7 +23,7 @@ void metrics_workers_become(int id);
 /* In the parent: worker id has exited. */
 void metrics_workers_exited(int id);
 
-/* In the parent: the workers' figures and totals, then its own process_* ones. */
+/* In the parent: the workers' figures and totals, then its own reloads and process_*. */
 void metrics_workers_write(FILE *out);
 
 #endif

@@ -10,7 +10,7 @@
 2. --metrics with --max-connections 2: a third connection is refused and counted.
 3. --workers 2: one endpoint, with a worker label and totals that are the workers' sums; a
    worker killed with SIGKILL is restarted and the totals do not go backwards: they go on from
-   where they were.
+   where they were. Reloads: the parent's without a label, each worker's with one.
 4. luasock.metrics refuses bad names, the server's prefixes and a falling counter with an error
    at the caller's line.
 5. `check` validates the metrics setting (type, misspelling); a bad --metrics is a usage error.
@@ -338,6 +338,25 @@ def workers(checks, script):
         own = value(s, "process_start_time_seconds")
         checks.check(own is not None and worker_rows(s, "process_start_time_seconds").keys()
                      >= {None, "1", "2"}, "process_*: the parent's own, and each worker's")
+
+        with open(script) as f:
+            good = f.read()
+        write(script, good.replace('"echo"', '"reloaded"'))
+        server.proc.send_signal(signal.SIGHUP)
+        s = wait_until(address, lambda s: value(s, "luasock_reloads_total", result="ok") == 1
+                       and value(s, "luasock_reloads_total", result="ok", worker="1") == 1
+                       and value(s, "luasock_reloads_total", result="ok", worker="2") == 1,
+                       "reloads with workers")
+        checks.check(value(s, "luasock_reloads_total", result="ok") == 1
+                     and value(s, "luasock_reloads_total", result="ok", worker="2") == 1,
+                     "--workers: SIGHUP: the parent's reload ok 1, and each worker's")
+        write(script, "return {\n")
+        server.proc.send_signal(signal.SIGHUP)
+        s = wait_until(address, lambda s: value(s, "luasock_reloads_total", result="failed") == 1,
+                       "failed reload with workers")
+        checks.check(value(s, "luasock_reloads_total", result="failed") == 1,
+                     "--workers: a broken script: the parent's reloads failed 1")
+        write(script, good)
     finally:
         stop(server, checks)
         server.close()
