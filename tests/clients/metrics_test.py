@@ -5,8 +5,8 @@
    timeout through send_timeout), accepted and open, bytes received and sent, a handler error,
    a handler's counter, gauge and histogram (luasock.metrics), reloads ok and failed (SIGHUP
    with a good then a broken script; the handler's counter survives the reload), HELP and TYPE
-   lines, the process_* figures, /healthz, 404, a request too large. The endpoint's own
-   connections are not counted.
+   lines, the process_* figures, /healthz, 404, a request too large, one too slow. The
+   endpoint's own connections are not counted.
 2. --metrics with --max-connections 2: a third connection is refused and counted.
 3. --workers 2: one endpoint, with a worker label and totals that are the workers' sums; a
    worker killed with SIGKILL is restarted and the totals do not go backwards: they go on from
@@ -244,6 +244,13 @@ def format_checks(checks, address):
     checks.check(http_get(address, "/nowhere")[0] == 404, "GET /nowhere: 404")
     checks.check(http_get(address, None, b"GET /metrics HTTP/1.1\r\nX: " + b"y" * 8000)[0] == 431,
                  "a request over 4 KiB: 431 and closed")
+    with socket.create_connection(address, timeout=TIMEOUT + 10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+        started = time.monotonic()
+        got = sock.recv(100)
+        took = time.monotonic() - started
+    checks.check(got == b"" and 4.5 < took < 5 + TIMEOUT,
+                 f"a request left incomplete is dropped after 5 s ({took:.1f} s)")
 
 
 def reloads(checks, server, address, path):
