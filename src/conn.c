@@ -34,6 +34,7 @@
 #include "conn.h"
 #include "errors.h"
 #include "log.h"
+#include "metrics_core.h"
 #include "luasock.h"
 #include "net.h"
 #include "peers.h"
@@ -245,6 +246,13 @@ static void close_fd(struct conn *c)
     flush_list_remove(c);
     open_list_remove(c);
     open_count--;
+    metrics_core.bytes_in += c->bytes_in;
+    metrics_core.bytes_out += c->bytes_out;
+    if (c->counted != NULL) {
+        c->counted->open--;
+        metrics_core.closed[metrics_close_reason(c->close_reason)]++;
+        c->counted = NULL;
+    }
     if (c->peer_counted)
         peers_release(&c->peer.sa);
     c->peer_counted = false;
@@ -1475,6 +1483,14 @@ void conn_close_all(void)
 size_t conn_count(void)
 {
     return open_count;
+}
+
+void conn_add_open_bytes(uint64_t *in, uint64_t *out)
+{
+    for (struct conn *c = open_head; c != NULL; c = c->next) {
+        *in += c->bytes_in;
+        *out += c->bytes_out;
+    }
 }
 
 /* Starts the on_close hooks of the connections that closed since the last step. With each

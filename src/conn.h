@@ -21,6 +21,7 @@
 #include "task.h"
 
 struct conn_tls;
+struct metrics_listener;
 typedef struct ssl_st SSL;
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -131,6 +132,7 @@ struct conn {
     struct conn *prev, *next; /* all open connections */
     struct object_scanner *scanner; /* receive_object: how far an incomplete value was scanned */
     struct conn_tls *tls;        /* NULL: plaintext */
+    struct metrics_listener *counted; /* accepted: its listener's figures (metrics_core.h) */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
     struct conn *hook_next;
 };
@@ -237,5 +239,8 @@ void conn_finish_closing(void);
 void conn_close_all(void);
 
 size_t conn_count(void);
+
+/* Adds the bytes received and sent so far by the open connections to *in and *out. */
+void conn_add_open_bytes(uint64_t *in, uint64_t *out);
 
 #endif

@@ -91,6 +91,11 @@ void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     return block;
 }
 
+size_t guard_memory_in_use(void)
+{
+    return in_use;
+}
+
 void guard_set_memory_limit(size_t bytes)
 {
     limit = bytes;

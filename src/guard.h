@@ -17,6 +17,9 @@ void guard_set_cpu_budget(double seconds);
 /* bytes == 0: no limit. */
 void guard_set_memory_limit(size_t bytes);
 
+/* What the Lua state holds now, in bytes. */
+size_t guard_memory_in_use(void);
+
 /* Starts the CPU-time ticks in this process (again after a fork: interval timers are not
  * inherited). */
 void guard_start(void);

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "listener.h"
 #include "luasock.h"
+#include "metrics_core.h"
 
 #define BACKLOG 511
 #define ACCEPTS_PER_WAKEUP 64
@@ -43,6 +44,7 @@ static void on_connection(struct ev_loop *ev, ev_io *w, int revents)
         case ENFILE:
         case ENOBUFS:
         case ENOMEM:
+            metrics_core.refused[MR_EMFILE]++;
             /* Waiting for a connection to close beats spinning on a listener we cannot serve. */
             luasock_log(LUASOCK_LOG_WARN, "accept on %s: %s (%s); pausing accepts for %.1f s",
                         l->name, errors_string(errno), errors_name(errno), PAUSE_SECONDS);
@@ -96,6 +98,7 @@ struct listener *listener_open(const char *text, const struct net_addr *addr,
         memcpy(l->name, "tls:", 4);
         l->name[sizeof l->name - 1] = '\0';
     }
+    l->counts = metrics_listener(l->name); /* NULL when out of memory: not counted */
     if (addr->kind == NET_UNIX)
         snprintf(l->unix_path, sizeof l->unix_path, "%s", addr->path);
     ev_io_init(&l->io, on_connection, fd, EV_READ);

@@ -7,6 +7,8 @@
 
 #include "net.h"
 
+struct metrics_listener;
+
 struct listener {
     ev_io io;
     ev_timer pause; /* accepting again after running out of file descriptors */
@@ -15,6 +17,7 @@ struct listener {
     bool tls;              /* accepted connections begin with a TLS handshake */
     char name[160];      /* the bound address, e.g. "127.0.0.1:9090" or "tls:127.0.0.1:9443" */
     char unix_path[108]; /* removed on close */
+    struct metrics_listener *counts; /* its accepted and open connections */
     void (*on_accept)(struct listener *l, int fd, const struct sockaddr *peer,
                       socklen_t peer_len);
     struct listener *next;

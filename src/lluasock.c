@@ -9,6 +9,7 @@
 #include "errors.h"
 #include "lclient.h"
 #include "lqueue.h"
+#include "lmetrics.h"
 #include "lluasock.h"
 #include "lresult.h"
 #include "lvalues.h"
@@ -248,6 +249,7 @@ int luaopen_luasock(lua_State *L)
     ludp_open(L);
     lqueue_open(L);
     lvalues_open(L);
+    lmetrics_open(L);
     static const luaL_Reg pickle_functions[] = {
         {"encode", pickle_encode_function},
         {"decode", pickle_decode_function},

@@ -11,6 +11,7 @@
 #include "errors.h"
 #include "lresult.h"
 #include "ludp.h"
+#include "metrics_core.h"
 #include "task.h"
 #include "udp.h"
 
@@ -86,6 +87,7 @@ static int send_to(lua_State *L, struct udp *u, const char *data, size_t len,
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return push_error(L, errors_string(errno));
+    metrics_core.udp_out++;
     lua_pushinteger(L, n);
     return 1;
 }

@@ -44,6 +44,8 @@ static const char serve_usage[] =
     "  --log-format FORMAT    text (default) or json: one JSON object per line\n"
     "  --log-file PATH        append the log to PATH instead of stderr; SIGUSR1 reopens it\n"
     "  --access-log           log every closed connection at info (as access_log = true)\n"
+    "  --metrics HOST:PORT    serve Prometheus metrics on GET /metrics and ok on GET /healthz\n"
+    "                         (as metrics = \"HOST:PORT\" in the script; port 0 picks one)\n"
     "  --grace SECONDS        on SIGTERM/SIGINT, let handlers finish for up to SECONDS\n"
     "                         (default 10); a second signal exits at once\n"
     "  --pid-file PATH        write the server's pid to PATH (refused if PATH names a live\n"
@@ -203,6 +205,12 @@ static int serve_command(int argc, char **argv)
             log_set_json(strcmp(value, "json") == 0);
         } else if ((value = option_value(argc, argv, &i, "--log-file", &missing)) != NULL) {
             o.log_file = value;
+        } else if ((value = option_value(argc, argv, &i, "--metrics", &missing)) != NULL) {
+            struct net_addr addr;
+            char err[512];
+            if (net_check_listen(value, &addr, err, sizeof err) < 0)
+                status = usage_error(help, "--metrics: %s", err);
+            o.metrics = value;
         } else if ((value = option_value(argc, argv, &i, "--listen", &missing)) != NULL) {
             struct net_addr addr;
             char err[512];

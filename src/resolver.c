@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include "luasock.h"
+#include "metrics_core.h"
 #include "resolver.h"
 
 #define MAX_SOCKETS 16
@@ -126,6 +127,10 @@ static void on_result(void *arg, int status, int timeouts_seen, struct ares_addr
 {
     (void)timeouts_seen;
     struct lookup *lookup = arg;
+    metrics_core.dns[status == ARES_SUCCESS                               ? MD_OK
+                     : status == ARES_ENOTFOUND || status == ARES_ENODATA ? MD_NOT_FOUND
+                     : status == ARES_ETIMEOUT                            ? MD_TIMEOUT
+                                                                          : MD_ERROR]++;
     lookup->cb(lookup->ud, status, status == ARES_SUCCESS ? result : NULL);
     if (result != NULL)
         ares_freeaddrinfo(result);
@@ -136,6 +141,7 @@ void resolver_lookup(const char *host, int family, resolver_cb cb, void *ud)
 {
     struct lookup *lookup = malloc(sizeof *lookup);
     if (lookup == NULL) {
+        metrics_core.dns[MD_ERROR]++;
         cb(ud, ARES_ENOMEM, NULL);
         return;
     }

@@ -22,6 +22,9 @@
 #include "errors.h"
 #include "guard.h"
 #include "lguard.h"
+#include "metrics_core.h"
+#include "metrics_http.h"
+#include "metrics_workers.h"
 #include "lngx.h"
 #include "lconn.h"
 #include "listener.h"
@@ -59,6 +62,7 @@ static ev_timer grace_timer;
 /* --workers: the parent supervises and never serves; a worker is a fork of it. */
 static int worker_count = 1;
 static bool supervising;
+static bool metrics_on; /* --metrics or the script's metrics */
 /* The "listening on" lines; with workers they wait until every worker listens. */
 static FILE *announcements;
 static char *announcements_text;
@@ -225,6 +229,7 @@ static void close_runtime(void)
 {
     ev_timer_stop(loop, &grace_timer);
     close_listeners();
+    metrics_http_close();
     if (pid_file_written != NULL)
         unlink(pid_file_written);
     watch_stop();
@@ -362,12 +367,22 @@ static void start_handshake(struct conn *c)
     }
 }
 
+static void count_accepted(struct listener *l, struct conn *c)
+{
+    if (l->counts == NULL)
+        return;
+    l->counts->accepted++;
+    l->counts->open++;
+    c->counted = l->counts;
+}
+
 /* The socket is accepted before its connection object exists, but this frame owns it until the
  * protected step has handed it over, and closes it if that step fails. */
 static void on_accept(struct listener *l, int fd, const struct sockaddr *peer_addr,
                       socklen_t peer_len)
 {
     if (max_connections > 0 && conn_count() >= max_connections) {
+        metrics_core.refused[MR_MAX_CONNECTIONS]++;
         refuse(fd, peer_addr, peer_len, "too many connections open (--max-connections)");
         return;
     }
@@ -378,12 +393,14 @@ static void on_accept(struct listener *l, int fd, const struct sockaddr *peer_ad
         return;
     }
     if (max_per_ip > 0 && !peers_admit(peer_addr, max_per_ip)) {
+        metrics_core.refused[MR_PER_IP]++;
         refuse(fd, peer_addr, peer_len, per_ip_refusal(peer_addr));
         return;
     }
     net_set_nodelay(fd);
     struct accepted a = {.fd = fd, .peer = peer_addr, .peer_len = peer_len, .tls = l->tls};
     if (task_protected(new_handler_task, &a, "accept") == 0) {
+        count_accepted(l, a.conn);
         if (a.tls)
             start_handshake(a.conn);
         else
@@ -466,6 +483,32 @@ static int open_listeners(const struct serve_options *o)
     return 0;
 }
 
+/* Serves /metrics and /healthz on --metrics, or else on the script's metrics address (settings
+ * table on top), if either is given. */
+static int open_metrics(const struct serve_options *o)
+{
+    lua_getfield(L, -1, "metrics");
+    const char *text = o->metrics != NULL ? o->metrics : lua_tostring(L, -1);
+    int rc = 0;
+    if (text != NULL) {
+        char name[160], err[600];
+        void (*write)(FILE *) = worker_count > 1 ? metrics_workers_write : metrics_core_write;
+        metrics_on = true;
+        if (metrics_http_open(loop, text, write, name, sizeof name, err, sizeof err) < 0) {
+            fprintf(stderr, "luasock: %s\n", err);
+            rc = -1;
+        } else if (metrics_core_start(loop) < 0 ||
+                   (worker_count > 1 && metrics_workers_init(loop, worker_count) < 0)) {
+            fprintf(stderr, "luasock: metrics %s: %s\n", text, ERR_NO_MEMORY);
+            rc = -1;
+        } else {
+            fprintf(announcements, "luasock: metrics on %s (GET /metrics, /healthz)\n", name);
+        }
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 /* Serving thousands of connections needs more descriptors than the usual soft limit of 1024. */
 static void raise_fd_limit(void)
 {
@@ -491,7 +534,12 @@ static void start_signals(void)
  * that succeeded (they would fail the same way). */
 static void reload(const char *why)
 {
-    if (script_reload(why) == 0 && supervising) {
+    int rc = script_reload(why);
+    if (rc == 0)
+        metrics_core.reloads_ok++;
+    else
+        metrics_core.reloads_failed++;
+    if (rc == 0 && supervising) {
         luasock_log(LUASOCK_LOG_INFO, "reloading %d workers", worker_count);
         workers_signal(SIGHUP);
     }
@@ -605,6 +653,10 @@ static void become_worker(int id)
         }
     }
     udp_start_listeners_in_worker();
+    if (metrics_on) {
+        metrics_http_close(); /* the parent's */
+        metrics_workers_become(id);
+    }
     guard_start();
     guard_watch_stalls();
     task_release_load_tasks();
@@ -647,7 +699,7 @@ static int start(const struct serve_options *o)
     start_signals();
     if (o->pid_file != NULL && write_pid_file(o->pid_file) < 0)
         return -1;
-    if (open_listeners(o) < 0)
+    if (open_listeners(o) < 0 || open_metrics(o) < 0)
         return -1;
     ev_signal_init(&on_sighup, on_hangup, SIGHUP);
     ev_signal_start(loop, &on_sighup);

@@ -21,6 +21,7 @@ struct serve_options {
     const char *tls_cert, *tls_key; /* --tls-cert, --tls-key; NULL: the script's */
     const char *log_file;   /* --log-file: append the log there; NULL: stderr */
     bool access_log;        /* --access-log: a line per closed connection, whatever the script */
+    const char *metrics;    /* --metrics HOST:PORT; NULL: the script's metrics setting, if any */
 };
 
 /* Both return the process exit status. */

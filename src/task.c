@@ -13,6 +13,7 @@
 #include "guard.h"
 #include "lresult.h"
 #include "luasock.h"
+#include "metrics_core.h"
 #include "task.h"
 
 #define TASK_MT "luasock.task"
@@ -56,6 +57,7 @@ static struct task_job *jobs_head, *jobs_tail;
 static struct task *main_task;
 static int main_status;
 static int handler_count;
+static size_t live_count; /* tasks made and not yet finished */
 static bool stopping_when_idle;
 /* The tasks spawned while the script loaded (its top level and start()), newest first: those of
  * the load in use, and those of a load under way. */
@@ -196,6 +198,8 @@ static int report_error(lua_State *L)
                                                 lua_typename(L, type));
     luaL_traceback(L, t->co, message, 0);
     const char *traceback = lua_tostring(L, -1);
+    if (t != main_task)
+        metrics_core.handler_errors++;
     if (t == main_task) {
         fprintf(stderr, "luasock: %s\n", traceback);
     } else if (t->served != NULL) {
@@ -230,6 +234,7 @@ static void finish(struct task *t)
     forget_load_task(&loading_tasks, t);
     end_wait(t, NULL);
     close_owned(t);
+    live_count--;
     if (t->awaited)
         handler_count--;
     if (t->tally != NULL)
@@ -652,6 +657,7 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
     /* Nothing below raises: the task is complete or it was never registered anywhere. */
     lua_xmove(L, t->co, nargs + 1);
     t->nargs = nargs;
+    live_count++;
     if (served != NULL) {
         t->served = served;
         task_own(t, served);
@@ -807,6 +813,11 @@ void task_await_at_shutdown(struct task *t)
 int task_handler_count(void)
 {
     return handler_count;
+}
+
+size_t task_count(void)
+{
+    return live_count;
 }
 
 void task_stop_when_idle(void)

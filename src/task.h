@@ -177,6 +177,9 @@ void task_await_at_shutdown(struct task *t);
 /* How many awaited tasks are still running. */
 int task_handler_count(void);
 
+/* Tasks made and not yet ended. */
+size_t task_count(void);
+
 /* Graceful shutdown: the loop ends once no awaited task runs and nothing is left to do. */
 void task_stop_when_idle(void);
 

@@ -12,6 +12,7 @@
 #include "errors.h"
 #include "lresult.h"
 #include "luasock.h"
+#include "metrics_core.h"
 #include "udp.h"
 
 #define DATAGRAMS_PER_WAKEUP 64
@@ -46,6 +47,7 @@ static int try_receive(struct udp *u, lua_State *L, size_t max, bool want_from)
     while (n < 0 && errno == EINTR);
     if (n < 0)
         return errno == EAGAIN || errno == EWOULDBLOCK ? -1 : push_error(L, errors_string(errno));
+    metrics_core.udp_in++;
     lua_pushlstring(L, datagram, (size_t)n < max ? (size_t)n : max);
     if (!want_from)
         return 1;
@@ -164,6 +166,7 @@ static void on_listener_readable(struct ev_loop *l, ev_io *w, int revents)
         ssize_t n = recvfrom(u->fd, datagram, sizeof datagram, 0, (struct sockaddr *)&ss, &len);
         if (n < 0)
             return;
+        metrics_core.udp_in++;
         const char *dropped = u->on_datagram(u, datagram, (size_t)n, (struct sockaddr *)&ss, len);
         if (dropped != NULL)
             count_drop(u, dropped);

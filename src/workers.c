@@ -42,6 +42,7 @@ struct worker {
     int quick_deaths;
 };
 
+void (*workers_on_exit)(int id);
 static struct ev_loop *loop;
 static struct worker *workers;
 static int worker_count;
@@ -163,6 +164,8 @@ static void on_worker_exit(struct ev_loop *l, ev_child *c, int revents)
     describe_exit(c->rstatus, cause, sizeof cause);
     ev_child_stop(l, c);
     w->pid = 0;
+    if (workers_on_exit != NULL)
+        workers_on_exit(w->id);
     if (stopping) {
         luasock_log(LUASOCK_LOG_INFO, "worker %d (pid %d) %s", w->id, c->rpid, cause);
         if (running_count() == 0)
@@ -295,6 +298,11 @@ int workers_start(struct ev_loop *l, int count, double kill_after_seconds, doubl
         forget_workers();
     }
     return rc;
+}
+
+pid_t workers_pid(int id)
+{
+    return id >= 1 && id <= worker_count ? workers[id - 1].pid : 0;
 }
 
 void workers_signal(int sig)

@@ -4,6 +4,7 @@
 #define WORKERS_H
 
 #include <ev.h>
+#include <sys/types.h>
 
 /* Runs in a worker right after its fork, with the worker's number (1..N). */
 typedef void (*workers_become_cb)(int id);
@@ -15,6 +16,12 @@ typedef void (*workers_become_cb)(int id);
  * kill (and so restart) a worker whose loop has not turned for that many seconds; 0: never. */
 int workers_start(struct ev_loop *loop, int count, double kill_after, double watchdog,
                   workers_become_cb become);
+
+/* Called in the parent when worker id has exited, or NULL. */
+extern void (*workers_on_exit)(int id);
+
+/* The pid of worker id (1..N), or 0 while it waits for its restart. */
+pid_t workers_pid(int id);
 
 /* Sends sig to every running worker. */
 void workers_signal(int sig);

@@ -21,7 +21,7 @@ local TIME_SETTINGS = { "idle_timeout", "send_timeout", "first_byte_timeout", "c
 local SETTINGS = {
   handle = true, datagram = true, on_close = true, start = true, listen = true, tls = true,
   shared_dicts = true, object_codec = true, exact_objects = true, json_errors = true,
-  access_log = true,
+  access_log = true, metrics = true,
 }
 for name in pairs(SIZE_SETTINGS) do
   SETTINGS[name] = true
@@ -110,13 +110,15 @@ local function distance(a, b)
   return d[#a][#b]
 end
 
--- The known name that name is a misspelling of: one edit away (two for names longer than six
--- letters), and not set itself (a script that sets both means both); or nil.
+-- The known name that name is a misspelling of: one edit away (two, keeping the first letter,
+-- for names longer than six letters: `retries` is no misspelt `metrics`), and not set itself (a
+-- script that sets both means both); or nil.
 local function misspelling_of(name, known, set)
   local best, best_distance
   for candidate in pairs(known) do
     local d = distance(name, candidate)
-    if d <= (#candidate > 6 and 2 or 1) and rawget(set, candidate) == nil
+    local far = #candidate > 6 and name:sub(1, 1) == candidate:sub(1, 1)
+    if d <= (far and 2 or 1) and rawget(set, candidate) == nil
         and (not best or d < best_distance or d == best_distance and candidate < best) then
       best, best_distance = candidate, d
     end
@@ -291,6 +293,11 @@ local function check_settings(path, script)
     return nil, ("%s: 'access_log' must be true or false"):format(path)
   end
   settings.access_log = script.access_log
+  if script.metrics ~= nil and (type(script.metrics) ~= "string"
+                                or not script.metrics:match("^%[?[%w%.:%-%*]+%]?:%d+$")) then
+    return nil, ("%s: 'metrics' must be an address such as \"127.0.0.1:9100\""):format(path)
+  end
+  settings.metrics = script.metrics
   for _, name in ipairs(CALLBACKS) do
     local callback = script[name]
     if callback ~= nil and type(callback) ~= "function" then
