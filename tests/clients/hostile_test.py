@@ -998,7 +998,8 @@ def scenario_half_close_echo(server, good):
 
 RESET_LINE = re.compile(r"\[debug\] conn \d+: (read|write): (reset \(ECONNRESET\)|"
                         r"closed \(EPIPE\))$")
-QUIET_LINE = re.compile(r"\[debug\] conn \d+ closed$")
+QUIET_LINE = re.compile(r"\[debug\] conn \d+ \S+ closed \((closed|reset)\) after [\d.]+ s, "
+                        r"in \d+ B, out \d+ B$")
 
 
 def scenario_reset(server, good):
