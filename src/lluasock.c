@@ -14,6 +14,7 @@
 #include "lvalues.h"
 #include "objects.h"
 #include "log.h"
+#include "lstdio.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "task.h"
@@ -197,6 +198,7 @@ int luaopen_luasock(lua_State *L)
     ludp_open(L);
     lqueue_open(L);
     lvalues_open(L);
+    lstdio_open(L);
     static const luaL_Reg pickle_functions[] = {
         {"encode", pickle_encode_function},
         {"decode", pickle_decode_function},
