@@ -217,7 +217,7 @@ describe("task:cancel and exit", function()
       report(luasock.stdout, t:cancel(), t:join())
       luasock.sleep(10) -- still running while the server looks at the connection
     ]], { PORT = port }))
-    local process = helper.spawn(quote(helper.BIN) .. " run " .. quote(script))
+    local process = helper.spawn(quote(helper.BIN) .. " run " .. quote(script) .. " 2>/dev/null")
     local client = assert(server:accept())
     client:settimeout(5)
     assert.equal("hello", client:receive("*l"))
