@@ -15,6 +15,7 @@
 #include "lvalues.h"
 #include "objects.h"
 #include "log.h"
+#include "lstdio.h"
 #include "ludp.h"
 #include "luasock.h"
 #include "net.h"
@@ -250,6 +251,7 @@ int luaopen_luasock(lua_State *L)
     lqueue_open(L);
     lvalues_open(L);
     lmetrics_open(L);
+    lstdio_open(L);
     static const luaL_Reg pickle_functions[] = {
         {"encode", pickle_encode_function},
         {"decode", pickle_decode_function},

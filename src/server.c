@@ -31,6 +31,7 @@
 #include "ltls.h"
 #include "lluasock.h"
 #include "log.h"
+#include "lstdio.h"
 #include "ludp.h"
 #include "udp.h"
 #include "luasock.h"
@@ -747,6 +748,7 @@ int server_serve(const struct serve_options *o)
 int server_run(const char *script, int argc, char **argv)
 {
     int status = 1;
+    lstdio_enable();
     if (open_runtime() == 0) {
         script_init(L, script);
         for (int i = 0; i < argc; i++)
@@ -759,7 +761,9 @@ int server_run(const char *script, int argc, char **argv)
             task_start(t);
             ev_run(loop, 0);
             status = task_main_status();
+            lstdio_flush();
             conn_finish_closing();
+            lstdio_join();
         }
     }
     close_runtime();

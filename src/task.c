@@ -521,6 +521,8 @@ static void step(struct ev_loop *l, ev_prepare *w, int revents)
     start_failures = 0;
     bool pending = ready_head != NULL || jobs_head != NULL;
     if (stopping_when_idle && handler_count == 0 && !pending) {
+        /* Once: after it, `luasock run` runs the loop again to finish closing (its stdout). */
+        stopping_when_idle = false;
         ev_break(l, EVBREAK_ALL);
         return;
     }

@@ -10,7 +10,7 @@ for name, value in pairs(core) do
 end
 for _, internal in ipairs({ "connect_address", "check_tls", "spawn_service", "park", "unpark",
                             "parked", "pool_name", "reused", "conn_methods", "interrupt",
-                            "listener_callback", "check_wait" }) do
+                            "listener_callback", "check_wait", "stdio" }) do
   luasock[internal] = nil
 end
 
@@ -118,5 +118,45 @@ function luasock.connect(host, port, opts)
   core.check_wait("luasock.connect", 2)
   return connect(host, port, opts, tls, timeout, name)
 end
+
+-- luasock.every(seconds, fn, ...) -> task: calls fn(...) every `seconds`, the first time one
+-- period from now, at a fixed rate (a call that overruns its period is followed at once by the
+-- next, and the calls it made late are not made up). An error in fn is logged and the calls go
+-- on: one failed cleanup should not end all later ones. task:cancel() stops it.
+function luasock.every(seconds, fn, ...)
+  if type(seconds) ~= "number" or not (seconds > 0 and seconds < math.huge) then
+    error("luasock.every: seconds must be a positive finite number, got " .. tostring(seconds), 2)
+  end
+  if type(fn) ~= "function" then
+    error("luasock.every: fn must be a function, got " .. type(fn), 2)
+  end
+  local args = table.pack(...)
+  return core.spawn(function()
+    local due = core.now() + seconds
+    while true do
+      core.sleep(math.max(due - core.now(), 0))
+      local ok, err = pcall(fn, table.unpack(args, 1, args.n))
+      if not ok then
+        core.log("error", "luasock.every: " .. tostring(err))
+      end
+      due = math.max(due + seconds, core.now())
+    end
+  end)
+end
+
+-- luasock.stdin, luasock.stdout and luasock.stderr (`luasock run` only) are connections made
+-- when first used, so that a script that never reads standard input leaves it to others.
+local STREAMS = { stdin = true, stdout = true, stderr = true }
+setmetatable(luasock, {
+  __index = function(_, name)
+    if STREAMS[name] then
+      local conn, err = core.stdio(name)
+      if not conn then
+        error(err, 2)
+      end
+      return conn
+    end
+  end,
+})
 
 return luasock
