@@ -28,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import ASAN, BIN, Checks, Server, stop_and_check  # noqa: E402
+from luasock_server import ASAN, BIN, Checks, Server, echo, stop_and_check  # noqa: E402
 
 TIMEOUT = 15.0 if ASAN else 5.0
 
@@ -77,14 +77,6 @@ def wait_for(read, pattern, what):
 
 def connect(server):
     return socket.create_connection((server.host, server.port), timeout=TIMEOUT)
-
-
-def echo(sock, line):
-    sock.sendall(line)
-    got = b""
-    while len(got) < len(line):
-        got += sock.recv(len(line) - len(got))
-    return got
 
 
 def closed_line(port, reason):

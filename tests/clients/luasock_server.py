@@ -141,6 +141,18 @@ class Checks:
         return ok
 
 
+def echo(sock, data):
+    """Sends data and reads as many bytes back (an echo server's answer)."""
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = sock.recv(len(data) - len(got))
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 def stop_and_check(server, checks, timeout=15.0):
     """Stops `server` (SIGTERM, exit status 0 within `timeout` s) and checks that its log has no
     sanitizer report and no [error] line; prints the log's last 40 lines if it has one."""

@@ -27,7 +27,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from luasock_server import (ASAN, BIN, SANITIZER_TEXT, Checks, Server,  # noqa: E402
+from luasock_server import (ASAN, BIN, SANITIZER_TEXT, Checks, Server, echo,  # noqa: E402
                             require_debian_module)
 
 require_debian_module("prometheus_client")
@@ -134,14 +134,6 @@ def stop(server, checks):
         checks.check(False, str(error).splitlines()[0])
     found = [t for t in SANITIZER_TEXT if t in log]
     checks.check(not found, f"no sanitizer report in the log ({found})")
-
-
-def echo(sock, line):
-    sock.sendall(line)
-    got = b""
-    while len(got) < len(line):
-        got += sock.recv(len(line) - len(got))
-    return got
 
 
 def closed(reason, n):
