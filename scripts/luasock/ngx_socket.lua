@@ -69,6 +69,9 @@ end
 -- (the keep-alive pool's name, host:port by default), pool_size (setkeepalive's default size),
 -- backlog (accepted; luasock does not queue connects on a full pool).
 function Tcp:connect(host, port, opts)
+  if not coroutine.isyieldable() then
+    error("sock:connect must be called from a handler or a luasock.spawn coroutine", 2)
+  end
   if type(host) ~= "string" then
     error("bad argument #1 to 'connect' (string expected, got " .. type(host) .. ")", 2)
   end

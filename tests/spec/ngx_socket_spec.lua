@@ -376,6 +376,7 @@ describe("the rest of ngx", function()
     ]], { PORT = helper.free_port() }))
     local code, _, err = helper.run({ "check", script })
     assert.equal(1, code)
-    assert.matches("must be called from a handler", err, 1, true)
+    -- At the script's line (3), not inside the runtime.
+    assert.matches(":3: sock:connect must be called from a handler", err, 1, true)
   end)
 end)
