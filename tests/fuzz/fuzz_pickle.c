@@ -24,7 +24,11 @@
 
 static const struct codec_limits server_limits = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH,
                                                    CODEC_DEFAULT_MAX_ITEMS};
-static const struct codec_limits encode_limits = {64 * 1024 * 1024, CODEC_DEFAULT_MAX_DEPTH,
+/* Re-encoding writes a value shared through the memo (or DUP) once per use, so a few hundred
+ * bytes can stand for an exponentially large tree: 2 MiB (twice the server's max_object)
+ * keeps each trip quick; above it the encoder's "too large" is the answer checked. A 64 MiB
+ * bound let one 608-byte input of DUPs take more than libFuzzer's 12 s (regressions/pickle/). */
+static const struct codec_limits encode_limits = {2 * 1024 * 1024, CODEC_DEFAULT_MAX_DEPTH,
                                                   SIZE_MAX};
 
 static char *copy_of(const char *bytes, size_t n)
