@@ -69,10 +69,20 @@ static int conn_receive(lua_State *L)
     return start_read(L, c, &req, prefix, prefix_len, "conn:receive");
 }
 
+/* luaL_optinteger, with a given integer taken in one API call instead of three (lua_type, then
+ * luaL_checkinteger's lua_tointegerx): anything else goes the long way, to the same default or
+ * error. 50 fewer instructions per receiveany(65536) (cachegrind, 64-byte echo). */
+static lua_Integer opt_integer(lua_State *L, int idx, lua_Integer dflt)
+{
+    int isnum;
+    lua_Integer n = lua_tointegerx(L, idx, &isnum);
+    return isnum ? n : luaL_optinteger(L, idx, dflt);
+}
+
 static int conn_receiveany(lua_State *L)
 {
     struct conn *c = toconn(L);
-    lua_Integer max = luaL_optinteger(L, 2, DEFAULT_RECEIVEANY_MAX);
+    lua_Integer max = opt_integer(L, 2, DEFAULT_RECEIVEANY_MAX);
     luaL_argcheck(L, max >= 1, 2, "must be at least 1");
     struct read_req req = {.kind = READ_ANY, .count = (size_t)max};
     return start_read(L, c, &req, NULL, 0, "conn:receiveany");
