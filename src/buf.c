@@ -47,7 +47,7 @@ static void storage_release(struct buf *b)
     b->start = b->end = b->cap = 0;
 }
 
-char *buf_reserve(struct buf *b, size_t want)
+char *buf_grow(struct buf *b, size_t want)
 {
     if (b->data == NULL) {
         size_t cap = want <= BUF_CHUNK ? BUF_CHUNK : want;
@@ -83,30 +83,6 @@ char *buf_reserve(struct buf *b, size_t want)
     b->start = 0;
     b->end = len;
     return b->data + b->end;
-}
-
-void buf_commit(struct buf *b, size_t n)
-{
-    b->end += n;
-}
-
-int buf_append(struct buf *b, const void *data, size_t n)
-{
-    if (n == 0)
-        return 0;
-    char *room = buf_reserve(b, n);
-    if (room == NULL)
-        return -1;
-    memcpy(room, data, n);
-    b->end += n;
-    return 0;
-}
-
-void buf_consume(struct buf *b, size_t n)
-{
-    b->start += n;
-    if (b->start == b->end && b->data != NULL)
-        storage_release(b);
 }
 
 void buf_truncate(struct buf *b, size_t len)
