@@ -1238,12 +1238,9 @@ static void queued(struct conn *c)
         flush_list_add(c);
 }
 
-int conn_queue(struct conn *c, const char *data, size_t len)
+void conn_queued(struct conn *c)
 {
-    if (buf_append(&c->out, data, len) < 0)
-        return -1;
     queued(c);
-    return 0;
 }
 
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)

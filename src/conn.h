@@ -186,8 +186,8 @@ void conn_describe(struct conn *c, char *out, size_t size);
  * (raising "what cannot wait ..." when it cannot wait). */
 int conn_read(struct conn *c, lua_State *L, const char *what);
 
-/* Queues bytes for the next flush. Returns 0, or -1 when out of memory. */
-int conn_queue(struct conn *c, const char *data, size_t len);
+/* Bytes were appended to c->out: has them sent with the next flush. */
+void conn_queued(struct conn *c);
 
 /* Queues the MessagePack encoding of the Lua value at idx. Returns 0, or -1 with *err and
  * nothing queued. */
