@@ -25,7 +25,10 @@ static enum read_status scan_delimited(const struct read_req *req, const char *d
 {
     size_t d = req->delim_len;
     size_t from = *searched >= d ? *searched - (d - 1) : 0;
-    const char *hit = memmem(data + from, len - from, req->delim, d);
+    /* memmem finds a one-byte delimiter with memchr too, but only after work of its own: 25
+     * instructions more per pipelined line (cachegrind). */
+    const char *hit = d == 1 ? memchr(data + from, req->delim[0], len - from)
+                             : memmem(data + from, len - from, req->delim, d);
     /* A line may end in "\r\n", so its payload may be one byte longer than the limit. */
     size_t slack = req->kind == READ_LINE ? 1 : 0;
 
