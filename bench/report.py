@@ -966,7 +966,9 @@ def main():
         "## Targets\nFor luasock with one worker, from the ratios of this run. The throughput, "
         "user and system CPU targets apply to the three byte-echo workloads; the reload targets "
         "are explained under \"Reload under load\"; the TLS targets (issue 14) compare the "
-        "server's CPU time (user + system) per message or per handshake. \"(close)\" marks a "
+        "server's CPU time (user + system) per message or per handshake; the instruction, lines/s, "
+        "chat and idle-versus-asyncio targets (issue 18) take the instruction counts and the "
+        "ratios of this run. \"(close)\" marks a "
         f"figure within {CLOSE:.0%} of its bound: between runs on this machine such verdicts "
         "have gone either way.\n\n" + targets,
         "## Results\n" + RESULTS_TEXT + "\n" + results,
