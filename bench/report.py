@@ -45,6 +45,12 @@ USER_VS_LUV_MAX = 0.5  # × luv's user CPU per message, every echo workload
 SYS_VS_REF_MAX = 1.05  # × the reference's system CPU per message, every echo workload
 LINE_USER_MAX_US = 0.5  # user CPU µs per line, line protocol with 16-deep pipelining
 IDLE_KIB_MAX = 1.5  # KiB of RSS per idle connection at 10 000 connections
+# Issue 18 (performance round 2), for luasock with one worker.
+ECHO64_INSTR_MAX = 2000  # user-space instructions per message, 64 B echo (valgrind)
+LINE_INSTR_MAX = 1000  # ... per pipelined line: receive("*l") + send
+LINE_THROUGHPUT_MIN = 0.6  # × the reference's lines/s, pipelined line workload
+CHAT_THROUGHPUT_MIN = 0.7  # × the reference chat server's deliveries/s, 1,000 members
+NOT_COUNTED = "n/a (not counted in this run)"
 # Reload under load "costs no more than one p99 blip", read as: with reloads, no slice of the
 # window has a p99 above RELOAD_SLICE_P99_MAX × the whole window's p99 without reloads, and the
 # longest reload (the event loop serves nothing meanwhile) lasts at most that p99.
@@ -390,10 +396,13 @@ def idle_table(rows, mode):
 CLOSE = 0.10
 
 
-def verdict(value, bound, at_most):
+def verdict(value, bound, at_most, strict=False, missing="n/a (failed)"):
     if value is None:
-        return "n/a (failed)"
-    good = value <= bound if at_most else value >= bound
+        return missing
+    if strict:
+        good = value < bound if at_most else value > bound
+    else:
+        good = value <= bound if at_most else value >= bound
     close = " (close)" if abs(value / bound - 1) < CLOSE else ""
     return ("met" if good else "**not met**") + close
 
@@ -416,6 +425,10 @@ def targets_table(rows, quick):
             r = ratio("msgs_per_s", ref)
             out.append([label, f"throughput ≥ {THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
                         verdict(r, THROUGHPUT_MIN, False)])
+            if key == "echo64":
+                v = ls.get("instr_per_msg")
+                out.append(["", f"user instr/msg ≤ {ECHO64_INSTR_MAX:,}", fmt(v, 0),
+                            verdict(v, ECHO64_INSTR_MAX, True, missing=NOT_COUNTED)])
             r = ratio("srv_user_us_per_msg", luv)
             out.append(["", f"user CPU/msg ≤ {USER_VS_LUV_MAX} × luv's", fmt(r, 2) + "×",
                         verdict(r, USER_VS_LUV_MAX, True)])
@@ -426,11 +439,24 @@ def targets_table(rows, quick):
             v = ls.get("srv_user_us_per_msg")
             out.append([label, f"user CPU/line ≤ {LINE_USER_MAX_US} µs", fmt(v, 2) + " µs",
                         verdict(v, LINE_USER_MAX_US, True)])
+            v = ls.get("instr_per_msg")
+            out.append(["", f"user instr/line ≤ {LINE_INSTR_MAX:,}", fmt(v, 0),
+                        verdict(v, LINE_INSTR_MAX, True, missing=NOT_COUNTED)])
+            r = ratio("msgs_per_s", ref)
+            out.append(["", f"lines/s ≥ {LINE_THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
+                        verdict(r, LINE_THROUGHPUT_MIN, False)])
+        elif first.mode == "chat":
+            r = ratio("msgs_per_s", ref)
+            out.append([label, f"deliveries/s ≥ {CHAT_THROUGHPUT_MIN} × reference",
+                        fmt(r, 2) + "×", verdict(r, CHAT_THROUGHPUT_MIN, False)])
         elif first.mode == "idle":
             v = ls.get("kib_per_conn")
             note = " (quick run: not at 10,000)" if quick or ls.conns < 10000 else ""
             out.append([label, f"RSS ≤ {IDLE_KIB_MAX} KiB per idle conn{note}", fmt(v, 2) + " KiB",
                         verdict(v, IDLE_KIB_MAX, True)])
+            r = ratio("kib_per_conn", by_server.get("asyncio"))
+            out.append(["", "RSS per idle conn < asyncio's", fmt(r, 2) + "×",
+                        verdict(r, 1, True, strict=True)])
         elif first.mode in ("tls",) + HANDSHAKE_MODES:
             what = "handshakes/s" if first.mode in HANDSHAKE_MODES else "throughput"
             r = ratio("msgs_per_s", ref)
@@ -940,7 +966,9 @@ def main():
         "## Targets\nFor luasock with one worker, from the ratios of this run. The throughput, "
         "user and system CPU targets apply to the three byte-echo workloads; the reload targets "
         "are explained under \"Reload under load\"; the TLS targets (issue 14) compare the "
-        "server's CPU time (user + system) per message or per handshake. \"(close)\" marks a "
+        "server's CPU time (user + system) per message or per handshake; the instruction, lines/s, "
+        "chat and idle-versus-asyncio targets (issue 18) take the instruction counts and the "
+        "ratios of this run. \"(close)\" marks a "
         f"figure within {CLOSE:.0%} of its bound: between runs on this machine such verdicts "
         "have gone either way.\n\n" + targets,
         "## Results\n" + RESULTS_TEXT + "\n" + results,

@@ -39,6 +39,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "blocks.h"
 #include "guard.h"
 #include "luasock.h"
 
@@ -79,13 +80,13 @@ void *guard_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     (void)ud;
     size_t old = ptr != NULL ? osize : 0;
     if (nsize == 0) {
-        free(ptr);
+        blocks_free(ptr, old);
         in_use -= old;
         return NULL;
     }
     if (limit != 0 && running != NULL && nsize > old && in_use + (nsize - old) > limit)
         return NULL;
-    void *block = realloc(ptr, nsize);
+    void *block = blocks_realloc(ptr, old, nsize);
     if (block != NULL)
         in_use += nsize - old;
     return block;

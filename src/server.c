@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blocks.h"
 #include "buf.h"
 #include "conn.h"
 #include "errors.h"
@@ -238,6 +239,7 @@ static void close_runtime(void)
     if (L != NULL) {
         conn_close_all();
         lua_close(L);
+        blocks_release();
     }
     buf_pool_drain();
     peers_free();

@@ -1,6 +1,6 @@
 -- chat_spec.lua -- examples/chat.lua through real LuaSocket clients: commands, announcements,
--- a member that never reads (dropped, without holding up the others), an abrupt reset, and a
--- broadcast to 500 members.
+-- a member that never reads (dropped, without holding up the others), an abrupt reset, members
+-- leaving from the middle of the room, and a broadcast to 500 members.
 local socket = require "socket"
 local helper = require "helper"
 
@@ -138,6 +138,33 @@ describe("examples/chat.lua", function()
     a:send("/who\n")
     local here = assert(a:receive("*l"))
     assert.is_nil(here:find(b_nick, 1, true))
+    server:stop()
+  end)
+
+  it("delivers each line once to everyone after members leave from the middle and others join",
+    function()
+    local server = helper.start(CHAT)
+    local m = {}
+    for i = 1, 5 do
+      m[i] = { join(server) }
+      for j = 1, i - 1 do expect_line(m[j][1], "* " .. m[i][2] .. " joined") end
+    end
+    for _, gone in ipairs({ 2, 4 }) do
+      m[gone][1]:send("/quit\n")
+      expect_line(m[gone][1], "* bye")
+      for _, i in ipairs({ 1, 3, 5 }) do expect_line(m[i][1], "* " .. m[gone][2] .. " left") end
+    end
+    local f, f_nick = join(server)
+    for _, i in ipairs({ 1, 3, 5 }) do expect_line(m[i][1], "* " .. f_nick .. " joined") end
+    local present = { m[1], m[3], m[5], { f, f_nick } }
+    for _, speaker in ipairs(present) do
+      speaker[1]:send("line from " .. speaker[2] .. "\n")
+      for _, member in ipairs(present) do
+        if member ~= speaker then
+          assert.equal("<" .. speaker[2] .. "> line from " .. speaker[2], member[1]:receive("*l"))
+        end
+      end
+    end
     server:stop()
   end)
 
