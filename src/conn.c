@@ -492,8 +492,10 @@ static void push_data(struct conn *c, lua_State *L, size_t len)
     }
 }
 
-/* Drops the rest of an over-long line or record. Returns true once its delimiter is gone. */
-static bool skip_rest(struct conn *c)
+/* Drops the rest of an over-long line or record. Returns true once its delimiter is gone. Out of
+ * line, so that scan_pattern saves no registers for this rare case: 9 fewer instructions per
+ * echoed message and per pipelined line (cachegrind). */
+static OUT_OF_LINE bool skip_rest(struct conn *c)
 {
     bool found;
     take_input(c, read_skip(&c->req, buf_head(&c->in), buf_len(&c->in), &found));
