@@ -94,7 +94,9 @@ struct conn {
     ev_tstamp soft_since;      /* when the queue went above soft_queue (0: it is not) */
     size_t backlog_sent;       /* bytes written since the queue began to back up */
     size_t backlog_unacked;    /* what the peer had not taken of the socket's bytes then */
-    struct conn_settings set;
+    /* Shared with the other connections made since the same load of the script; changed only
+     * through conn_own_settings (copy on write). */
+    const struct conn_settings *set;
     /* Kept from accept or connect: getpeername fails once both directions are shut down, and
      * the log line of a late handler error still has to say who it was. */
     union {
@@ -193,9 +195,13 @@ int conn_queue(struct conn *c, const char *data, size_t len);
  * nothing queued. */
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err);
 
+/* The settings of c alone, to change: copied from the shared ones the first time. Raises (out of
+ * memory) before anything changes. */
+struct conn_settings *conn_own_settings(struct conn *c, lua_State *L);
+
 /* Switches what receive_object and send_object speak; a value half-scanned in the old codec is
- * scanned again in the new one. */
-void conn_set_object_codec(struct conn *c, enum object_codec codec);
+ * scanned again in the new one. Raises as conn_own_settings. */
+void conn_set_object_codec(struct conn *c, lua_State *L, enum object_codec codec);
 
 /* After a send queued its bytes (the queue held before bytes until then): pushes how many it
  * accepted and returns 1, or suspends the sender until the queue is below the high-water mark.
