@@ -79,7 +79,7 @@ enum conn_state {
 
 struct conn {
     uint64_t mark; /* CONN_MARK */
-    ev_io rio, wio;
+    ev_io io; /* for reading, writing or both: see watching in conn.c */
     ev_timer timer; /* rdeadline and wdeadline; closing: the send timeout, then the linger */
     struct buf in, out;
     struct task_waiters reader, writer; /* the writer waits for a connect, or for the queue to drain */
