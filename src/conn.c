@@ -1638,7 +1638,7 @@ struct conn_settings *conn_own_settings(struct conn *c, lua_State *L)
 struct conn *conn_new(lua_State *L)
 {
     struct shared_settings *set = new_settings(L);
-    struct conn *c = lua_newuserdatauv(L, sizeof *c, 1);
+    struct conn *c = lua_newuserdatauv(L, sizeof *c, CONN_UV_COUNT);
     *c = (struct conn){.mark = CONN_MARK, .fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED,
                        .set = &released_settings.set, .close_reason = ERR_CLOSED};
     luaL_setmetatable(L, CONN_MT);
@@ -1648,6 +1648,11 @@ struct conn *conn_new(lua_State *L)
     set->refs++;
     c->set = &set->set;
     return c;
+}
+
+struct task *conn_new_handler(lua_State *L, struct conn *c)
+{
+    return task_new_in(L, &c->task, -1, CONN_UV_THREAD, CONN_UV_DELIVERY, 1, &c->res);
 }
 
 void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t peer_len)

@@ -137,7 +137,16 @@ struct conn {
     struct metrics_listener *counted; /* accepted: its listener's figures (metrics_core.h) */
     struct task_resource res;    /* owned by the task it serves, or that connected it */
     struct conn *hook_next;
+    /* An accepted connection's handler (conn_new_handler): in the connection's userdata instead
+     * of one of its own, 72 bytes less per connection (measured: 2.19 -> 2.11 KiB RSS per idle
+     * echo connection at 10,000). */
+    struct task task;
 };
+
+/* The connection userdata's user values: the name of the keep-alive pool an outgoing connection
+ * belongs to, or for an accepted one a value handed to its handler (task_wake_first_with); and
+ * its handler's thread. */
+enum { CONN_UV_POOL = 1, CONN_UV_DELIVERY = 1, CONN_UV_THREAD, CONN_UV_COUNT = CONN_UV_THREAD };
 
 /* The loop, and the main thread (for registry references from event callbacks). */
 void conn_init(struct ev_loop *loop, lua_State *L);
@@ -146,6 +155,10 @@ void conn_init(struct ev_loop *loop, lua_State *L);
  * is open. Raises (out of memory) before anything is acquired: create it before the socket. Its
  * one user value is the name of the keep-alive pool it belongs to (outgoing ones). */
 struct conn *conn_new(lua_State *L);
+
+/* Makes the task of c's handler, as task_new with the function below c (at the top of L) and c
+ * as its one argument. Raises (out of memory) before anything is registered. */
+struct task *conn_new_handler(lua_State *L, struct conn *c);
 
 /* Gives the connection its connected socket fd. Cannot raise. */
 void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t peer_len);

@@ -19,33 +19,10 @@
 #define TASK_MT "luasock.task"
 
 /* The task userdata's user values: its thread, the resource it serves (kept alive for error
- * reports), and a value handed to it by task_wake_first_with. */
+ * reports), and a value handed to it by task_wake_first_with. A task embedded in another
+ * userdata (task_new_in) uses two of that one's instead, and serves it. */
 enum { UV_THREAD = 1, UV_SERVED, UV_DELIVERY, UV_COUNT = UV_DELIVERY };
 
-struct task {
-    lua_State *co;
-    int ref;        /* registry reference that keeps the task alive until it ends */
-    int nargs;      /* values on co for its first resume */
-    int nresults;   /* values left on co once done, for join */
-    const char *failure;             /* how its last wait ended, for the continuation */
-    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
-    struct task *next;               /* in waiting_in, or in the ready queue */
-    ev_timer timer;                  /* the wait's timeout (a sleep's end) */
-    struct task_waiters joiners;
-    struct task_resource *served;
-    struct task_resource *owned;
-    size_t *tally;  /* counts it while it is alive, if not NULL */
-    bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
-    bool queued;  /* in the ready queue */
-    bool done;
-    bool failed;  /* ended by an error; its message is the one value left on co */
-    bool awaited; /* a graceful shutdown waits for it */
-    bool held;    /* of the script's load, kept by the --workers parent for its workers */
-    bool started;
-    bool service; /* the runtime's own (the pub/sub bus): no load of the script owns it */
-    bool refused; /* failed before it started: memory was exhausted */
-    struct task *next_of_load; /* in the list of the script's load that spawned it */
-};
 
 static struct ev_loop *loop;
 static lua_State *main_L;
@@ -244,6 +221,14 @@ static void finish(struct task *t)
         main_status = exit_status(t);
         ev_break(loop, EVBREAK_ALL);
     }
+    if (t->embedded) {
+        /* Embedded: its holder may outlive it (a connection closing), its thread need not. */
+        lua_rawgeti(main_L, LUA_REGISTRYINDEX, t->ref);
+        lua_pushnil(main_L);
+        lua_setiuservalue(main_L, -2, t->thread_uv);
+        lua_pop(main_L, 1);
+        t->co = NULL;
+    }
     luaL_unref(main_L, LUA_REGISTRYINDEX, t->ref);
     t->ref = LUA_NOREF;
 }
@@ -406,17 +391,18 @@ bool task_wake_first_with(lua_State *L, struct task_waiters *w, int idx)
     idx = lua_absindex(L, idx);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
     lua_pushvalue(L, idx);
-    lua_setiuservalue(L, -2, UV_DELIVERY);
+    lua_setiuservalue(L, -2, t->delivery_uv);
     lua_pop(L, 1);
     return task_wake_first(w, NULL);
 }
 
 void task_push_delivery(lua_State *L)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, task_current(L)->ref);
-    lua_getiuservalue(L, -1, UV_DELIVERY);
+    struct task *t = task_current(L);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);
+    lua_getiuservalue(L, -1, t->delivery_uv);
     lua_pushnil(L);
-    lua_setiuservalue(L, -3, UV_DELIVERY);
+    lua_setiuservalue(L, -3, t->delivery_uv);
     lua_remove(L, -2);
 }
 
@@ -637,24 +623,51 @@ void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
 
 /* ---- Creating and starting tasks ---- */
 
-struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served)
+/* Gives t, in the userdata on top of L, its thread (as that userdata's user value thread_uv). */
+static void make_thread(lua_State *L, struct task *t, int thread_uv, int delivery_uv, int nargs)
 {
-    if (served_index != 0)
-        served_index = lua_absindex(L, served_index);
-    struct task *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
-    *t = (struct task){.ref = LUA_NOREF};
+    *t = (struct task){.ref = LUA_NOREF, .thread_uv = (unsigned char)thread_uv,
+                       .delivery_uv = (unsigned char)delivery_uv};
     ev_init(&t->timer, on_timeout);
-    luaL_setmetatable(L, TASK_MT);
     t->co = lua_newthread(L);
     *(struct task **)lua_getextraspace(t->co) = t;
     /* A new thread's stack has room for a few dozen values; growing it raises nothing. */
     if (!lua_checkstack(t->co, nargs + 1))
         luaL_error(L, "too many arguments");
-    lua_setiuservalue(L, -2, UV_THREAD);
+    lua_setiuservalue(L, -2, thread_uv);
+}
+
+static struct task *registered(lua_State *L, struct task *t, int nargs,
+                               struct task_resource *served);
+
+struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served)
+{
+    if (served_index != 0)
+        served_index = lua_absindex(L, served_index);
+    struct task *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
+    luaL_setmetatable(L, TASK_MT);
+    make_thread(L, t, UV_THREAD, UV_DELIVERY, nargs);
     if (served != NULL) {
         lua_pushvalue(L, served_index);
         lua_setiuservalue(L, -2, UV_SERVED);
     }
+    return registered(L, t, nargs, served);
+}
+
+struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int thread_uv,
+                         int delivery_uv, int nargs, struct task_resource *served)
+{
+    lua_pushvalue(L, holder_index);
+    make_thread(L, t, thread_uv, delivery_uv, nargs);
+    t->embedded = true;
+    return registered(L, t, nargs, served);
+}
+
+/* Anchors the task (its userdata on top of L) and moves the function and its arguments below it
+ * onto its thread. */
+static struct task *registered(lua_State *L, struct task *t, int nargs,
+                               struct task_resource *served)
+{
     t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* Nothing below raises: the task is complete or it was never registered anywhere. */
     lua_xmove(L, t->co, nargs + 1);

@@ -63,6 +63,35 @@ struct task_job {
     bool queued;
 };
 
+/* A task: only task.c uses its fields. It is the body of its own userdata (task_new), or part
+ * of another's (task_new_in): a connection's handler lives in its connection. */
+struct task {
+    lua_State *co;
+    int ref;        /* registry reference that keeps the task alive until it ends */
+    int nargs;      /* values on co for its first resume */
+    int nresults;   /* values left on co once done, for join */
+    const char *failure;             /* how its last wait ended, for the continuation */
+    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
+    struct task *next;               /* in waiting_in, or in the ready queue */
+    ev_timer timer;                  /* the wait's timeout (a sleep's end) */
+    struct task_waiters joiners;
+    struct task_resource *served;
+    struct task_resource *owned;
+    size_t *tally;  /* counts it while it is alive, if not NULL */
+    bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
+    bool queued;  /* in the ready queue */
+    bool done;
+    bool failed;  /* ended by an error; its message is the one value left on co */
+    bool awaited; /* a graceful shutdown waits for it */
+    bool held;    /* of the script's load, kept by the --workers parent for its workers */
+    bool started;
+    bool service; /* the runtime's own (the pub/sub bus): no load of the script owns it */
+    bool refused; /* failed before it started: memory was exhausted */
+    bool embedded; /* in another userdata (task_new_in) */
+    unsigned char thread_uv, delivery_uv; /* its user values */
+    struct task *next_of_load; /* in the list of the script's load that spawned it */
+};
+
 /* after_step runs at the end of each loop step, after the woken tasks (conn.c flushes output
  * there). */
 void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
@@ -73,6 +102,12 @@ void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
  * a graceful shutdown waits for the task. Raises on L (out of memory) before anything is
  * registered. */
 struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served);
+
+/* As task_new, for a task t embedded in the userdata at holder_index, whose user values
+ * thread_uv and delivery_uv it uses for its thread and for task_wake_first_with; it serves
+ * served (part of that userdata), and keeps that userdata alive until it ends. */
+struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int thread_uv,
+                         int delivery_uv, int nargs, struct task_resource *served);
 
 /* t counts itself in *tally from now until it ends (the datagram tasks alive, against
  * max_datagram_tasks). */
