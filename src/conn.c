@@ -250,10 +250,11 @@ static void drop_input(struct conn *c)
     forget_progress(c);
 }
 
-/* A closed connection stays anchored until its on_close hook has its connection in hand. */
+/* A closed connection stays anchored until its on_close hook has its connection in hand, and
+ * while its handler runs (the task in it shares the anchor). */
 static void release_anchor(struct conn *c)
 {
-    if (c->hook_pending || c->ref == LUA_NOREF)
+    if (c->hook_pending || c->ref == LUA_NOREF || c->task.ref != LUA_NOREF)
         return;
     luaL_unref(main_L, LUA_REGISTRYINDEX, c->ref);
     c->ref = LUA_NOREF;
@@ -1586,7 +1587,15 @@ static void resource_describe(struct task_resource *r, char *out, size_t size)
     conn_describe(container_of(r, struct conn, res), out, size);
 }
 
-static const struct task_resource_ops resource_ops = {resource_close, resource_describe};
+static void resource_task_ended(struct task_resource *r)
+{
+    struct conn *c = container_of(r, struct conn, res);
+    if (c->state == CONN_CLOSED)
+        release_anchor(c);
+}
+
+static const struct task_resource_ops resource_ops = {resource_close, resource_describe,
+                                                      resource_task_ended};
 
 static struct shared_settings *settings_of(const struct conn *c)
 {
@@ -1640,7 +1649,8 @@ struct conn *conn_new(lua_State *L)
     struct shared_settings *set = new_settings(L);
     struct conn *c = lua_newuserdatauv(L, sizeof *c, CONN_UV_COUNT);
     *c = (struct conn){.mark = CONN_MARK, .fd = -1, .ref = LUA_NOREF, .state = CONN_CLOSED,
-                       .set = &released_settings.set, .close_reason = ERR_CLOSED};
+                       .set = &released_settings.set, .close_reason = ERR_CLOSED,
+                       .task.ref = LUA_NOREF};
     luaL_setmetatable(L, CONN_MT);
     lua_pushvalue(L, -1);
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1652,7 +1662,7 @@ struct conn *conn_new(lua_State *L)
 
 struct task *conn_new_handler(lua_State *L, struct conn *c)
 {
-    return task_new_in(L, &c->task, -1, CONN_UV_THREAD, CONN_UV_DELIVERY, 1, &c->res);
+    return task_new_in(L, &c->task, -1, c->ref, CONN_UV_THREAD, CONN_UV_DELIVERY, 1, &c->res);
 }
 
 void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t peer_len)

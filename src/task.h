@@ -45,6 +45,9 @@ struct task_resource_ops {
     void (*close)(struct task_resource *r);
     /* For error reports: "conn 12 from 127.0.0.1:5555". */
     void (*describe)(struct task_resource *r, char *out, size_t size);
+    /* The task embedded in r's userdata (task_new_in) has ended and no longer needs the anchor
+     * it shared; NULL for resources that hold no task. */
+    void (*task_ended)(struct task_resource *r);
 };
 
 struct task_resource {
@@ -105,9 +108,11 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
 
 /* As task_new, for a task t embedded in the userdata at holder_index, whose user values
  * thread_uv and delivery_uv it uses for its thread and for task_wake_first_with; it serves
- * served (part of that userdata), and keeps that userdata alive until it ends. */
-struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int thread_uv,
-                         int delivery_uv, int nargs, struct task_resource *served);
+ * served (part of that userdata). anchor is the registry reference that keeps that userdata
+ * alive: its owner keeps it until served's task_ended has been called, which finish calls once
+ * the task has ended. */
+struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int anchor,
+                         int thread_uv, int delivery_uv, int nargs, struct task_resource *served);
 
 /* t counts itself in *tally from now until it ends (the datagram tasks alive, against
  * max_datagram_tasks). */
