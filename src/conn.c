@@ -196,9 +196,7 @@ void conn_describe(struct conn *c, char *out, size_t size)
 
 static void restart_timer(struct conn *c, ev_tstamp after)
 {
-    ev_timer_stop(loop, &c->timer);
-    ev_timer_set(&c->timer, after, 0);
-    ev_timer_start(loop, &c->timer);
+    timeout_start(&c->timer, after);
 }
 
 /* Sets a deadline (rdeadline or wdeadline) timeout seconds from now, and starts (or shortens)
@@ -214,7 +212,7 @@ static void arm(struct conn *c, ev_tstamp *deadline, double timeout)
         return;
     }
     *deadline = ev_now(loop) + timeout;
-    if (ev_is_active(&c->timer) && ev_timer_remaining(loop, &c->timer) <= timeout)
+    if (timeout_active(&c->timer) && timeout_remaining(&c->timer) <= timeout)
         return;
     restart_timer(c, timeout);
 }
@@ -280,7 +278,7 @@ static void close_fd(struct conn *c)
 {
     task_disown(&c->res);
     watch(c, 0);
-    ev_timer_stop(loop, &c->timer);
+    timeout_stop(&c->timer);
     flush_list_remove(c);
     open_list_remove(c);
     open_count--;
@@ -1100,10 +1098,8 @@ static void closing_timed_out(struct conn *c)
 /* A waiting send whose deadline has passed aborts the connection (its reader, if any, is woken
  * with "timeout" too); a read whose deadline has passed ends in a timeout. The timer is set again
  * for the deadline still pending, before the reader is resumed (as the last step). */
-static void on_timer(struct ev_loop *l, ev_timer *w, int revents)
+static void on_timer(struct timeout *w)
 {
-    (void)l;
-    (void)revents;
     struct conn *c = container_of(w, struct conn, timer);
     if (c->state == CONN_CLOSING) {
         closing_timed_out(c);
@@ -1143,7 +1139,7 @@ static void drained(struct conn *c)
             send_fin(c);
         return;
     }
-    ev_timer_stop(loop, &c->timer);
+    timeout_stop(&c->timer);
     if (c->eof) {
         close_fd(c);
         return;
@@ -1379,7 +1375,7 @@ static void close_gracefully(struct conn *c, const char *reason)
     if (c->tls != NULL && !c->tls->secured)
         buf_free(&c->out);
     watch_stop(c, EV_READ);
-    ev_timer_stop(loop, &c->timer);
+    timeout_stop(&c->timer);
     if (buf_len(&c->out) == 0) {
         drained(c);
         return;
@@ -1677,7 +1673,7 @@ void conn_attach(struct conn *c, int fd, const struct sockaddr *peer, socklen_t 
                   : peer_len < sizeof c->peer ? peer_len : sizeof c->peer;
     memcpy(&c->peer, peer, c->peer_len);
     ev_io_init(&c->io, on_io, fd, 0);
-    ev_init(&c->timer, on_timer);
+    timeout_init(&c->timer, on_timer);
     c->next = open_head;
     if (open_head != NULL)
         open_head->prev = c;

@@ -19,6 +19,7 @@
 #include "objects.h"
 #include "reader.h"
 #include "task.h"
+#include "timeouts.h"
 
 struct conn_tls;
 struct metrics_listener;
@@ -80,7 +81,7 @@ enum conn_state {
 struct conn {
     uint64_t mark; /* CONN_MARK */
     ev_io io; /* for reading, writing or both: see watching in conn.c */
-    ev_timer timer; /* rdeadline and wdeadline; closing: the send timeout, then the linger */
+    struct timeout timer; /* rdeadline and wdeadline; closing: the send timeout, then linger */
     struct buf in, out;
     struct task_waiters reader, writer; /* the writer waits for a connect, or for the queue to drain */
     struct task_waiters drainers; /* conn:drain callers, from any task */

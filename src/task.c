@@ -83,10 +83,7 @@ static void waiters_remove(struct task *t)
 static void end_wait(struct task *t, const char *failure)
 {
     waiters_remove(t);
-    /* An expired timer is no longer active but may still be pending in this loop iteration:
-     * stopping it also takes back that event, which would end the wait a second time. */
-    if (ev_is_active(&t->timer) || ev_is_pending(&t->timer))
-        ev_timer_stop(loop, &t->timer);
+    timeout_stop(&t->timer);
     t->waiting = false;
     t->failure = failure;
 }
@@ -276,10 +273,8 @@ static void resume(struct task *t)
     finish(t);
 }
 
-static void on_timeout(struct ev_loop *l, ev_timer *w, int revents)
+static void on_timeout(struct timeout *w)
 {
-    (void)l;
-    (void)revents;
     struct task *t = container_of(w, struct task, timer);
     end_wait(t, ERR_TIMEOUT);
     resume(t);
@@ -319,10 +314,8 @@ int task_wait(lua_State *L, struct task_waiters *waiters, double timeout, lua_KF
     t->failure = NULL;
     if (waiters != NULL)
         waiters_append(waiters, t);
-    if (timeout >= 0 && timeout <= TASK_MAX_TIMEOUT) {
-        ev_timer_set(&t->timer, timeout, 0);
-        ev_timer_start(loop, &t->timer);
-    }
+    if (timeout >= 0 && timeout <= TASK_MAX_TIMEOUT)
+        timeout_start(&t->timer, timeout);
     return lua_yieldk(L, 0, ctx, k);
 }
 
@@ -600,6 +593,7 @@ void task_init(struct ev_loop *l, lua_State *L, void (*after)(void))
     loop = l;
     main_L = L;
     after_step = after;
+    timeouts_init(l);
     /* New threads copy the main thread's extra space, and Lua leaves it uninitialised: plain
      * coroutines must read as "not a task". */
     *(struct task **)lua_getextraspace(L) = NULL;
@@ -631,7 +625,7 @@ static void make_thread(lua_State *L, struct task *t, int thread_uv, int deliver
 {
     *t = (struct task){.ref = LUA_NOREF, .thread_uv = (unsigned char)thread_uv,
                        .delivery_uv = (unsigned char)delivery_uv};
-    ev_init(&t->timer, on_timeout);
+    timeout_init(&t->timer, on_timeout);
     t->co = lua_newthread(L);
     *(struct task **)lua_getextraspace(t->co) = t;
     /* A new thread's stack has room for a few dozen values; growing it raises nothing. */

@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "timeouts.h"
+
 struct task;
 
 /* Tasks waiting for one thing (a connection's reader, a queue's poppers, a task's joiners), in
@@ -76,7 +78,7 @@ struct task {
     const char *failure;             /* how its last wait ended, for the continuation */
     struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
     struct task *next;               /* in waiting_in, or in the ready queue */
-    ev_timer timer;                  /* the wait's timeout (a sleep's end) */
+    struct timeout timer;            /* the wait's timeout (a sleep's end) */
     struct task_waiters joiners;
     struct task_resource *served;
     struct task_resource *owned;
