@@ -111,8 +111,8 @@ struct conn {
     ev_tstamp opened;             /* when it got its socket */
     int fd;
     int ref;
-    enum conn_state state;
     unsigned read_epoch;      /* changes whenever input is consumed or dropped */
+    unsigned reused;          /* times conn_unpark handed it out again */
     const char *close_reason; /* why it left the open state */
     bool eof;          /* the peer will send nothing more */
     bool heard_from;   /* the peer has sent something (outgoing: we spoke first) */
@@ -129,7 +129,7 @@ struct conn {
     bool backlogged;   /* the last write left bytes queued */
     bool parked;       /* idle in a keep-alive pool (conn_park), owned by no task */
     bool read_timed_out; /* the last read ended in a timeout (the access log's reason) */
-    unsigned reused;   /* times conn_unpark handed it out again */
+    unsigned char state; /* enum conn_state: a byte, so that the flags above fill 16 */
     struct conn *flush_prev, *flush_next;
     struct conn *soft_prev, *soft_next; /* the connections above soft_queue (soft_since) */
     struct conn *prev, *next; /* all open connections */

@@ -75,14 +75,6 @@ struct task {
     int ref;        /* registry reference that keeps the task alive until it ends */
     int nargs;      /* values on co for its first resume */
     int nresults;   /* values left on co once done, for join */
-    const char *failure;             /* how its last wait ended, for the continuation */
-    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
-    struct task *next;               /* in waiting_in, or in the ready queue */
-    struct timeout timer;            /* the wait's timeout (a sleep's end) */
-    struct task_waiters joiners;
-    struct task_resource *served;
-    struct task_resource *owned;
-    size_t *tally;  /* counts it while it is alive, if not NULL */
     bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
     bool queued;  /* in the ready queue */
     bool done;
@@ -94,6 +86,14 @@ struct task {
     bool refused; /* failed before it started: memory was exhausted */
     bool embedded; /* in another userdata (task_new_in) */
     unsigned char thread_uv, delivery_uv; /* its user values */
+    const char *failure;             /* how its last wait ended, for the continuation */
+    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
+    struct task *next;               /* in waiting_in, or in the ready queue */
+    struct timeout timer;            /* the wait's timeout (a sleep's end) */
+    struct task_waiters joiners;
+    struct task_resource *served;
+    struct task_resource *owned;
+    size_t *tally;  /* counts it while it is alive, if not NULL */
     struct task *next_of_load; /* in the list of the script's load that spawned it */
 };
 
