@@ -1,8 +1,8 @@
 /* conn.c -- connection buffers, watchers and closing; see conn.h.
  *
  * Reads: a receive first tries the input buffer, then reads the socket if it may hold more, and
- * only then waits. The read watcher stays started while a handler keeps reading, so a loop of
- * receive/send costs no epoll_ctl; it is stopped the first time it fires with nobody reading.
+ * only then waits. The watcher keeps watching for reads while a handler keeps reading, so a loop
+ * of receive/send costs no epoll_ctl; it stops the first time it fires with nobody reading.
  * An event callback only finds out, in C, that the read can complete; the reader's results are
  * built when it runs again (task.h), so data is copied into Lua on the reader's own thread and
  * under its own limits.
@@ -12,7 +12,7 @@
  *
  * Writes: send only appends to the output buffer and puts the connection on the flush list.
  * conn_flush_all runs when the loop is about to wait, so all writes of one iteration leave in one
- * send(2). What the socket does not take is written by the write watcher.
+ * send(2). What the socket does not take is written once the watcher sees the socket writable.
  *
  * Posted output has two limits, shaped like Redis's client-output-buffer-limit: a peer whose
  * queue passes max_queue is dropped at once, and one whose queue stays above soft_queue for
@@ -64,7 +64,7 @@ double conn_first_byte_timeout = -1;
 
 /* The settings a connection starts with are shared (copy on write: conn_own_settings) by the
  * connections made while conn_defaults stays the same, instead of a copy in each: 88 bytes less
- * per connection (measured: 2.38 -> 2.29 KiB RSS per idle echo connection at 10,000). A block
+ * per connection (measured: 2.38 -> 2.28 KiB RSS per idle echo connection at 10,000). A block
  * lives while a connection, or current_settings, holds it. */
 struct shared_settings {
     struct conn_settings set;
@@ -204,7 +204,7 @@ static void restart_timer(struct conn *c, ev_tstamp after)
  * the operation completes early: its callback compares the deadlines with the clock and re-arms
  * itself for the earliest one still pending, which is cheaper than a heap update per operation.
  * One timer for both directions instead of one each: 48 bytes less per connection (measured:
- * 2.28 -> 2.23 KiB RSS per idle echo connection at 10,000). */
+ * 2.28 -> 2.24 KiB RSS per idle echo connection at 10,000). */
 static void arm(struct conn *c, ev_tstamp *deadline, double timeout)
 {
     if (!(timeout >= 0 && timeout <= TASK_MAX_TIMEOUT)) {
@@ -1291,7 +1291,7 @@ int conn_wait_connect(struct conn *c, lua_State *L, double timeout)
 }
 
 /* Bytes were added to the output buffer: have them flushed when the loop is about to wait.
- * While the write watcher is on, the socket is full and the watcher will write them. */
+ * While the watcher watches for writing, the socket is full and it will write them. */
 static void queued(struct conn *c)
 {
     if (!c->flush_listed && !(watching(c) & EV_WRITE))

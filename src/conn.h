@@ -3,8 +3,9 @@
  * The struct is the body of the Lua userdata that handlers see, with the libev watchers embedded
  * in it, so an event needs no allocation. A connection is anchored in the registry from its
  * creation until it is closed, its on_close hook has started and its handler (whose task is part
- * of it) has ended, so it cannot be collected while the loop still watches it. The Lua methods are in lconn.c; this file is the engine underneath
- * them. Tasks wait in it only through task.c's waiters lists. */
+ * of it) has ended, so it cannot be collected while the loop still watches it. The Lua methods
+ * are in lconn.c; this file is the engine underneath them. Tasks wait in it only through task.c's
+ * waiters lists. */
 #ifndef CONN_H
 #define CONN_H
 
