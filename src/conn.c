@@ -111,14 +111,18 @@ static void watch(struct conn *c, int events)
         ev_io_start(loop, &c->io);
 }
 
+/* Checked here, inline: on the echo's path the watcher already watches for what it is told to
+ * (a call to watch each time cost 32 instructions per message, cachegrind). */
 static inline void watch_start(struct conn *c, int events)
 {
-    watch(c, watching(c) | events);
+    if ((watching(c) & events) != events)
+        watch(c, watching(c) | events);
 }
 
 static inline void watch_stop(struct conn *c, int events)
 {
-    watch(c, watching(c) & ~events);
+    if (watching(c) & events)
+        watch(c, watching(c) & ~events);
 }
 
 static void flush_list_add(struct conn *c)
@@ -211,8 +215,9 @@ static void arm(struct conn *c, ev_tstamp *deadline, double timeout)
         *deadline = 0;
         return;
     }
-    *deadline = ev_now(loop) + timeout;
-    if (timeout_active(&c->timer) && timeout_remaining(&c->timer) <= timeout)
+    ev_tstamp now = ev_now(loop);
+    *deadline = now + timeout;
+    if (timeout_active(&c->timer) && c->timer.at - now <= timeout)
         return;
     restart_timer(c, timeout);
 }
@@ -1027,8 +1032,9 @@ static void parked_readable(struct conn *c)
     conn_abort(c, ERR_CLOSED);
 }
 
-/* The socket is readable. May resume a task, as its last step. */
-static void on_readable(struct conn *c)
+/* The socket is readable. May resume a task, as its last step. Inlined into on_io, where libev
+ * used to call it directly. */
+static IN_LINE void on_readable(struct conn *c)
 {
     c->readable = true;
     if (c->state == CONN_CLOSING) {

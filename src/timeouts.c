@@ -123,16 +123,10 @@ void timeout_start(struct timeout *t, ev_tstamp seconds)
         follow_earliest();
 }
 
-void timeout_stop(struct timeout *t)
+void timeout_cancel(struct timeout *t)
 {
-    if (t->slot != 0 && take_out(t))
+    if (take_out(t))
         follow_earliest();
-}
-
-ev_tstamp timeout_remaining(const struct timeout *t)
-{
-    ev_tstamp left = t->at - ev_now(loop);
-    return left > 0 ? left : 0;
 }
 
 /* Fires every timeout that is due, earliest first. A callback may start or stop any timeout

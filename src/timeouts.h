@@ -34,9 +34,13 @@ static inline bool timeout_active(const struct timeout *t)
 /* (Re)starts t to fire after seconds (at least 0, finite). */
 void timeout_start(struct timeout *t, ev_tstamp seconds);
 
-void timeout_stop(struct timeout *t);
+void timeout_cancel(struct timeout *t);
 
-/* Seconds until an active t fires (0 if it is due). */
-ev_tstamp timeout_remaining(const struct timeout *t);
+/* Inline: a task's wait ends with a stop, which most waits (reads) leave nothing to do for. */
+static inline void timeout_stop(struct timeout *t)
+{
+    if (t->slot != 0)
+        timeout_cancel(t);
+}
 
 #endif
