@@ -24,6 +24,22 @@
 enum { UV_THREAD = 1, UV_SERVED, UV_DELIVERY, UV_COUNT = UV_DELIVERY };
 
 
+/* A task with a userdata of its own (task_new) also has a handle to join it, maybe a tally and a
+ * place in the list of the load that spawned it. A connection's handler needs none of these: 32
+ * bytes less in each connection (measured: 1.99 -> 1.96 KiB RSS per idle echo connection at
+ * 10,000). */
+struct spawned {
+    struct task task;
+    struct task_waiters joiners;
+    size_t *tally; /* counts it while it is alive, if not NULL */
+    struct task *next_of_load; /* in the list of the script's load that spawned it */
+};
+
+static struct spawned *spawned(struct task *t)
+{
+    return container_of(t, struct spawned, task);
+}
+
 static struct ev_loop *loop;
 static lua_State *main_L;
 static void (*after_step)(void);
@@ -192,9 +208,9 @@ static int report_error(lua_State *L)
 
 static void forget_load_task(struct task **list, struct task *t)
 {
-    for (struct task **p = list; *p != NULL; p = &(*p)->next_of_load)
+    for (struct task **p = list; *p != NULL; p = &spawned(*p)->next_of_load)
         if (*p == t) {
-            *p = t->next_of_load;
+            *p = spawned(t)->next_of_load;
             return;
         }
 }
@@ -211,9 +227,11 @@ static void finish(struct task *t)
     live_count--;
     if (t->awaited)
         handler_count--;
-    if (t->tally != NULL)
-        (*t->tally)--;
-    task_wake_all(&t->joiners, NULL);
+    if (!t->embedded) {
+        if (spawned(t)->tally != NULL)
+            (*spawned(t)->tally)--;
+        task_wake_all(&spawned(t)->joiners, NULL);
+    }
     if (t == main_task) {
         main_status = exit_status(t);
         ev_break(loop, EVBREAK_ALL);
@@ -539,9 +557,9 @@ static int task_join(lua_State *L)
     if (t == task_current(L))
         return luaL_error(L, "a task cannot join itself");
     task_check_wait(L, "task:join");
-    if (!task_waiters_empty(&t->joiners))
+    if (!task_waiters_empty(&spawned(t)->joiners))
         return luaL_error(L, "another coroutine is already joining this task");
-    return task_wait(L, &t->joiners, -1, join_resumed, 0);
+    return task_wait(L, &spawned(t)->joiners, -1, join_resumed, 0);
 }
 
 static void cancel(struct task *t);
@@ -641,7 +659,9 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
 {
     if (served_index != 0)
         served_index = lua_absindex(L, served_index);
-    struct task *t = lua_newuserdatauv(L, sizeof *t, UV_COUNT);
+    struct spawned *s = lua_newuserdatauv(L, sizeof *s, UV_COUNT);
+    *s = (struct spawned){.tally = NULL};
+    struct task *t = &s->task;
     luaL_setmetatable(L, TASK_MT);
     make_thread(L, t, UV_THREAD, UV_DELIVERY, nargs);
     if (served != NULL) {
@@ -683,14 +703,14 @@ static struct task *started_with(lua_State *L, struct task *t, int nargs,
 
 void task_tally(struct task *t, size_t *tally)
 {
-    t->tally = tally;
+    spawned(t)->tally = tally;
     (*tally)++;
 }
 
 void task_start(struct task *t)
 {
     if (loading) {
-        t->next_of_load = loading_tasks;
+        spawned(t)->next_of_load = loading_tasks;
         loading_tasks = t;
         t->held = holding;
     }
@@ -739,8 +759,8 @@ static int stop_script_tasks(struct task **list, struct task **keep)
     while (*list != NULL) {
         struct task *t = *list;
         if (t->service) {
-            *list = t->next_of_load;
-            t->next_of_load = *keep;
+            *list = spawned(t)->next_of_load;
+            spawned(t)->next_of_load = *keep;
             *keep = t;
         } else {
             cancel(t); /* which takes it off *list */
@@ -774,14 +794,14 @@ void task_end_load(bool in_use)
 void task_hold_load_tasks(void)
 {
     holding = true;
-    for (struct task *t = load_tasks; t != NULL; t = t->next_of_load)
+    for (struct task *t = load_tasks; t != NULL; t = spawned(t)->next_of_load)
         t->held = true;
 }
 
 void task_release_load_tasks(void)
 {
     holding = false;
-    for (struct task *t = load_tasks; t != NULL; t = t->next_of_load) {
+    for (struct task *t = load_tasks; t != NULL; t = spawned(t)->next_of_load) {
         t->held = false;
         enqueue(t);
     }

@@ -90,11 +90,8 @@ struct task {
     struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
     struct task *next;               /* in waiting_in, or in the ready queue */
     struct timeout timer;            /* the wait's timeout (a sleep's end) */
-    struct task_waiters joiners;
     struct task_resource *served;
     struct task_resource *owned;
-    size_t *tally;  /* counts it while it is alive, if not NULL */
-    struct task *next_of_load; /* in the list of the script's load that spawned it */
 };
 
 /* after_step runs at the end of each loop step, after the woken tasks (conn.c flushes output
@@ -116,11 +113,12 @@ struct task *task_new(lua_State *L, int nargs, int served_index, struct task_res
 struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int anchor,
                          int thread_uv, int delivery_uv, int nargs, struct task_resource *served);
 
-/* t counts itself in *tally from now until it ends (the datagram tasks alive, against
- * max_datagram_tasks). */
+/* t (made by task_new) counts itself in *tally from now until it ends (the datagram tasks alive,
+ * against max_datagram_tasks). */
 void task_tally(struct task *t, size_t *tally);
 
-/* Starts a new task on the next loop step (from Lua code), or at once (from an event callback). */
+/* Starts a new task on the next loop step (from Lua code: one made by task_new), or at once (from
+ * an event callback). */
 void task_start(struct task *t);
 void task_run(struct task *t);
 
