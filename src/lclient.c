@@ -248,7 +248,7 @@ static int luasock_connect_address(lua_State *L)
     struct task *t = task_check_wait(L, "luasock.connect");
     struct conn *c = conn_new(L);
     lua_pushvalue(L, 5);
-    lua_setiuservalue(L, -2, 1);
+    lua_setiuservalue(L, -2, CONN_UV_POOL);
     int family = to.ss_family;
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int rc = -1;
@@ -316,8 +316,10 @@ static int luasock_interrupt(lua_State *L)
 /* luasock.core.pool_name(conn) -> the name of the pool it was made for, or nil (accepted). */
 static int luasock_pool_name(lua_State *L)
 {
-    lconn_check(L);
-    lua_getiuservalue(L, 1, 1);
+    if (lconn_check(L)->outgoing)
+        lua_getiuservalue(L, 1, CONN_UV_POOL);
+    else
+        lua_pushnil(L); /* the user value is its handler's (CONN_UV_DELIVERY) */
     return 1;
 }
 

@@ -53,7 +53,7 @@ static int start_read(lua_State *L, struct conn *c, struct read_req *req, const 
     if (c->reading)
         return luaL_error(L, "conn %I is already being read by another coroutine",
                           (lua_Integer)c->id);
-    req->limit = req->kind == READ_ALL ? c->set.max_all : c->set.max_line;
+    req->limit = req->kind == READ_ALL ? c->set->max_all : c->set->max_line;
     c->req = *req;
     c->prefix = prefix;
     c->prefix_len = prefix_len;
@@ -288,7 +288,9 @@ static int conn_drain(lua_State *L)
 static int conn_settimeout(lua_State *L)
 {
     struct conn *c = toconn(L);
-    c->set.read_timeout = c->set.send_timeout = task_opttimeout(L, 2, "conn:settimeout");
+    double timeout = task_opttimeout(L, 2, "conn:settimeout");
+    struct conn_settings *set = conn_own_settings(c, L);
+    set->read_timeout = set->send_timeout = timeout;
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -300,10 +302,14 @@ static int conn_settimeouts(lua_State *L)
     struct conn *c = toconn(L);
     if (!lua_isnoneornil(L, 2))
         task_opttimeout(L, 2, "conn:settimeouts (connect)");
-    if (!lua_isnoneornil(L, 3))
-        c->set.send_timeout = task_opttimeout(L, 3, "conn:settimeouts (send)");
-    if (!lua_isnoneornil(L, 4))
-        c->set.read_timeout = task_opttimeout(L, 4, "conn:settimeouts (read)");
+    if (!lua_isnoneornil(L, 3)) {
+        double timeout = task_opttimeout(L, 3, "conn:settimeouts (send)");
+        conn_own_settings(c, L)->send_timeout = timeout;
+    }
+    if (!lua_isnoneornil(L, 4)) {
+        double timeout = task_opttimeout(L, 4, "conn:settimeouts (read)");
+        conn_own_settings(c, L)->read_timeout = timeout;
+    }
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -361,9 +367,10 @@ static int set_object_option(lua_State *L, struct conn *c, const char *name)
     static const char *const json_errors[] = {"close", "return", NULL};
     if (strcmp(name, "exact_objects") == 0) {
         luaL_checktype(L, 3, LUA_TBOOLEAN);
-        c->set.exact_objects = lua_toboolean(L, 3);
+        conn_own_settings(c, L)->exact_objects = lua_toboolean(L, 3);
     } else if (strcmp(name, "json_errors") == 0) {
-        c->set.keep_bad_json = luaL_checkoption(L, 3, NULL, json_errors) == 1;
+        bool keep = luaL_checkoption(L, 3, NULL, json_errors) == 1;
+        conn_own_settings(c, L)->keep_bad_json = keep;
     } else {
         enum object_codec codec = (enum object_codec)luaL_checkoption(L, 3, NULL,
                                                                       object_codec_names);
@@ -372,7 +379,7 @@ static int set_object_option(lua_State *L, struct conn *c, const char *name)
             lua_pushliteral(L, "luasock.json");
             lua_call(L, 1, 0);
         }
-        conn_set_object_codec(c, codec);
+        conn_set_object_codec(c, L, codec);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -391,9 +398,10 @@ static int conn_setoption(lua_State *L)
         return set_object_option(L, c, names[option]);
     lua_Integer value = luaL_checkinteger(L, 3);
     luaL_argcheck(L, value >= least[option], 3, "out of range");
-    size_t *fields[] = {&c->set.max_line, &c->set.max_all, &c->set.high_water,
-                        &c->set.max_queue, &c->set.max_object, &c->set.max_object_items,
-                        &c->set.max_receive, &c->set.soft_queue};
+    struct conn_settings *set = conn_own_settings(c, L);
+    size_t *fields[] = {&set->max_line, &set->max_all, &set->high_water, &set->max_queue,
+                        &set->max_object, &set->max_object_items, &set->max_receive,
+                        &set->soft_queue};
     *fields[option] = (size_t)value;
     lua_pushboolean(L, 1);
     return 1;

@@ -138,6 +138,7 @@ static int start_thread(struct pump *p)
 static int open_pump(lua_State *L, struct pump *p)
 {
     struct conn *c = conn_new(L);
+    struct conn_settings *set = conn_own_settings(c, L);
     lua_pushvalue(L, -1);
     int ref = luaL_ref(L, LUA_REGISTRYINDEX);
     int pair[2] = {-1, -1};
@@ -161,7 +162,7 @@ static int open_pump(lua_State *L, struct pump *p)
     struct sockaddr_un peer = {.sun_family = AF_UNIX};
     conn_attach(c, pair[0], (struct sockaddr *)&peer, sizeof peer);
     c->heard_from = true; /* no first-byte timeout */
-    c->set.read_timeout = -1; /* a user may think for as long as they like */
+    set->read_timeout = -1; /* a user may think for as long as they like */
     p->conn = c;
     p->ref = ref;
     return 1;

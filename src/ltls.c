@@ -686,7 +686,7 @@ static int conn_starttls(lua_State *L)
     struct conn *c = lconn_check(L);
     if (!lua_isnoneornil(L, 2))
         luaL_checktype(L, 2, LUA_TTABLE);
-    double timeout = lua_isnoneornil(L, 3) ? c->set.read_timeout
+    double timeout = lua_isnoneornil(L, 3) ? c->set->read_timeout
                                            : task_opttimeout(L, 3, "conn:starttls");
     if (c->tls != NULL)
         return luaL_error(L, "conn %I: tls is already on", (lua_Integer)c->id);

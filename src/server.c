@@ -335,7 +335,7 @@ static int new_handler_task(lua_State *state)
     a->conn = c;
     if (a->tls)
         return 0;
-    a->task = task_new(state, 1, -1, &c->res);
+    a->task = conn_new_handler(state, c);
     return 0;
 }
 
@@ -346,7 +346,7 @@ static int new_secured_task(lua_State *state)
     if (!script_push_callback(state, SCRIPT_HANDLE))
         return luaL_error(state, "%s has no 'handle' function", script_path);
     conn_push(state, a->conn);
-    a->task = task_new(state, 1, -1, &a->conn->res);
+    a->task = conn_new_handler(state, a->conn);
     return 0;
 }
 

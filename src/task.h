@@ -24,6 +24,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "timeouts.h"
+
 struct task;
 
 /* Tasks waiting for one thing (a connection's reader, a queue's poppers, a task's joiners), in
@@ -45,6 +47,9 @@ struct task_resource_ops {
     void (*close)(struct task_resource *r);
     /* For error reports: "conn 12 from 127.0.0.1:5555". */
     void (*describe)(struct task_resource *r, char *out, size_t size);
+    /* The task embedded in r's userdata (task_new_in) has ended and no longer needs the anchor
+     * it shared; NULL for resources that hold no task. */
+    void (*task_ended)(struct task_resource *r);
 };
 
 struct task_resource {
@@ -63,6 +68,32 @@ struct task_job {
     bool queued;
 };
 
+/* A task: only task.c uses its fields. It is the body of its own userdata (task_new), or part
+ * of another's (task_new_in): a connection's handler lives in its connection. */
+struct task {
+    lua_State *co;
+    int ref;        /* registry reference that keeps the task alive until it ends */
+    int nargs;      /* values on co for its first resume */
+    int nresults;   /* values left on co once done, for join */
+    bool waiting; /* suspended in task_wait, not by a bare coroutine.yield */
+    bool queued;  /* in the ready queue */
+    bool done;
+    bool failed;  /* ended by an error; its message is the one value left on co */
+    bool awaited; /* a graceful shutdown waits for it */
+    bool held;    /* of the script's load, kept by the --workers parent for its workers */
+    bool started;
+    bool service; /* the runtime's own (the pub/sub bus): no load of the script owns it */
+    bool refused; /* failed before it started: memory was exhausted */
+    bool embedded; /* in another userdata (task_new_in) */
+    unsigned char thread_uv, delivery_uv; /* its user values */
+    const char *failure;             /* how its last wait ended, for the continuation */
+    struct task_waiters *waiting_in; /* the list it waits in, if its wait has one */
+    struct task *next;               /* in waiting_in, or in the ready queue */
+    struct timeout timer;            /* the wait's timeout (a sleep's end) */
+    struct task_resource *served;
+    struct task_resource *owned;
+};
+
 /* after_step runs at the end of each loop step, after the woken tasks (conn.c flushes output
  * there). */
 void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
@@ -74,11 +105,20 @@ void task_init(struct ev_loop *loop, lua_State *L, void (*after_step)(void));
  * registered. */
 struct task *task_new(lua_State *L, int nargs, int served_index, struct task_resource *served);
 
-/* t counts itself in *tally from now until it ends (the datagram tasks alive, against
- * max_datagram_tasks). */
+/* As task_new, for a task t embedded in the userdata at holder_index, whose user values
+ * thread_uv and delivery_uv it uses for its thread and for task_wake_first_with; it serves
+ * served (part of that userdata). anchor is the registry reference that keeps that userdata
+ * alive: its owner keeps it until served's task_ended has been called, which finish calls once
+ * the task has ended. */
+struct task *task_new_in(lua_State *L, struct task *t, int holder_index, int anchor,
+                         int thread_uv, int delivery_uv, int nargs, struct task_resource *served);
+
+/* t (made by task_new) counts itself in *tally from now until it ends (the datagram tasks alive,
+ * against max_datagram_tasks). */
 void task_tally(struct task *t, size_t *tally);
 
-/* Starts a new task on the next loop step (from Lua code), or at once (from an event callback). */
+/* Starts a new task on the next loop step (from Lua code: one made by task_new), or at once (from
+ * an event callback). */
 void task_start(struct task *t);
 void task_run(struct task *t);
 
