@@ -198,11 +198,6 @@ void conn_describe(struct conn *c, char *out, size_t size)
     snprintf(out, size, "conn %llu from %s", (unsigned long long)c->id, peer);
 }
 
-static void restart_timer(struct conn *c, ev_tstamp after)
-{
-    timeout_start(&c->timer, after);
-}
-
 /* Sets a deadline (rdeadline or wdeadline) timeout seconds from now, and starts (or shortens)
  * the connection's one timer so that it fires no later than that. The timer is not stopped when
  * the operation completes early: its callback compares the deadlines with the clock and re-arms
@@ -219,7 +214,7 @@ static void arm(struct conn *c, ev_tstamp *deadline, double timeout)
     *deadline = now + timeout;
     if (timeout_active(&c->timer) && c->timer.at - now <= timeout)
         return;
-    restart_timer(c, timeout);
+    timeout_start(&c->timer, timeout);
 }
 
 static void drop_framer(struct conn *c)
@@ -1125,7 +1120,7 @@ static void on_timer(struct timeout *w)
     if (wdeadline != 0 && (next == 0 || wdeadline < next))
         next = wdeadline;
     if (next != 0)
-        restart_timer(c, next - now);
+        timeout_start(&c->timer, next - now);
     if (read_due)
         read_timed_out(c);
 }
@@ -1156,7 +1151,7 @@ static void drained(struct conn *c)
     if (!c->reading)
         drop_input(c);
     watch_start(c, EV_READ);
-    restart_timer(c, LINGER_SECONDS);
+    timeout_start(&c->timer, LINGER_SECONDS);
 }
 
 /* Sends what is queued. Returns 0 (all of it sent, or the socket is full) or an errno. */
@@ -1386,7 +1381,7 @@ static void close_gracefully(struct conn *c, const char *reason)
         return;
     }
     if (c->set->send_timeout >= 0)
-        restart_timer(c, c->set->send_timeout);
+        timeout_start(&c->timer, c->set->send_timeout);
 }
 
 void conn_close(struct conn *c)
