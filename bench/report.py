@@ -421,14 +421,16 @@ def targets_table(rows, quick):
             if not (ls.ok and other is not None and other.ok and other.get(field)):
                 return None
             return ls.get(field) / other.get(field)
+        def instructions_row(unit, bound):
+            v = ls.get("instr_per_msg")
+            return ["", f"user instr/{unit} ≤ {bound:,}", fmt(v, 0),
+                    verdict(v, bound, True, missing=NOT_COUNTED)]
         if first.mode == "echo":
             r = ratio("msgs_per_s", ref)
             out.append([label, f"throughput ≥ {THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
                         verdict(r, THROUGHPUT_MIN, False)])
             if key == "echo64":
-                v = ls.get("instr_per_msg")
-                out.append(["", f"user instr/msg ≤ {ECHO64_INSTR_MAX:,}", fmt(v, 0),
-                            verdict(v, ECHO64_INSTR_MAX, True, missing=NOT_COUNTED)])
+                out.append(instructions_row("msg", ECHO64_INSTR_MAX))
             r = ratio("srv_user_us_per_msg", luv)
             out.append(["", f"user CPU/msg ≤ {USER_VS_LUV_MAX} × luv's", fmt(r, 2) + "×",
                         verdict(r, USER_VS_LUV_MAX, True)])
@@ -439,9 +441,7 @@ def targets_table(rows, quick):
             v = ls.get("srv_user_us_per_msg")
             out.append([label, f"user CPU/line ≤ {LINE_USER_MAX_US} µs", fmt(v, 2) + " µs",
                         verdict(v, LINE_USER_MAX_US, True)])
-            v = ls.get("instr_per_msg")
-            out.append(["", f"user instr/line ≤ {LINE_INSTR_MAX:,}", fmt(v, 0),
-                        verdict(v, LINE_INSTR_MAX, True, missing=NOT_COUNTED)])
+            out.append(instructions_row("line", LINE_INSTR_MAX))
             r = ratio("msgs_per_s", ref)
             out.append(["", f"lines/s ≥ {LINE_THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
                         verdict(r, LINE_THROUGHPUT_MIN, False)])
