@@ -11,6 +11,7 @@
 #include <lualib.h>
 
 #include "check.h"
+#include "same_lua.h"
 #include "codec.h"
 #include "lvalues.h"
 
@@ -21,18 +22,8 @@ static lua_State *L;
 static const struct codec_limits defaults = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH,
                                              CODEC_DEFAULT_MAX_ITEMS};
 
-/* Deep equality that also tells integers from floats and 0.0 from -0.0. */
 static const char same_lua[] =
-    "function same(a, b)\n"
-    "  if type(a) ~= type(b) then return false end\n"
-    "  if type(a) == 'number' then\n"
-    "    return math.type(a) == math.type(b) and a == b and (a ~= 0 or 1/a == 1/b)\n"
-    "  end\n"
-    "  if type(a) ~= 'table' then return a == b end\n"
-    "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
-    "  for k in pairs(b) do if a[k] == nil then return false end end\n"
-    "  return true\n"
-    "end\n";
+    SAME_LUA;
 
 /* Pushes the value of the Lua expression (or the result of the chunk, when it starts with
  * "local"); a broken expression fails a check and pushes nil. */

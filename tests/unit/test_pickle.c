@@ -9,6 +9,7 @@
 #include <lualib.h>
 
 #include "check.h"
+#include "same_lua.h"
 #include "errors.h"
 #include "lvalues.h"
 #include "pickle.h"
@@ -121,20 +122,8 @@ static lua_State *L;
 static const struct codec_limits defaults = {CODEC_DEFAULT_MAX_SIZE, CODEC_DEFAULT_MAX_DEPTH,
                                              CODEC_DEFAULT_MAX_ITEMS};
 
-/* Deep equality that tells integers from floats, 0.0 from -0.0, and compares metatables (the
- * markers and wrappers). */
 static const char same_lua[] =
-    "function same(a, b)\n"
-    "  if type(a) ~= type(b) then return false end\n"
-    "  if type(a) == 'number' then\n"
-    "    return math.type(a) == math.type(b) and a == b and (a ~= 0 or 1/a == 1/b)\n"
-    "  end\n"
-    "  if type(a) ~= 'table' then return a == b end\n"
-    "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
-    "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
-    "  for k in pairs(b) do if a[k] == nil then return false end end\n"
-    "  return true\n"
-    "end\n"
+    SAME_LUA
     "null, array, map, tuple, set, bytes, uint64 = luasock.null, luasock.array, luasock.map,\n"
     "  luasock.tuple, luasock.set, luasock.bytes, luasock.uint64\n";
 
