@@ -46,24 +46,12 @@ static struct pump pumps[] = {
 
 static bool enabled;
 
-static int send_all(int fd, const char *data, size_t len)
+/* Writes all of data to fd: with send(MSG_NOSIGNAL) to our end of the socketpair, so that a
+ * closed connection is an error and not SIGPIPE, and with write to standard output or error. */
+static int write_all(int fd, const char *data, size_t len, bool to_socket)
 {
     while (len > 0) {
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -1;
-        data += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
+        ssize_t n = to_socket ? send(fd, data, len, MSG_NOSIGNAL) : write(fd, data, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
@@ -98,7 +86,7 @@ static void *pump_in(void *arg)
         ssize_t n = read(p->fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 || send_all(p->end, chunk, (size_t)n) < 0)
+        if (n <= 0 || write_all(p->end, chunk, (size_t)n, true) < 0)
             break;
     }
     close(p->end);
@@ -115,7 +103,7 @@ static void *pump_out(void *arg)
         ssize_t n = recv(p->end, chunk, sizeof chunk, 0);
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0 || write_all(p->fd, chunk, (size_t)n) < 0)
+        if (n <= 0 || write_all(p->fd, chunk, (size_t)n, false) < 0)
             break;
     }
     close(p->end);
