@@ -74,6 +74,9 @@ struct shared_settings {
 static struct shared_settings *current_settings; /* conn_defaults as of the last conn_new */
 /* What a connection whose __gc has run points to: it never changes and is never freed. */
 static struct shared_settings released_settings = {.refs = 1};
+/* Where settings changed on such a connection go: it is closed for good, so they have no
+ * effect, and a copy of its own would leak, as its __gc (which frees it) has already run. */
+static struct conn_settings discarded_settings;
 
 void (*conn_on_close)(lua_State *L, const char *reason);
 bool conn_access_log;
@@ -1631,7 +1634,11 @@ static struct shared_settings *new_settings(lua_State *L)
 struct conn_settings *conn_own_settings(struct conn *c, lua_State *L)
 {
     struct shared_settings *s = settings_of(c);
-    if (s->refs != 1 || s == &released_settings) {
+    if (s == &released_settings) {
+        discarded_settings = s->set;
+        return &discarded_settings;
+    }
+    if (s->refs != 1) {
         struct shared_settings *own = settings_copy(L, c->set);
         settings_drop(s);
         c->set = &own->set;

@@ -587,3 +587,47 @@ describe("issue 12 item 13: __gc metamethods in the middle of a read", function(
     server:stop()
   end)
 end)
+
+describe("issue 18: settings changed on a connection whose __gc has run", function()
+  after_each(helper.cleanup)
+
+  -- Found by the API-misuse fuzzer under AddressSanitizer: connections share their settings
+  -- until one changes them, and a change on a connection that a finalizer brought back after
+  -- its own __gc gave it a copy that nothing freed (a LeakSanitizer report at exit, which
+  -- makes stop() fail on the sanitized build). The changes are accepted and have no effect.
+  it("are accepted, and leak nothing", function()
+    local server = serve([[
+      return { handle = function(conn)
+        if conn:receive() ~= "go" then return end   -- the connection made below
+        -- Marked for finalization before the connection exists, so its finalizer runs after
+        -- the connection's __gc.
+        local results
+        local holder = setmetatable({}, { __gc = function(h)
+          local out = h.conn
+          results = { out:settimeout(1), out:settimeouts(nil, 2, 3),
+                      out:setoption("max_line", 100), out:setoption("exact_objects", true),
+                      out:receive() }
+        end })
+        local _, port = conn:local_address()
+        local out = assert(luasock.connect("127.0.0.1", port))
+        -- The other handler returns on this line, so out sees the end of stream, and its
+        -- close has nothing to linger for.
+        out:send("bye\n")
+        assert(out:receive() == nil)
+        out:close()
+        holder.conn = out
+        -- A closed connection stays anchored until its on_close step, which runs before any
+        -- wait ends.
+        luasock.sleep(0)
+        out, holder = nil, nil
+        collectgarbage()
+        collectgarbage()
+        report(conn, table.unpack(results or { "never collected" }))
+      end }]])
+    local client = server:connect()
+    assert(client:send("go\n"))
+    assert.same(table.pack(true, true, true, true, nil, "closed", ""), helper.read_report(client))
+    client:close()
+    server:stop()
+  end)
+end)
