@@ -19,11 +19,14 @@ import sys
 SERVERS = {
     "ref": "C reference (libev)",
     "luasock": "luasock",
+    "floor": "Lua floor (libev + coroutine)",
     "node": "Node.js net",
     "asyncio": "Python asyncio",
     "luv": "Lua 5.4 + luv",
     "nginx": "nginx stream + ssl",
 }
+# The chart compares luasock with its peers; the Lua floor (a measure, not a peer) stays out.
+CHART_LEFT_OUT = ("floor",)
 # Shorter names for the chart's legend, whose bars mix plain and TLS workloads.
 CHART_SERVERS = {"ref": "C reference", "node": "Node.js", "nginx": "nginx (TLS only)"}
 # The same servers on the TLS workloads (there is no luv peer; nginx runs only these).
@@ -282,7 +285,7 @@ def others_cell(row):
 INSTR_SPREAD_MAX = 0.02
 INSTR_SPREAD_MIN = 10
 # Servers whose instructions bench/run counts (Node.js is not counted; see INSTR_TEXT).
-INSTR_SERVERS = ("ref", "luasock", "luv", "asyncio")
+INSTR_SERVERS = ("ref", "luasock", "floor", "luv", "asyncio")
 
 
 def instruction_counts(instr_rows):
@@ -305,7 +308,8 @@ def instr_best(runs):
 
 def add_instructions(rows, instr_rows):
     """Puts each server's instructions per message (the fewest of the runs) into its row of the
-    same workload (key), for the "user instr/msg" column of the results table."""
+    same workload (key), for the "user instr/msg" column of the results table. Returns them by
+    (key, server), rows or not (the Lua floor has no throughput rows)."""
     best = {(key, server): instr_best(runs)
            for key, by_server in instruction_counts(instr_rows)
            for server, runs in by_server.items()}
@@ -313,6 +317,7 @@ def add_instructions(rows, instr_rows):
         count = best.get((row.key, row.server))
         if row.ok and count is not None:
             row.values["instr_per_msg"] = count
+    return best
 
 
 def instructions_table(instr_rows):
@@ -407,7 +412,16 @@ def verdict(value, bound, at_most, strict=False, missing="n/a (failed)"):
     return ("met" if good else "**not met**") + close
 
 
-def targets_table(rows, quick):
+def floor_cells(floor, bound, digits, unit=""):
+    """The Lua floor's figure for a target's value cell, and for its verdict whether the bound is
+    below it (then no server can meet it running the same handler on the same Lua)."""
+    if floor is None:
+        return "", ""
+    return (f" (Lua floor {fmt(floor, digits)}{unit})",
+            "; the Lua floor alone is above it" if floor > bound else "")
+
+
+def targets_table(rows, quick, instr_counts):
     out = []
     still = next((r for r in rows if r.mode == "watch" and r.server == "luasock"), None)
     for key, by_server in workloads(rows):
@@ -423,8 +437,9 @@ def targets_table(rows, quick):
             return ls.get(field) / other.get(field)
         def instructions_row(unit, bound):
             v = ls.get("instr_per_msg")
-            return ["", f"user instr/{unit} ≤ {bound:,}", fmt(v, 0),
-                    verdict(v, bound, True, missing=NOT_COUNTED)]
+            shown, above = floor_cells(instr_counts.get((key, "floor")), bound, 0)
+            return ["", f"user instr/{unit} ≤ {bound:,}", fmt(v, 0) + shown,
+                    verdict(v, bound, True, missing=NOT_COUNTED) + above]
         if first.mode == "echo":
             r = ratio("msgs_per_s", ref)
             out.append([label, f"throughput ≥ {THROUGHPUT_MIN} × reference", fmt(r, 2) + "×",
@@ -452,8 +467,11 @@ def targets_table(rows, quick):
         elif first.mode == "idle":
             v = ls.get("kib_per_conn")
             note = " (quick run: not at 10,000)" if quick or ls.conns < 10000 else ""
-            out.append([label, f"RSS ≤ {IDLE_KIB_MAX} KiB per idle conn{note}", fmt(v, 2) + " KiB",
-                        verdict(v, IDLE_KIB_MAX, True)])
+            floor = by_server.get("floor")
+            shown, above = floor_cells(floor.get("kib_per_conn") if floor else None,
+                                       IDLE_KIB_MAX, 2, " KiB")
+            out.append([label, f"RSS ≤ {IDLE_KIB_MAX} KiB per idle conn{note}",
+                        fmt(v, 2) + " KiB" + shown, verdict(v, IDLE_KIB_MAX, True) + above])
             r = ratio("kib_per_conn", by_server.get("asyncio"))
             out.append(["", "RSS per idle conn < asyncio's", fmt(r, 2) + "×",
                         verdict(r, 1, True, strict=True)])
@@ -615,7 +633,8 @@ def chart_label(row):
 
 
 def chart(rows, png, work_dir, title):
-    servers = [s for s in SERVERS if any(r.server == s for r in rows)]
+    servers = [s for s in SERVERS
+               if s not in CHART_LEFT_OUT and any(r.server == s for r in rows)]
     data, idle = os.path.join(work_dir, "chart.tsv"), os.path.join(work_dir, "chart-idle.tsv")
     def cell(row, field):
         value = row.get(field) if row else None
@@ -730,6 +749,7 @@ METHOD = """\
 | Node.js | `bench/peers/echo.js` | `net` server, `socket.write(chunk)` per `data` event | splits each chunk at `\\n`, one `socket.write` per line |
 | Python asyncio | `bench/peers/echo_asyncio.py` | `asyncio.Protocol`, `transport.write(data)` | splits at `\\n`, one `transport.write` per line |
 | Lua + luv | `bench/peers/echo_luv.lua` | `read_start` callback, `client:write(data)` | splits at `\\n`, one `client:write` per line |
+| Lua floor | `bench/peers/lua_floor.c` running `examples/echo.lua` | libev; a coroutine per connection runs luasock's own handler; `receiveany` yields until readable, then reads into a shared buffer; `send` writes at once | the same with `bench/line.lua`: `receive("*l")` splits a buffer that exists only while it holds bytes |
 
 Every server listens with backlog 511 and sets `TCP_NODELAY` on its connections (asyncio does
 by default). The luv peer runs on `lua5.4`: Debian's `lua-luv` ships modules for Lua 5.1 to 5.4
@@ -737,6 +757,15 @@ by default). The luv peer runs on `lua5.4`: Debian's `lua-luv` ships modules for
 (one worker) and `--log-level warn`. Note that luasock queues output and sends everything written
 in one loop iteration with one `send(2)`, while the peers' per-line writes each go to the socket
 as they are made: that difference is part of what the line workload measures.
+
+The Lua floor is not a peer but a measure: the least a server can do to run luasock's own
+handlers, unchanged, on the same Lua 5.4 with the same allocator (`src/blocks.c`). Its methods
+check nothing, keep no timeouts or limits, and write at once; it has no error messages, logs or
+protection of the process from a handler. What luasock costs above it is what those features
+cost, and a target below it cannot be met by any server running the same handler on this Lua.
+It is counted for instructions per message and runs the idle workload; its throughput is not
+measured (it sends at once, a system call per `send`, so its messages/s would say nothing about
+a floor), and it is left out of the chart.
 
 For the chat workload each peer is a minimal chat room with `examples/chat.lua`'s wire
 behaviour as far as the workload uses it: a welcome line naming the new member (`* welcome to the
@@ -934,9 +963,9 @@ def main():
     instr_rows = load(args.instructions) if args.instructions else []
     all_rows = load(args.results)
     rows = best_rounds(all_rows)
-    add_instructions(rows, instr_rows)
+    instr_counts = add_instructions(rows, instr_rows)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    targets, idle = targets_table(rows, args.quick), idle_table(rows, "idle")
+    targets, idle = targets_table(rows, args.quick, instr_counts), idle_table(rows, "idle")
     results = throughput_table(rows, ("echo", "line"), THROUGHPUT_COLUMNS)
     tls_results = throughput_table(rows, ("tls",) + HANDSHAKE_MODES, TLS_COLUMNS)
     tls_idle = idle_table(rows, "tls_idle")
