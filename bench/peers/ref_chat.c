@@ -14,22 +14,19 @@
  * Usage: ref_chat [--listen HOST:PORT]   (default 127.0.0.1:0, port 0 picks a free port)
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BACKLOG 511 /* as luasock's listener */
+#include "peer.h"
+
 #define MAX_LINE 1024
 #define MAX_QUEUE 262144
 #define NICK_SIZE 24
@@ -227,50 +224,9 @@ static void join(struct ev_loop *loop, int fd)
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    for (;;) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                perror("ref_chat: accept");
-            return;
-        }
-        int on = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    int fd;
+    while ((fd = peer_accept(w->fd)) >= 0)
         join(loop, fd);
-    }
-}
-
-static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
-/* Opens the listening socket for "HOST:PORT" (IPv4) and prints the port it got. */
-static int listen_on(const char *spec)
-{
-    char host[64];
-    const char *colon = strrchr(spec, ':');
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (colon == NULL || (size_t)(colon - spec) >= sizeof host)
-        return -1;
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = '\0';
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int on = 1;
-    socklen_t len = sizeof sa;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, BACKLOG) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-        perror("ref_chat: listen");
-        return -1;
-    }
-    fprintf(stderr, "listening on %s:%d\n", host, ntohs(sa.sin_port));
-    return fd;
 }
 
 int main(int argc, char **argv)
@@ -282,27 +238,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: ref_chat [--listen HOST:PORT]\n");
         return 2;
     }
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
-    int fd = listen_on(spec);
+    int fd = peer_listen("ref_chat", spec);
     if (fd < 0)
         return 1;
-    struct ev_loop *loop = EV_DEFAULT;
-    ev_io acceptor;
     ev_prepare flusher;
-    ev_signal on_term, on_int;
-    ev_io_init(&acceptor, on_accept, fd, EV_READ);
-    ev_io_start(loop, &acceptor);
     ev_prepare_init(&flusher, on_prepare);
-    ev_prepare_start(loop, &flusher);
-    ev_signal_init(&on_term, on_stop, SIGTERM);
-    ev_signal_init(&on_int, on_stop, SIGINT);
-    ev_signal_start(loop, &on_term);
-    ev_signal_start(loop, &on_int);
-    ev_run(loop, 0);
-    close(fd);
+    ev_prepare_start(EV_DEFAULT, &flusher);
+    peer_run(fd, on_accept);
     return 0;
 }

@@ -14,11 +14,8 @@
  * Usage: ref_tls_echo --cert FILE --key FILE [--listen HOST:PORT]   (default 127.0.0.1:0)
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
 #include <errno.h>
 #include <ev.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <signal.h>
@@ -26,11 +23,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define BACKLOG 511 /* as luasock's listener */
+#include "peer.h"
 
 struct conn {
     ev_io io;
@@ -132,15 +128,8 @@ static void on_io(struct ev_loop *loop, ev_io *w, int revents)
 static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
 {
     (void)revents;
-    for (;;) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-                perror("ref_tls_echo: accept");
-            return;
-        }
-        int on = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    int fd;
+    while ((fd = peer_accept(w->fd)) >= 0) {
         struct conn *c = calloc(1, sizeof *c);
         SSL *ssl = c != NULL ? SSL_new(ctx) : NULL;
         if (ssl == NULL || !SSL_set_fd(ssl, fd)) {
@@ -154,39 +143,6 @@ static void on_accept(struct ev_loop *loop, ev_io *w, int revents)
         ev_io_init(&c->io, on_io, fd, EV_READ);
         ev_io_start(loop, &c->io);
     }
-}
-
-static void on_stop(struct ev_loop *loop, ev_signal *w, int revents)
-{
-    (void)w;
-    (void)revents;
-    ev_break(loop, EVBREAK_ALL);
-}
-
-/* Opens the listening socket for "HOST:PORT" (IPv4) and prints the port it got. */
-static int listen_on(const char *spec)
-{
-    char host[64];
-    const char *colon = strrchr(spec, ':');
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (colon == NULL || (size_t)(colon - spec) >= sizeof host)
-        return -1;
-    memcpy(host, spec, (size_t)(colon - spec));
-    host[colon - spec] = '\0';
-    sa.sin_port = htons((uint16_t)atoi(colon + 1));
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
-        return -1;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int on = 1;
-    socklen_t len = sizeof sa;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on) < 0 ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(fd, BACKLOG) < 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) < 0) {
-        perror("ref_tls_echo: listen");
-        return -1;
-    }
-    fprintf(stderr, "listening on %s:%d\n", host, ntohs(sa.sin_port));
-    return fd;
 }
 
 static int make_context(const char *cert, const char *key)
@@ -225,27 +181,12 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
-    }
     if (make_context(cert, key) < 0)
         return 1;
-    int fd = listen_on(spec);
+    int fd = peer_listen("ref_tls_echo", spec);
     if (fd < 0)
         return 1;
-    struct ev_loop *loop = EV_DEFAULT;
-    ev_io acceptor;
-    ev_signal on_term, on_int;
-    ev_io_init(&acceptor, on_accept, fd, EV_READ);
-    ev_io_start(loop, &acceptor);
-    ev_signal_init(&on_term, on_stop, SIGTERM);
-    ev_signal_init(&on_int, on_stop, SIGINT);
-    ev_signal_start(loop, &on_term);
-    ev_signal_start(loop, &on_int);
-    ev_run(loop, 0);
-    close(fd);
+    peer_run(fd, on_accept);
     SSL_CTX_free(ctx);
     return 0;
 }
