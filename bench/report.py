@@ -670,7 +670,8 @@ INTRO = """\
 
 `bench/run` measures luasock against minimal C echo and chat servers and three other event-loop
 servers, and over TLS against a C libev + OpenSSL echo server, Node.js, asyncio and nginx, all in
-one run on one machine, over loopback. It installs missing Debian packages (`lua-luv`,
+one run on one machine, over loopback; beside them, the Lua floor (luasock's handlers on a bare
+libev + Lua server, see "The servers") shows what the handlers themselves cost. It installs missing Debian packages (`lua-luv`,
 `gnuplot-nox`, `python3`, `valgrind`, `nginx-light`, `libnginx-mod-stream`), builds luasock
 (`scripts/setup`) and its own C programs (into `build/bench/`), runs each server in turn on each
 workload (and luasock alone on the reload workload), counts the instructions each server executes
