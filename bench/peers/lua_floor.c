@@ -2,7 +2,8 @@
  * anything. One libev loop, one coroutine per connection running the very handler luasock runs
  * (examples/echo.lua or bench/line.lua, by its handle function), and a connection userdata whose
  * methods do the least they can: receiveany(max) and receive("*l") read into a buffer that exists
- * only while it holds bytes, and yield until the socket is readable; send(...) writes at once
+ * only while it holds bytes, and yield until the socket is readable (its watcher stays on);
+ * send(...) writes at once
  * and keeps only what the socket did not take. No timeouts, limits, error messages, logging or
  * protection: the figures luasock adds to these are what its features cost.
  *
@@ -107,9 +108,10 @@ static void take(lua_State *co, struct conn *c, size_t len, size_t skip)
         drop_input(c);
 }
 
+/* The reader watcher stays on from the accept: the coroutine waits in a read whenever the loop
+ * runs (send never waits), so every readable event is for it. */
 static int wait_readable(lua_State *co, struct conn *c, lua_KFunction again)
 {
-    ev_io_start(loop, &c->reader);
     return lua_yieldk(co, 0, (lua_KContext)c, again);
 }
 
@@ -235,8 +237,8 @@ static void resume(struct conn *c, int nargs)
 static void on_readable(struct ev_loop *l, ev_io *w, int revents)
 {
     (void)revents;
+    (void)l;
     struct conn *c = (struct conn *)w;
-    ev_io_stop(l, w);
     c->readable = true;
     resume(c, 0);
 }
@@ -264,6 +266,7 @@ static void start_handler(int fd)
     lua_setiuservalue(L, -2, 1);
     ev_io_init(&c->reader, on_readable, fd, EV_READ);
     ev_io_init(&c->writer, on_writable, fd, EV_WRITE);
+    ev_io_start(loop, &c->reader);
     lua_pushvalue(L, -1);
     c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, LUA_REGISTRYINDEX, "lua_floor.handle");
