@@ -687,15 +687,6 @@ static int encode_value(struct enc *e, int idx, int depth)
     }
 }
 
-/* Drops what a failed call appended. An emptied buffer gives its storage back, as buf.h says
- * empty buffers do. */
-static void undo_append(struct buf *b, size_t len)
-{
-    b->end = b->start + len;
-    if (len == 0)
-        buf_free(b);
-}
-
 enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
                                const struct codec_limits *limits, const char **err)
 {
@@ -718,7 +709,7 @@ enum codec_status codec_encode(lua_State *L, int idx, struct buf *out,
     lua_settop(L, top);
     if (rc == 0)
         return CODEC_OK;
-    undo_append(out, e.start);
+    buf_truncate(out, e.start);
     *err = e.err;
     return CODEC_ERROR;
 }
