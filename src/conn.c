@@ -779,7 +779,6 @@ static void linger_drain(struct conn *c)
 }
 
 static void write_and_settle(struct conn *c);
-static void queued(struct conn *c);
 
 /* Accepted connections whose handshake failed: one line at info per HANDSHAKE_REPORT_SECONDS
  * (with how many failed since the last), every one at debug, so that a flood of scanners or of
@@ -831,7 +830,7 @@ static void handshake_done(struct conn *c)
     c->readable = true; /* the peer's first data may have come with its last handshake record */
     watch(c, 0);
     if (buf_len(&c->out) > 0)
-        queued(c);
+        conn_queued(c);
     if (t->accepting) {
         t->accepting = false;
         conn_on_secured(c);
@@ -1298,15 +1297,10 @@ int conn_wait_connect(struct conn *c, lua_State *L, double timeout)
 
 /* Bytes were added to the output buffer: have them flushed when the loop is about to wait.
  * While the watcher watches for writing, the socket is full and it will write them. */
-static void queued(struct conn *c)
+void conn_queued(struct conn *c)
 {
     if (!c->flush_listed && !(watching(c) & EV_WRITE))
         flush_list_add(c);
-}
-
-void conn_queued(struct conn *c)
-{
-    queued(c);
 }
 
 int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
@@ -1315,7 +1309,7 @@ int conn_queue_object(struct conn *c, lua_State *L, int idx, const char **err)
                                   .max_depth = CODEC_DEFAULT_MAX_DEPTH};
     if (object_encode(L, c->set->object_codec, idx, &c->out, &limits, err) != CODEC_OK)
         return -1;
-    queued(c);
+    conn_queued(c);
     return 0;
 }
 
