@@ -23,7 +23,6 @@
  * userdata (task_new_in) uses two of that one's instead, and serves it. */
 enum { UV_THREAD = 1, UV_SERVED, UV_DELIVERY, UV_COUNT = UV_DELIVERY };
 
-
 /* A task with a userdata of its own (task_new) also has a handle to join it, maybe a tally and a
  * place in the list of the load that spawned it. A connection's handler needs none of these: 32
  * bytes less in each connection (measured: 1.99 -> 1.96 KiB RSS per idle echo connection at
